@@ -1,0 +1,27 @@
+"""Defaults in one place: timeouts, retry counts, backoff numbers, limits."""
+
+from __future__ import annotations
+
+#: Seconds to establish a connection (TCP + TLS + proxy handshake).
+CONNECT_TIMEOUT = 5.0
+#: Seconds to wait for any single network read (also the longest pause between stream chunks by default).
+READ_TIMEOUT = 600.0
+WRITE_TIMEOUT = 600.0
+POOL_TIMEOUT = 10.0
+
+#: Retries per provider for retryable errors when a bare provider is used (same default as the openai package).
+DEFAULT_MAX_RETRIES = 2
+#: RetryProvider's default retries per provider.
+RETRY_PROVIDER_MAX_RETRIES = 3
+
+#: Exponential backoff with full jitter: sleep uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2**n)).
+BACKOFF_BASE = 0.5
+BACKOFF_CAP = 8.0
+#: Longest Retry-After we are willing to wait on the same provider.
+RETRY_AFTER_CAP = 60.0
+
+MAX_CONNECTIONS = 100
+MAX_KEEPALIVE_CONNECTIONS = 20
+KEEPALIVE_EXPIRY = 30.0
+
+OPENAI_BASE_URL = "https://api.openai.com/v1"

@@ -1,0 +1,303 @@
+"""Client and AsyncClient: the OpenAI-shaped front door.
+
+``client.chat.completions.create(...)`` validates the call, picks the provider (the call's, else the client's,
+else the default chain), and hands the request to it; ``client.models.list()`` asks the same provider. Sync and
+async share everything but the last call: the request building and routing live below this module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from types import TracebackType
+from typing import Any, Generic, TypeVar
+
+from . import _constants as C
+from ._context import CallContext
+from ._http import TransportPool, make_timeout
+from ._proxy import parse_proxy
+from ._redact import mask_secret
+from ._request import ChatRequest, build_request
+from .errors import ConfigError
+from .providers.base import Provider, as_provider
+from .routing.retry import RetryProvider
+from .types import ChatCompletion, ChatCompletionChunk, ModelList
+
+__all__ = ["AsyncClient", "AsyncStream", "Client", "Stream"]
+
+_T = TypeVar("_T")
+_END: Any = object()
+
+
+class Stream(Generic[_T]):
+    """The chunks of a streamed answer. Iterate it; ``close()`` (or leaving a ``with`` block) releases the
+    connection at once, also when left early. ``provider`` names the provider of the latest chunk."""
+
+    def __init__(self, chunks: Iterator[_T], first: Any = _END) -> None:
+        self._chunks = chunks
+        self._first = first
+        self.provider: str | None = getattr(first, "provider", None)
+
+    def __iter__(self) -> Stream[_T]:
+        return self
+
+    def __next__(self) -> _T:
+        first = self._first
+        if first is not _END:
+            self._first = _END
+            return first  # type: ignore[no-any-return]
+        try:
+            item = next(self._chunks)
+        except StopIteration:
+            self.close()
+            raise
+        self.provider = getattr(item, "provider", self.provider)
+        return item
+
+    def close(self) -> None:
+        self._first = _END
+        close = getattr(self._chunks, "close", None)
+        if close is not None:
+            close()
+
+    def __enter__(self) -> Stream[_T]:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
+
+
+class AsyncStream(Generic[_T]):
+    """Async counterpart of :class:`Stream`: ``async for``, ``await aclose()``, ``async with``."""
+
+    def __init__(self, chunks: AsyncIterator[_T], first: Any = _END) -> None:
+        self._chunks = chunks
+        self._first = first
+        self.provider: str | None = getattr(first, "provider", None)
+
+    def __aiter__(self) -> AsyncStream[_T]:
+        return self
+
+    async def __anext__(self) -> _T:
+        first = self._first
+        if first is not _END:
+            self._first = _END
+            return first  # type: ignore[no-any-return]
+        try:
+            item = await self._chunks.__anext__()
+        except StopAsyncIteration:
+            await self.aclose()
+            raise
+        self.provider = getattr(item, "provider", self.provider)
+        return item
+
+    async def aclose(self) -> None:
+        self._first = _END
+        aclose = getattr(self._chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+    async def close(self) -> None:
+        await self.aclose()
+
+    async def __aenter__(self) -> AsyncStream[_T]:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+class _BaseClient:
+    def __init__(
+        self,
+        provider: Any = None,
+        proxies: Any = None,
+        api_key: Any = None,
+        base_url: str | None = None,
+        timeout: Any = None,
+        max_retries: int | None = None,
+        *,
+        trust_env: bool = True,
+        proxy: Any = None,
+    ) -> None:
+        if proxies is not None and proxy is not None:
+            raise ConfigError("pass either proxies= or proxy=, not both (they are the same setting)")
+        if max_retries is not None and (
+            isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0
+        ):
+            raise ConfigError(f"max_retries must be a whole number >= 0, got {max_retries!r}")
+        if api_key is not None and not isinstance(api_key, (str, dict)):
+            raise ConfigError("api_key must be a string, or a dict of provider name to key")
+        self.api_key = api_key
+        self.base_url = base_url
+        self.max_retries = max_retries
+        self.proxy = parse_proxy(proxies if proxies is not None else proxy, "proxies")
+        self.timeout = make_timeout(timeout) if timeout is not None else None
+        self._pool = TransportPool(trust_env=trust_env)
+        self.provider = self._resolve(provider) if provider is not None else None
+
+    def _resolve(self, provider: Any) -> Provider:
+        """A provider with this client's key and URL applied to class-given members, and retries around it."""
+        p = as_provider(provider, api_key=self.api_key, base_url=self.base_url)
+        if isinstance(p, RetryProvider):
+            return p
+        retries = C.DEFAULT_MAX_RETRIES if self.max_retries is None else self.max_retries
+        return RetryProvider([p], max_retries=retries, allow_empty=True, name=p.name)
+
+    def _default_provider(self) -> Provider:
+        if self.provider is None:
+            from .providers.defaults import default_chain
+
+            self.provider = self._resolve(default_chain(api_key=self.api_key, base_url=self.base_url))
+        return self.provider
+
+    def _prepare(
+        self, model: Any, messages: Any, stream: Any, kwargs: dict[str, Any]
+    ) -> tuple[ChatRequest, Provider, CallContext]:
+        request, options = build_request(model, messages, stream, kwargs)
+        call_provider = options.pop("provider", None)
+        provider = self._resolve(call_provider) if call_provider is not None else self._default_provider()
+        call_proxy = parse_proxy(options.pop("proxy", None), "proxy")
+        call_timeout = options.pop("timeout", None)
+        ctx = CallContext(
+            pool=self._pool,
+            client_proxy=self.proxy,
+            call_proxy=call_proxy,
+            client_timeout=self.timeout,
+            call_timeout=make_timeout(call_timeout) if call_timeout is not None else None,
+            options=options,
+        )
+        return request, provider, ctx
+
+    def _models_context(self, provider: Any) -> tuple[Provider, CallContext]:
+        p = self._resolve(provider) if provider is not None else self._default_provider()
+        return p, CallContext(pool=self._pool, client_proxy=self.proxy, client_timeout=self.timeout)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(provider={self.provider!r}, proxies={self.proxy!r}, "
+            f"api_key={mask_secret(self.api_key) if not isinstance(self.api_key, dict) else '{...}'})"
+        )
+
+
+# -- sync ------------------------------------------------------------------------------------------------------
+
+
+class Completions:
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def create(
+        self, model: str, messages: list[dict[str, Any]], stream: bool = False, **kwargs: Any
+    ) -> ChatCompletion | Stream[ChatCompletionChunk]:
+        """Ask for a chat completion; with ``stream=True`` get a :class:`Stream` of chunks.
+
+        Takes the OpenAI request parameters (``temperature``, ``max_tokens``, ``tools``, ...), the escape hatches
+        ``extra_body`` / ``extra_headers`` / ``extra_query``, and per-call ``provider=``, ``proxy=``, ``timeout=``
+        and ``allow_empty=``. Anything else is an :class:`~polychat.errors.InvalidRequestError`.
+        """
+        request, provider, ctx = self._client._prepare(model, messages, stream, kwargs)
+        if not stream:
+            return provider.complete(request, ctx)
+        chunks = provider.stream(request, ctx)
+        first = next(chunks, _END)
+        return Stream(chunks, first)
+
+
+class Chat:
+    def __init__(self, client: Client) -> None:
+        self.completions = Completions(client)
+
+
+class Models:
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def list(self, *, provider: Any = None) -> ModelList:
+        p, ctx = self._client._models_context(provider)
+        return ModelList(data=p.list_models(ctx))
+
+
+class Client(_BaseClient):
+    """A synchronous chat client.
+
+    ``provider``: a provider class or instance, or a :class:`~polychat.RetryProvider` chain; None builds the
+    default chain (configured remote providers, then the embedded model). ``proxies``: a URL, a
+    ``{'http': ..., 'https': ...}`` dict, or False for a direct connection. ``api_key`` / ``base_url`` apply to
+    providers given as classes. ``timeout``: seconds or an ``httpx.Timeout``. ``max_retries``: retries of a
+    single provider (default 2; a RetryProvider keeps its own).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.chat = Chat(self)
+        self.models = Models(self)
+
+    def close(self) -> None:
+        self._pool.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+# -- async -----------------------------------------------------------------------------------------------------
+
+
+class AsyncCompletions:
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    async def create(
+        self, model: str, messages: list[dict[str, Any]], stream: bool = False, **kwargs: Any
+    ) -> ChatCompletion | AsyncStream[ChatCompletionChunk]:
+        """Async :meth:`Completions.create`: ``stream = await create(..., stream=True)``, then ``async for``."""
+        request, provider, ctx = self._client._prepare(model, messages, stream, kwargs)
+        if not stream:
+            return await provider.acomplete(request, ctx)
+        chunks = provider.astream(request, ctx)
+        try:
+            first = await chunks.__anext__()
+        except StopAsyncIteration:
+            first = _END
+        return AsyncStream(chunks, first)
+
+
+class AsyncChat:
+    def __init__(self, client: AsyncClient) -> None:
+        self.completions = AsyncCompletions(client)
+
+
+class AsyncModels:
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    async def list(self, *, provider: Any = None) -> ModelList:
+        p, ctx = self._client._models_context(provider)
+        return ModelList(data=await p.alist_models(ctx))
+
+
+class AsyncClient(_BaseClient):
+    """The asynchronous client; the same arguments as :class:`Client`, awaited methods."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.chat = AsyncChat(self)
+        self.models = AsyncModels(self)
+
+    async def close(self) -> None:
+        await self._pool.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

@@ -1,0 +1,319 @@
+"""The exception tree, in one place.
+
+Names follow the official ``openai`` package so that ``except`` clauses carry over::
+
+    PolychatError
+    ├── InvalidRequestError (also ValueError)   bad input, raised before anything is sent
+    ├── ConfigError (also ValueError)           a bad proxy, provider or config setting
+    └── APIError                                something went wrong talking to a provider
+        ├── APIStatusError                      the provider answered with an error status or error frame
+        │   ├── BadRequestError                 400
+        │   ├── AuthenticationError             401
+        │   ├── PermissionDeniedError           403
+        │   ├── NotFoundError                   404
+        │   ├── ConflictError                   409
+        │   ├── UnprocessableEntityError        422
+        │   ├── RateLimitError                  429
+        │   └── InternalServerError             >= 500
+        ├── APIConnectionError                  no usable answer: refused, reset, proxy failure, bad stream
+        │   └── APITimeoutError                 a timeout fired
+        ├── StreamInterruptedError              a stream failed after content was yielded (``.partial``)
+        └── AllProvidersFailedError             every provider of a chain failed (``.attempts``)
+
+:func:`status_error` maps an HTTP status and error body to the right class; it is the only place that does.
+Messages never contain secrets: URLs pass through :func:`polychat._redact.redact_url` before they are shown.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AllProvidersFailedError",
+    "Attempt",
+    "AuthenticationError",
+    "BadRequestError",
+    "ConfigError",
+    "ConflictError",
+    "InternalServerError",
+    "InvalidRequestError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "PolychatError",
+    "RateLimitError",
+    "StreamInterruptedError",
+    "UnprocessableEntityError",
+    "status_error",
+]
+
+
+class PolychatError(Exception):
+    """Root of every exception polychat raises on purpose."""
+
+
+class InvalidRequestError(PolychatError, ValueError):
+    """The call's arguments are wrong; nothing was sent. ``.param`` names the offending field."""
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+
+class ConfigError(PolychatError, ValueError):
+    """A client, provider, proxy or config-file setting is wrong; raised when it is given, not at first use."""
+
+
+class APIError(PolychatError):
+    """A provider could not give an answer.
+
+    Attributes: ``message``, ``provider`` (name of the provider, or None), ``body`` (the decoded error body,
+    or None), ``code``, ``param`` and ``type`` from an OpenAI-style error body when there is one.
+    """
+
+    #: Whether trying again (on this provider, after a pause) may succeed. Refined per class and per instance.
+    retryable: bool = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str | None = None,
+        body: object | None = None,
+        retryable: bool | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.provider = provider
+        self.body = body
+        err = body.get("error") if isinstance(body, Mapping) else None
+        if not isinstance(err, Mapping):
+            err = body if isinstance(body, Mapping) else {}
+        self.code: Any = err.get("code")
+        self.param: Any = err.get("param")
+        self.type: Any = err.get("type")
+        if retryable is not None:
+            self.retryable = retryable
+
+    def __str__(self) -> str:
+        if self.provider:
+            return f"{self.message} (provider: {self.provider})"
+        return self.message
+
+
+class APIStatusError(APIError):
+    """The provider answered with an error: an HTTP status >= 400, or an error frame in a 200 stream.
+
+    ``status_code``, ``headers`` (response headers, a plain dict with lower-case names), ``request_id``
+    (``x-request-id`` or the like) and ``retry_after`` (seconds the provider asked us to wait, or None).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        provider: str | None = None,
+        body: object | None = None,
+        headers: Mapping[str, str] | None = None,
+        retry_after: float | None = None,
+        retryable: bool | None = None,
+    ) -> None:
+        super().__init__(message, provider=provider, body=body, retryable=retryable)
+        self.status_code = status_code
+        self.headers: dict[str, str] = dict(headers or {})
+        self.request_id: str | None = (
+            self.headers.get("x-request-id") or self.headers.get("request-id") or self.headers.get("cf-ray")
+        )
+        self.retry_after = retry_after
+
+    def __str__(self) -> str:
+        base = f"Error code: {self.status_code} - {self.message}"
+        if self.provider:
+            base += f" (provider: {self.provider})"
+        return base
+
+
+class BadRequestError(APIStatusError):
+    """400: the provider rejected the request."""
+
+
+class AuthenticationError(APIStatusError):
+    """401: missing or wrong API key."""
+
+
+class PermissionDeniedError(APIStatusError):
+    """403: the key may not do this."""
+
+
+class NotFoundError(APIStatusError):
+    """404: unknown model or endpoint."""
+
+
+class ConflictError(APIStatusError):
+    """409."""
+
+    retryable = True
+
+
+class UnprocessableEntityError(APIStatusError):
+    """422."""
+
+
+class RateLimitError(APIStatusError):
+    """429: slow down; ``retry_after`` says for how long when the provider told us."""
+
+    retryable = True
+
+
+class InternalServerError(APIStatusError):
+    """>= 500 (including 529 overloaded): the provider failed."""
+
+    retryable = True
+
+
+class APIConnectionError(APIError):
+    """No usable answer came back: connection refused or reset, DNS, proxy failure, malformed or cut stream."""
+
+    retryable = True
+
+    def __init__(
+        self,
+        message: str = "Connection error.",
+        *,
+        provider: str | None = None,
+        body: object | None = None,
+        retryable: bool | None = None,
+    ) -> None:
+        super().__init__(message, provider=provider, body=body, retryable=retryable)
+
+
+class APITimeoutError(APIConnectionError):
+    """A timeout fired: connect, read, first token, idle between chunks, or the overall deadline."""
+
+    def __init__(self, message: str = "Request timed out.", *, provider: str | None = None) -> None:
+        super().__init__(message, provider=provider)
+
+
+class StreamInterruptedError(APIError):
+    """A stream failed after content had been yielded to the caller.
+
+    polychat never splices or repeats text silently: the caller gets ``partial`` (the text yielded so far),
+    ``provider`` and ``cause`` (the underlying error, also ``__cause__``).
+    """
+
+    def __init__(self, message: str, *, partial: str, provider: str | None, cause: BaseException) -> None:
+        super().__init__(message, provider=provider, retryable=False)
+        self.partial = partial
+        self.cause = cause
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One try of one provider, as recorded by a failover chain."""
+
+    provider: str
+    model: str
+    error: BaseException | None
+    status_code: int | None
+    retryable: bool
+    elapsed: float
+
+    @property
+    def error_class(self) -> str:
+        return type(self.error).__name__ if self.error is not None else "ok"
+
+    def describe(self) -> str:
+        status = f" {self.status_code}" if self.status_code is not None else ""
+        msg = getattr(self.error, "message", None) or str(self.error)
+        kind = "retryable" if self.retryable else "not retryable"
+        return (
+            f"{self.provider} (model {self.model!r}): {self.error_class}{status}, {kind}, "
+            f"after {self.elapsed * 1000:.0f} ms: {msg}"
+        )
+
+
+class AllProvidersFailedError(APIError):
+    """Every provider of a failover chain failed; ``attempts`` lists each try in order."""
+
+    def __init__(self, attempts: Sequence[Attempt]) -> None:
+        self.attempts = list(attempts)
+        lines = "\n".join(f"  {i}. {a.describe()}" for i, a in enumerate(self.attempts, 1))
+        n = len(self.attempts)
+        super().__init__(f"All providers failed ({n} attempt{'s' if n != 1 else ''}):\n{lines}", retryable=False)
+
+
+_STATUS_CLASSES: dict[int, type[APIStatusError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    409: ConflictError,
+    422: UnprocessableEntityError,
+    429: RateLimitError,
+}
+
+
+def error_class_for_status(status: int) -> type[APIStatusError]:
+    if status >= 500:
+        return InternalServerError
+    return _STATUS_CLASSES.get(status, APIStatusError)
+
+
+def _message_from_body(body: object, fallback: str) -> str:
+    if isinstance(body, Mapping):
+        err = body.get("error", body)
+        if isinstance(err, Mapping):
+            msg = err.get("message") or err.get("detail") or err.get("msg")
+            if msg:
+                return str(msg)
+            return json.dumps(err)[:500]
+        if isinstance(err, str) and err:
+            return err
+        if body.get("message"):
+            return str(body["message"])
+    if isinstance(body, str) and body.strip():
+        return body.strip()[:500]
+    return fallback
+
+
+def status_error(
+    status: int,
+    body: object,
+    *,
+    headers: Mapping[str, str] | None = None,
+    provider: str | None = None,
+    retry_after: float | None = None,
+) -> APIStatusError:
+    """Build the exception for an HTTP error status (or an in-stream error frame given a status).
+
+    ``body`` is the decoded JSON error body (or raw text). ``x-should-retry`` in ``headers``, when present,
+    overrides whether the error is retryable, as the official clients do.
+    """
+    cls = error_class_for_status(status)
+    hdrs = {k.lower(): v for k, v in (headers or {}).items()}
+    retryable: bool | None = None
+    should = hdrs.get("x-should-retry")
+    if should == "true":
+        retryable = True
+    elif should == "false":
+        retryable = False
+    elif cls is APIStatusError:
+        retryable = status == 408
+    message = _message_from_body(body, f"HTTP {status}")
+    return cls(
+        message,
+        status_code=status,
+        provider=provider,
+        body=body,
+        headers=hdrs,
+        retry_after=retry_after,
+        retryable=retryable,
+    )

@@ -1,0 +1,196 @@
+"""HTTPProvider: a remote protocol written as pure functions, sent by one shared I/O shell per flavour.
+
+A subclass says how to build the wire request and how to read the answer (whole body, or a stream parser fed raw
+bytes); it never touches sockets. The four shells below (sync/async × whole/stream) are the only I/O, so timeouts,
+proxies, error mapping and connection release behave the same for every protocol.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING, Any, Protocol
+
+import httpx
+
+from .._http import WireRequest, build_httpx_request, error_from_response, make_timeout, transport_error
+from .._proxy import ProxyConfig, parse_proxy
+from .._redact import mask_secret
+from .base import Provider
+
+if TYPE_CHECKING:
+    from .._context import CallContext
+    from .._request import ChatRequest
+    from ..errors import APIError
+    from ..types import ChatCompletion, ChatCompletionChunk, Model
+
+
+class StreamParser(Protocol):
+    """Turns raw response bytes into chunks. ``finish()`` runs at end of body and raises if it was cut short."""
+
+    def feed(self, data: bytes) -> list[ChatCompletionChunk]: ...
+
+    def finish(self) -> list[ChatCompletionChunk]: ...
+
+
+class HTTPProvider(Provider):
+    """Base for providers spoken to over HTTP. ``proxy`` and ``timeout`` override the client's for this provider."""
+
+    api_key: str | None
+    base_url: str
+    accepts_api_key = True
+    accepts_base_url = True
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        proxy: Any = None,
+        timeout: float | httpx.Timeout | None = None,
+        name: str | None = None,
+        default_model: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(name=name, default_model=default_model)
+        self.api_key = api_key
+        self.base_url = (base_url or "").rstrip("/")
+        self.proxy: ProxyConfig | None = parse_proxy(proxy, f"{self.name} proxy")
+        self.timeout: httpx.Timeout | None = make_timeout(timeout) if timeout is not None else None
+        self.headers = dict(headers or {})
+
+    # -- protocol hooks (pure) -------------------------------------------------------------------------------------
+
+    @abstractmethod
+    def chat_request(self, request: ChatRequest, *, stream: bool) -> WireRequest: ...
+
+    @abstractmethod
+    def parse_completion(self, body: bytes, request: ChatRequest) -> ChatCompletion: ...
+
+    @abstractmethod
+    def stream_parser(self, request: ChatRequest) -> StreamParser: ...
+
+    def models_request(self) -> WireRequest | None:
+        return None
+
+    def parse_models(self, body: bytes) -> list[Model]:
+        return []
+
+    def error_for(self, status: int, headers: httpx.Headers, body: bytes) -> APIError:
+        return error_from_response(status, headers, body, self.name)
+
+    def check_ready(self) -> None:
+        """Raise before sending when the provider cannot work (e.g. no API key for a service that needs one)."""
+
+    # -- sync shells -------------------------------------------------------------------------------------------
+
+    def complete(self, request: ChatRequest, ctx: CallContext) -> ChatCompletion:
+        self.check_ready()
+        wire = self.chat_request(request, stream=False)
+        body = self._send(wire, ctx)
+        completion = self.parse_completion(body, request)
+        completion.provider = self.name
+        return completion
+
+    def stream(self, request: ChatRequest, ctx: CallContext) -> Iterator[ChatCompletionChunk]:
+        self.check_ready()
+        wire = self.chat_request(request, stream=True)
+        client = ctx.sync_http(self)
+        proxy = ctx.proxy_for(self)
+        parser = self.stream_parser(request)
+        try:
+            resp = client.send(build_httpx_request(client, wire, ctx.timeout_for(self)), stream=True)
+        except httpx.HTTPError as e:
+            raise transport_error(e, provider=self.name, url=wire.url, proxy=proxy) from e
+        try:
+            if resp.status_code >= 400:
+                raise self.error_for(resp.status_code, resp.headers, resp.read())
+            try:
+                for data in resp.iter_bytes():
+                    yield from parser.feed(data)
+            except httpx.HTTPError as e:
+                raise transport_error(e, provider=self.name, url=wire.url, proxy=proxy) from e
+            yield from parser.finish()
+        finally:
+            resp.close()
+
+    def list_models(self, ctx: CallContext) -> list[Model]:
+        wire = self.models_request()
+        if wire is None:
+            return super().list_models(ctx)
+        self.check_ready()
+        models = self.parse_models(self._send(wire, ctx))
+        return models
+
+    def _send(self, wire: WireRequest, ctx: CallContext) -> bytes:
+        client = ctx.sync_http(self)
+        try:
+            resp = client.send(build_httpx_request(client, wire, ctx.timeout_for(self)))
+        except httpx.HTTPError as e:
+            raise transport_error(e, provider=self.name, url=wire.url, proxy=ctx.proxy_for(self)) from e
+        if resp.status_code >= 400:
+            raise self.error_for(resp.status_code, resp.headers, resp.content)
+        return resp.content
+
+    # -- async shells (the same steps, awaited) -------------------------------------------------------------------
+
+    async def acomplete(self, request: ChatRequest, ctx: CallContext) -> ChatCompletion:
+        self.check_ready()
+        wire = self.chat_request(request, stream=False)
+        body = await self._asend(wire, ctx)
+        completion = self.parse_completion(body, request)
+        completion.provider = self.name
+        return completion
+
+    async def astream(self, request: ChatRequest, ctx: CallContext) -> AsyncIterator[ChatCompletionChunk]:
+        self.check_ready()
+        wire = self.chat_request(request, stream=True)
+        client = ctx.async_http(self)
+        proxy = ctx.proxy_for(self)
+        parser = self.stream_parser(request)
+        try:
+            resp = await client.send(build_httpx_request(client, wire, ctx.timeout_for(self)), stream=True)
+        except httpx.HTTPError as e:
+            raise transport_error(e, provider=self.name, url=wire.url, proxy=proxy) from e
+        try:
+            if resp.status_code >= 400:
+                raise self.error_for(resp.status_code, resp.headers, await resp.aread())
+            try:
+                async for data in resp.aiter_bytes():
+                    for chunk in parser.feed(data):
+                        yield chunk
+            except httpx.HTTPError as e:
+                raise transport_error(e, provider=self.name, url=wire.url, proxy=proxy) from e
+            for chunk in parser.finish():
+                yield chunk
+        finally:
+            await resp.aclose()
+
+    async def alist_models(self, ctx: CallContext) -> list[Model]:
+        wire = self.models_request()
+        if wire is None:
+            return await super().alist_models(ctx)
+        self.check_ready()
+        return self.parse_models(await self._asend(wire, ctx))
+
+    async def _asend(self, wire: WireRequest, ctx: CallContext) -> bytes:
+        client = ctx.async_http(self)
+        try:
+            resp = await client.send(build_httpx_request(client, wire, ctx.timeout_for(self)))
+        except httpx.HTTPError as e:
+            raise transport_error(e, provider=self.name, url=wire.url, proxy=ctx.proxy_for(self)) from e
+        if resp.status_code >= 400:
+            raise self.error_for(resp.status_code, resp.headers, resp.content)
+        return resp.content
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            **super().describe(),
+            "base_url": self.base_url,
+            "proxy": self.proxy.describe() if self.proxy else None,
+        }
+
+    def __repr__(self) -> str:
+        proxy = f", proxy={self.proxy!r}" if self.proxy else ""
+        key = mask_secret(self.api_key)
+        return f"{type(self).__name__}(name={self.name!r}, base_url={self.base_url!r}, api_key={key}{proxy})"

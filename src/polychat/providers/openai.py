@@ -1,0 +1,225 @@
+"""OpenaiChat: the OpenAI Chat Completions protocol — the official API and every OpenAI-compatible server.
+
+Requests go out as the caller wrote them (polychat validated them already); answers decode straight from bytes
+into :mod:`polychat.types`. A stream must end with ``data: [DONE]`` or a ``finish_reason``; one that just stops is
+reported as cut short, never passed off as a complete answer.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from .. import _constants as C
+from .._http import WireRequest
+from .._json import dumps, loads, loads_or_text
+from .._sse import SSEDecoder
+from ..errors import APIConnectionError, APIError, APIStatusError, status_error
+from ..types import ChatCompletion, ChatCompletionChunk, Model, ModelList
+from .base import Capabilities
+from .http import HTTPProvider
+
+if TYPE_CHECKING:
+    import httpx
+
+    from .._request import ChatRequest
+
+_chunk_decoder = msgspec.json.Decoder(ChatCompletionChunk, strict=False)
+_completion_decoder = msgspec.json.Decoder(ChatCompletion, strict=False)
+_models_decoder = msgspec.json.Decoder(ModelList, strict=False)
+
+_USER_AGENT = "polychat/0.1"
+
+# In-stream error frames carry no HTTP status; infer one from the error's type or code.
+_ERROR_TYPE_STATUS = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "rate_limit_error": 429,
+    "rate_limit_exceeded": 429,
+    "insufficient_quota": 429,
+    "overloaded_error": 529,
+    "server_error": 500,
+    "api_error": 500,
+}
+
+
+def error_frame(payload: Any, provider: str) -> APIStatusError:
+    """The exception for an ``{"error": ...}`` object found inside a 200 response or stream."""
+    err = payload.get("error") if isinstance(payload, dict) else None
+    status = 500
+    if isinstance(err, dict):
+        code = err.get("code")
+        if isinstance(code, int) and 400 <= code < 600:
+            status = code
+        elif isinstance(code, str) and code.isdigit() and 400 <= int(code) < 600:
+            status = int(code)
+        else:
+            status = _ERROR_TYPE_STATUS.get(str(err.get("type") or code or ""), 500)
+    return status_error(status, payload, provider=provider)
+
+
+class MissingAPIKeyError(APIError):
+    """The provider needs an API key and none was given; nothing was sent."""
+
+
+class OpenAIStreamParser:
+    """SSE bytes → :class:`ChatCompletionChunk` objects, with error frames and truncation detected."""
+
+    __slots__ = ("_decoder", "_done", "_finished", "_provider")
+
+    def __init__(self, provider: str) -> None:
+        self._decoder = SSEDecoder()
+        self._provider = provider
+        self._done = False
+        self._finished = False
+
+    def feed(self, data: bytes) -> list[ChatCompletionChunk]:
+        events = self._decoder.feed(data)
+        return self._convert(events) if events else []
+
+    def finish(self) -> list[ChatCompletionChunk]:
+        chunks = self._convert(self._decoder.flush())
+        if not self._done and not self._finished:
+            raise APIConnectionError(
+                "The stream ended without [DONE] or a finish_reason: the answer was cut short",
+                provider=self._provider,
+            )
+        return chunks
+
+    def _convert(self, events: list[Any]) -> list[ChatCompletionChunk]:
+        out: list[ChatCompletionChunk] = []
+        for ev in events:
+            data = ev.data
+            if self._done:
+                continue
+            if data == "[DONE]":
+                self._done = True
+                continue
+            if not data.strip():
+                continue
+            if ev.event == "error" or '"error"' in data:
+                payload = loads_or_text(data.encode())
+                if ev.event == "error" or (isinstance(payload, dict) and payload.get("error") is not None):
+                    raise error_frame(payload if isinstance(payload, dict) else {"error": payload}, self._provider)
+            try:
+                chunk = _chunk_decoder.decode(data)
+            except msgspec.DecodeError as e:
+                raise APIConnectionError(
+                    f"Malformed stream data from the provider: {e}: {data[:200]!r}", provider=self._provider
+                ) from e
+            chunk.provider = self._provider
+            for choice in chunk.choices:
+                if choice.finish_reason is not None:
+                    self._finished = True
+            out.append(chunk)
+        return out
+
+
+class OpenaiChat(HTTPProvider):
+    """The OpenAI Chat Completions API, or any server that speaks it.
+
+    ``api_key`` defaults to ``OPENAI_API_KEY``, ``base_url`` to ``OPENAI_BASE_URL`` and then the official
+    endpoint. A key is required only for the official endpoint; local servers usually need none.
+    """
+
+    capabilities = Capabilities(streaming=True, tools=True, vision=True, json_mode=True, system_role=True)
+    api_key_env = "OPENAI_API_KEY"
+    base_url_env = "OPENAI_BASE_URL"
+    default_base_url = C.OPENAI_BASE_URL
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        proxy: Any = None,
+        timeout: float | httpx.Timeout | None = None,
+        name: str | None = None,
+        default_model: str | None = None,
+        headers: dict[str, str] | None = None,
+        organization: str | None = None,
+        project: str | None = None,
+    ) -> None:
+        super().__init__(
+            api_key=api_key if api_key is not None else os.environ.get(self.api_key_env) or None,
+            base_url=base_url or os.environ.get(self.base_url_env) or self.default_base_url,
+            proxy=proxy,
+            timeout=timeout,
+            name=name,
+            default_model=default_model,
+            headers=headers,
+        )
+        self._base_headers = {
+            "content-type": "application/json",
+            "accept": "application/json",
+            "user-agent": _USER_AGENT,
+        }
+        if organization or os.environ.get("OPENAI_ORG_ID"):
+            self._base_headers["openai-organization"] = organization or os.environ["OPENAI_ORG_ID"]
+        if project or os.environ.get("OPENAI_PROJECT_ID"):
+            self._base_headers["openai-project"] = project or os.environ["OPENAI_PROJECT_ID"]
+        self._base_headers.update(self.auth_headers())
+        self._base_headers.update(self.headers)
+
+    def auth_headers(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+
+    def check_ready(self) -> None:
+        if not self.api_key and self.base_url == self.default_base_url:
+            raise MissingAPIKeyError(
+                f"No API key for {self.default_base_url}: set {self.api_key_env} or pass api_key=..., "
+                f"or set base_url (or {self.base_url_env}) to an OpenAI-compatible server",
+                provider=self.name,
+                retryable=False,
+            )
+
+    # -- protocol ------------------------------------------------------------------------------------------------
+
+    def chat_request(self, request: ChatRequest, *, stream: bool) -> WireRequest:
+        body: dict[str, Any] = {"model": self.resolve_model(request.model), "messages": request.messages}
+        body.update(request.params)
+        body.update(request.extra_body)
+        if stream:
+            body["stream"] = True
+        headers = self._base_headers
+        if stream or request.extra_headers:
+            headers = {**headers, **request.extra_headers}
+            if stream:
+                headers["accept"] = "text/event-stream"
+        return WireRequest(
+            "POST",
+            f"{self.base_url}/chat/completions",
+            headers,
+            dumps(body),
+            request.extra_query or None,
+        )
+
+    def parse_completion(self, body: bytes, request: ChatRequest) -> ChatCompletion:
+        if b'"error"' in body[:200]:
+            payload = loads_or_text(body)
+            if isinstance(payload, dict) and payload.get("error") is not None and not payload.get("choices"):
+                raise error_frame(payload, self.name)
+        try:
+            return _completion_decoder.decode(body)
+        except msgspec.DecodeError as e:
+            raise APIConnectionError(
+                f"Malformed response from the provider: {e}: {body[:200]!r}", provider=self.name
+            ) from e
+
+    def stream_parser(self, request: ChatRequest) -> OpenAIStreamParser:
+        return OpenAIStreamParser(self.name)
+
+    def models_request(self) -> WireRequest:
+        headers = {k: v for k, v in self._base_headers.items() if k != "content-type"}
+        return WireRequest("GET", f"{self.base_url}/models", headers)
+
+    def parse_models(self, body: bytes) -> list[Model]:
+        try:
+            return _models_decoder.decode(body).data
+        except msgspec.DecodeError:
+            data = loads(body)
+            raise APIConnectionError(f"Malformed models list: {str(data)[:200]}", provider=self.name) from None
