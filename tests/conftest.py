@@ -1,0 +1,53 @@
+"""Shared fixtures: real local servers (see ``tests/support/servers.py``).
+
+Session-scoped servers are started lazily by the first test that asks for them and stopped at the end of
+the session. Async tests use ``@pytest.mark.anyio`` (the anyio pytest plugin) on asyncio.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.servers import LlamaServer, LocalHTTPServer, MicroSocks, TinyProxy
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def llama_server() -> Iterator[LlamaServer]:
+    """``python -m llama_cpp.server`` with SmolLM2-135M; ``.base_url`` is ``http://127.0.0.1:PORT/v1``."""
+    with LlamaServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def tinyproxy() -> Iterator[TinyProxy]:
+    """tinyproxy with BasicAuth; ``.url`` carries the credentials, ``.url_without_auth`` does not."""
+    with TinyProxy() as proxy:
+        yield proxy
+
+
+@pytest.fixture(scope="session")
+def microsocks() -> Iterator[MicroSocks]:
+    """microsocks SOCKS5 with username/password; ``.url`` is ``socks5://user:pass@127.0.0.1:PORT``."""
+    with MicroSocks() as proxy:
+        yield proxy
+
+
+@pytest.fixture(scope="session")
+def microsocks_noauth() -> Iterator[MicroSocks]:
+    """microsocks SOCKS5 without authentication."""
+    with MicroSocks(auth=False) as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def http_server() -> Iterator[LocalHTTPServer]:
+    """A local HTTP server that echoes each request as JSON and records it (``.requests``)."""
+    with LocalHTTPServer() as server:
+        yield server
