@@ -16,6 +16,7 @@ from ._proxy import ProxyConfig
 
 if TYPE_CHECKING:
     from .providers.base import Provider
+    from .routing.timeouts import Watch
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,10 @@ class CallContext:
     client_timeout: httpx.Timeout | None = None
     call_timeout: httpx.Timeout | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    #: Failover defaults set on the client (first_token_timeout, idle_timeout, deadline, hedge_after, resume...).
+    client_policy: dict[str, Any] = field(default_factory=dict)
+    #: The deadlines of the current attempt, set by the failover engine (None when a provider is called directly).
+    watch: Watch | None = None
 
     def proxy_for(self, provider: Provider) -> ProxyConfig | None:
         if self.call_proxy is not None:
@@ -49,3 +54,6 @@ class CallContext:
 
     def with_options(self, **options: Any) -> CallContext:
         return replace(self, options={**self.options, **options})
+
+    def for_attempt(self, watch: Watch) -> CallContext:
+        return replace(self, watch=watch)

@@ -134,7 +134,25 @@ PARAMS: dict[str, Callable[[Any], str | None]] = {
 }
 
 # Arguments that steer polychat itself; never sent to a provider.
-CALL_OPTIONS = frozenset({"provider", "proxy", "timeout", "allow_empty", "extra_headers", "extra_query", "extra_body"})
+CALL_OPTIONS = frozenset(
+    {
+        "provider",
+        "proxy",
+        "timeout",
+        "extra_headers",
+        "extra_query",
+        "extra_body",
+        # failover switches (see polychat.routing)
+        "first_token_timeout",
+        "idle_timeout",
+        "deadline",
+        "hedge_after",
+        "resume",
+        "allow_empty",
+    }
+)
+#: Call options that are durations in seconds.
+SECONDS_OPTIONS = ("first_token_timeout", "idle_timeout", "deadline", "hedge_after")
 
 
 @dataclass(slots=True)
@@ -225,6 +243,13 @@ def build_request(
             options[key] = value
         else:
             unknown.append(key)
+    for name in SECONDS_OPTIONS:
+        value = options.get(name)
+        if value is not None and (not _is_num(value) or value <= 0):
+            raise _fail(name, "must be a positive number of seconds")
+    for name in ("resume", "allow_empty"):
+        if options.get(name) is not None and not isinstance(options[name], bool):
+            raise _fail(name, "must be true or false")
     if unknown:
         names = ", ".join(sorted(unknown))
         raise InvalidRequestError(

@@ -123,6 +123,11 @@ class _BaseClient:
         *,
         trust_env: bool = True,
         proxy: Any = None,
+        first_token_timeout: float | None = None,
+        idle_timeout: float | None = None,
+        deadline: float | None = None,
+        hedge_after: float | None = None,
+        resume: bool | None = None,
     ) -> None:
         if proxies is not None and proxy is not None:
             raise ConfigError("pass either proxies= or proxy=, not both (they are the same setting)")
@@ -138,6 +143,19 @@ class _BaseClient:
         self.proxy = parse_proxy(proxies if proxies is not None else proxy, "proxies")
         self.timeout = make_timeout(timeout) if timeout is not None else None
         self._pool = TransportPool(trust_env=trust_env)
+        self.policy: dict[str, Any] = {
+            "first_token_timeout": first_token_timeout,
+            "idle_timeout": idle_timeout,
+            "deadline": deadline,
+            "hedge_after": hedge_after,
+            "resume": resume,
+        }
+        for label, value in self.policy.items():
+            if label == "resume":
+                if value is not None and not isinstance(value, bool):
+                    raise ConfigError("resume must be True or False")
+            elif value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
+                raise ConfigError(f"{label} must be a positive number of seconds, got {value!r}")
         self.provider = self._resolve(provider) if provider is not None else None
 
     def _resolve(self, provider: Any) -> Provider:
@@ -170,6 +188,7 @@ class _BaseClient:
             client_timeout=self.timeout,
             call_timeout=make_timeout(call_timeout) if call_timeout is not None else None,
             options=options,
+            client_policy=self.policy,
         )
         return request, provider, ctx
 
@@ -229,7 +248,10 @@ class Client(_BaseClient):
     default chain (configured remote providers, then the embedded model). ``proxies``: a URL, a
     ``{'http': ..., 'https': ...}`` dict, or False for a direct connection. ``api_key`` / ``base_url`` apply to
     providers given as classes. ``timeout``: seconds or an ``httpx.Timeout``. ``max_retries``: retries of a
-    single provider (default 2; a RetryProvider keeps its own).
+    single provider (default 2; a RetryProvider keeps its own). ``first_token_timeout``, ``idle_timeout``,
+    ``deadline``, ``hedge_after`` and ``resume``: failover defaults for every call (see
+    :class:`~polychat.RetryProvider`); a chain's own settings and a call's arguments take precedence.
+    ``trust_env=False`` ignores proxy environment variables.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

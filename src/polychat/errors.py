@@ -17,6 +17,7 @@ Names follow the official ``openai`` package so that ``except`` clauses carry ov
         │   └── InternalServerError             >= 500
         ├── APIConnectionError                  no usable answer: refused, reset, proxy failure, bad stream
         │   └── APITimeoutError                 a timeout fired
+        ├── EmptyResponseError                  a 200 answer with no content (failover treats it as a failure)
         ├── StreamInterruptedError              a stream failed after content was yielded (``.partial``)
         └── AllProvidersFailedError             every provider of a chain failed (``.attempts``)
 
@@ -42,6 +43,7 @@ __all__ = [
     "BadRequestError",
     "ConfigError",
     "ConflictError",
+    "EmptyResponseError",
     "InternalServerError",
     "InvalidRequestError",
     "NotFoundError",
@@ -200,6 +202,10 @@ class APITimeoutError(APIConnectionError):
 
     def __init__(self, message: str = "Request timed out.", *, provider: str | None = None) -> None:
         super().__init__(message, provider=provider)
+
+
+class EmptyResponseError(APIError):
+    """The provider answered 200 with no content and no tool calls (``allow_empty=True`` accepts that)."""
 
 
 class StreamInterruptedError(APIError):

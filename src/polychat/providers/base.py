@@ -102,6 +102,11 @@ class Provider(ABC):
         """
         return self
 
+    @property
+    def breaker_key(self) -> str:
+        """Identity of the endpoint for circuit breaking: instances that reach the same place share it."""
+        return f"{type(self).__name__}:{self.name}"
+
     def members(self) -> list[Provider]:
         """The concrete providers behind this one (itself, for a plain provider)."""
         return [self]

@@ -7,6 +7,8 @@ proxies, error mapping and connection release behave the same for every protocol
 
 from __future__ import annotations
 
+import functools
+import hashlib
 from abc import abstractmethod
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
@@ -16,6 +18,7 @@ import httpx
 from .._http import WireRequest, build_httpx_request, error_from_response, make_timeout, transport_error
 from .._proxy import ProxyConfig, parse_proxy
 from .._redact import mask_secret
+from ..routing.timeouts import Watch, shutdown_socket
 from .base import Provider
 
 if TYPE_CHECKING:
@@ -31,6 +34,30 @@ class StreamParser(Protocol):
     def feed(self, data: bytes) -> list[ChatCompletionChunk]: ...
 
     def finish(self) -> list[ChatCompletionChunk]: ...
+
+
+def _send_within(client: httpx.Client, req: httpx.Request, watch: Watch | None, *, stream: bool) -> httpx.Response:
+    """Send ``req``; with a watch, the wait for the response is bounded by what remains of its deadline.
+
+    A blocking read can only be bounded by the socket timeout, so the read timeout is lowered for the wait
+    and put back before the body is read (httpcore reads the body's timeout when the body is first read).
+    """
+    remaining = watch.remaining() if watch is not None else None
+    if remaining is None:
+        return client.send(req, stream=stream)
+    timeouts: dict[str, float | None] = req.extensions["timeout"]
+    saved = dict(timeouts)
+    for phase in ("connect", "read", "write", "pool"):
+        current = timeouts.get(phase)
+        timeouts[phase] = remaining if current is None else min(current, remaining)
+    try:
+        resp = client.send(req, stream=stream)
+    except httpx.TimeoutException:
+        if watch is not None and watch.fired is None:
+            watch.fired = watch.reason()
+        raise
+    timeouts.update(saved)
+    return resp
 
 
 class HTTPProvider(Provider):
@@ -58,6 +85,12 @@ class HTTPProvider(Provider):
         self.proxy: ProxyConfig | None = parse_proxy(proxy, f"{self.name} proxy")
         self.timeout: httpx.Timeout | None = make_timeout(timeout) if timeout is not None else None
         self.headers = dict(headers or {})
+
+    @functools.cached_property
+    def breaker_key(self) -> str:
+        # Two keys on one URL are two endpoints (one may be rate limited, the other not); the key itself is hashed.
+        fingerprint = hashlib.sha256(self.api_key.encode()).hexdigest()[:12] if self.api_key else "-"
+        return f"{type(self).__name__}:{self.base_url}:{fingerprint}"
 
     # -- protocol hooks (pure) -------------------------------------------------------------------------------------
 
@@ -98,11 +131,15 @@ class HTTPProvider(Provider):
         client = ctx.sync_http(self)
         proxy = ctx.proxy_for(self)
         parser = self.stream_parser(request)
+        watch = ctx.watch
+        req = build_httpx_request(client, wire, ctx.timeout_for(self))
         try:
-            resp = client.send(build_httpx_request(client, wire, ctx.timeout_for(self)), stream=True)
+            resp = _send_within(client, req, watch, stream=True)
         except httpx.HTTPError as e:
             raise transport_error(e, provider=self.name, url=wire.url, proxy=proxy) from e
         try:
+            if watch is not None:
+                watch.attach(shutdown_socket(resp.extensions.get("network_stream")))
             if resp.status_code >= 400:
                 raise self.error_for(resp.status_code, resp.headers, resp.read())
             try:
@@ -124,8 +161,9 @@ class HTTPProvider(Provider):
 
     def _send(self, wire: WireRequest, ctx: CallContext) -> bytes:
         client = ctx.sync_http(self)
+        req = build_httpx_request(client, wire, ctx.timeout_for(self))
         try:
-            resp = client.send(build_httpx_request(client, wire, ctx.timeout_for(self)))
+            resp = _send_within(client, req, ctx.watch, stream=False)
         except httpx.HTTPError as e:
             raise transport_error(e, provider=self.name, url=wire.url, proxy=ctx.proxy_for(self)) from e
         if resp.status_code >= 400:

@@ -1,6 +1,18 @@
 """Failover: chains of providers tried per the failover contract (see :mod:`polychat.routing.policy`)."""
 
+from ..errors import EmptyResponseError
+from .breaker import DEFAULT_BREAKER, BreakerStore, CircuitBreaker, InMemoryBreakerStore
 from .policy import FailoverPlan, backoff_delay
-from .retry import EmptyResponseError, IterListProvider, RetryProvider
+from .retry import IterListProvider, RetryProvider
 
-__all__ = ["EmptyResponseError", "FailoverPlan", "IterListProvider", "RetryProvider", "backoff_delay"]
+__all__ = [
+    "DEFAULT_BREAKER",
+    "BreakerStore",
+    "CircuitBreaker",
+    "EmptyResponseError",
+    "FailoverPlan",
+    "InMemoryBreakerStore",
+    "IterListProvider",
+    "RetryProvider",
+    "backoff_delay",
+]

@@ -3,18 +3,22 @@
 :class:`FailoverPlan` is consulted by the sync and the async shells alike (:mod:`polychat.routing.retry`); it never
 sleeps or sends anything, so every rule of the contract is testable without a clock or a network:
 
-* connection errors and timeouts: next provider at once; the same provider again (with backoff) only when no
+* connection errors and timeouts: the next provider at once; the same one again (with backoff) only when no
   other is left;
-* 429: the same provider after ``Retry-After`` only when that is within the cap and no other provider is left (or
-  ``single_provider_retry``); otherwise the next provider at once;
+* 429: the same provider after ``Retry-After`` only when that is within the cap and no other provider is left
+  (or ``single_provider_retry``); otherwise the next provider at once (its breaker cools it down meanwhile);
 * 408, 409, 5xx, 529 (and ``x-should-retry: true``): the same provider with exponential backoff and full jitter,
   up to ``max_retries`` times, then the next;
-* other errors (400, 401, 403, 404, 422, a missing key): the next provider, never the same one again.
+* anything else (400, 401, 403, 404, 422, a missing key, an empty answer): the next provider, never the same one.
+
+Providers behind an open circuit breaker are moved to the end of the order; when only such providers are left
+they are tried anyway, in order — a plan never gives up without trying. Past the overall ``deadline_at`` it stops.
 """
 
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -25,12 +29,14 @@ from ..errors import (
     APIConnectionError,
     APIError,
     APIStatusError,
+    APITimeoutError,
     Attempt,
     RateLimitError,
 )
 
 if TYPE_CHECKING:
     from ..providers.base import Provider
+    from .breaker import CircuitBreaker
 
 
 def backoff_delay(retry_number: int, rng: random.Random | None = None) -> float:
@@ -58,46 +64,85 @@ class FailoverPlan:
     single_provider_retry: bool = False
     model: str = ""
     rng: random.Random | None = None
+    breaker: CircuitBreaker | None = None
+    deadline_at: float | None = None
+    retry_after_cap: float = C.RETRY_AFTER_CAP
     attempts: list[Attempt] = field(default_factory=list)
+    _order: list[Provider] = field(default_factory=list)
+    _deferred: set[int] = field(default_factory=set)
     _index: int = 0
     _retry: int = 0
     _next_delay: float = 0.0
     _started: bool = False
+    _deadline_hit: bool = False
+
+    def __post_init__(self) -> None:
+        self._order = list(self.providers[:1] if self.single_provider_retry else self.providers)
+
+    # -- choosing --------------------------------------------------------------------------------------------------
 
     def next_step(self) -> Step | None:
-        """The next try, or None when the plan is spent."""
-        limit = 1 if self.single_provider_retry else len(self.providers)
-        if self._index >= limit:
+        """The next try, or None when the plan is spent. Calling it again without a result gives the same step."""
+        if self._index >= len(self._order):
             return None
-        step = Step(self.providers[self._index], self._next_delay if self._started else 0.0, self._index, self._retry)
+        if self._retry == 0:
+            self._skip_open_breakers()
+        delay = self._next_delay if self._started else 0.0
+        if self.deadline_at is not None and time.monotonic() + delay >= self.deadline_at:
+            self._deadline_hit = True
+            return None
         self._started = True
-        return step
+        return Step(self._order[self._index], delay, self._index, self._retry)
 
-    def failed(self, step: Step, error: BaseException, elapsed: float) -> None:
+    def _skip_open_breakers(self) -> None:
+        if self.breaker is None:
+            return
+        i = self._index
+        while i < len(self._order) and id(self._order[i]) not in self._deferred:
+            if not self.breaker.is_open(self._order[i].breaker_key):
+                break
+            i += 1
+        if i == self._index:
+            return
+        if i >= len(self._order) or id(self._order[i]) in self._deferred:
+            return  # only open (or already deferred) providers left: try them in order
+        # Move the open ones behind the rest; they get a last chance if everything else fails.
+        skipped = self._order[self._index : i]
+        self._deferred.update(id(p) for p in skipped)
+        self._order[self._index :] = self._order[i:] + skipped
+
+    def hedge_step(self, current: Step) -> Step | None:
+        """The provider to race against ``current``: the next one in order (None if there is none)."""
+        nxt = current.index + 1
+        if nxt >= len(self._order):
+            return None
+        return Step(self._order[nxt], 0.0, nxt, 0)
+
+    # -- results ---------------------------------------------------------------------------------------------------
+
+    def failed(self, step: Step, error: BaseException, elapsed: float, *, may_retry: bool = True) -> None:
         status = error.status_code if isinstance(error, APIStatusError) else None
         retryable = is_retryable(error)
         self.attempts.append(
             Attempt(
-                step.provider.name,
-                self.model or step.provider.default_model or "",
-                error,
-                status,
-                retryable,
-                elapsed,
+                step.provider.name, self.model or step.provider.default_model or "", error, status, retryable, elapsed
             )
         )
-        others_left = not self.single_provider_retry and self._index + 1 < len(self.providers)
-        can_retry_here = retryable and self._retry < self.max_retries
+        if self.breaker is not None:
+            self.breaker.failure(step.provider.breaker_key, error)
+        if not may_retry or step.index != self._index:
+            return
+        others_left = self._index + 1 < len(self._order)
         delay: float | None = None
-        if can_retry_here:
+        if retryable and self._retry < self.max_retries:
             if isinstance(error, RateLimitError):
                 ra = error.retry_after
                 if not others_left:
                     if ra is None:
                         delay = backoff_delay(self._retry, self.rng)
-                    elif ra <= C.RETRY_AFTER_CAP:
+                    elif ra <= self.retry_after_cap:
                         delay = ra
-            elif isinstance(error, APIConnectionError):
+            elif isinstance(error, APIConnectionError):  # includes timeouts: switching beats waiting
                 if not others_left:
                     delay = backoff_delay(self._retry, self.rng)
             else:
@@ -106,12 +151,27 @@ class FailoverPlan:
             self._retry += 1
             self._next_delay = delay
         else:
-            self._index += 1
-            self._retry = 0
-            self._next_delay = 0.0
+            self.advance()
+
+    def advance(self) -> None:
+        """Done with the current provider: on to the next, at once."""
+        self.advance_past(self._index)
+
+    def advance_past(self, index: int) -> None:
+        self._index = max(self._index, index + 1)
+        self._retry = 0
+        self._next_delay = 0.0
 
     def succeeded(self, step: Step, elapsed: float) -> None:
         self.attempts.append(Attempt(step.provider.name, self.model, None, None, False, elapsed))
+        if self.breaker is not None:
+            self.breaker.success(step.provider.breaker_key)
+
+    def started(self, step: Step) -> None:
+        if self.breaker is not None:
+            self.breaker.acquire(step.provider.breaker_key)
+
+    # -- giving up -------------------------------------------------------------------------------------------------
 
     def error(self) -> BaseException:
         """What to raise when the plan is spent.
@@ -122,6 +182,13 @@ class FailoverPlan:
         """
         failures = [a for a in self.attempts if a.error is not None]
         last = failures[-1].error if failures else None
+        if self._deadline_hit and (last is None or not isinstance(last, APITimeoutError)):
+            err = APITimeoutError("Timed out: the overall deadline passed before any provider answered")
+            err.attempts = list(self.attempts)  # type: ignore[attr-defined]
+            if failures:
+                summary = AllProvidersFailedError(self.attempts)
+                err.message += ":\n" + summary.message.split(":\n", 1)[1]
+            return err
         if last is None:
             return AllProvidersFailedError(self.attempts)
         if len({a.provider for a in failures}) == 1:

@@ -1,9 +1,10 @@
-"""RetryProvider and IterListProvider: providers made of providers, trying them per :class:`FailoverPlan`.
+"""RetryProvider and IterListProvider: providers made of providers, tried per :class:`FailoverPlan`.
 
-The shells here only sleep, call and record; every decision is the plan's. Streams hold back chunks until the
-first one with content, so a provider that fails before saying anything is replaced invisibly; once content has
-reached the caller, a failure raises :class:`~polychat.errors.StreamInterruptedError` with the partial text —
-never a silent splice or repeat.
+The shells here sleep, call and record; every decision is the plan's (:mod:`.policy`), every deadline the
+attempt's (:mod:`.attempt`). A stream holds back chunks until the first one with content, so a provider failing
+before it says anything is replaced invisibly. Once content has reached the caller, a failure raises
+:class:`~polychat.errors.StreamInterruptedError` with the partial text — or, with ``resume=True``, the answer
+continues on the next provider, with repeated text trimmed and the chunks saying who produced them.
 """
 
 from __future__ import annotations
@@ -13,13 +14,17 @@ import copy
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import _constants as C
-from ..errors import APIError, StreamInterruptedError
+from ..errors import APIError, ConfigError, EmptyResponseError, StreamInterruptedError
 from ..providers.base import Capabilities, Provider, as_provider
+from . import _bridge
+from .attempt import AsyncAttempt, Policy, SyncAttempt, chunk_text, completion_empty, has_content, resolve_policy
+from .breaker import DEFAULT_BREAKER, CircuitBreaker
 from .policy import FailoverPlan, Step
+from .resume import continuation_request, overlap, window_for
 
 if TYPE_CHECKING:
     from .._context import CallContext
@@ -27,26 +32,51 @@ if TYPE_CHECKING:
     from ..types import ChatCompletion, ChatCompletionChunk, Model
 
 log = logging.getLogger("polychat")
+T = TypeVar("T")
+
+_POLICY_KEYS = ("first_token_timeout", "idle_timeout", "deadline", "hedge_after", "resume", "allow_empty")
 
 
-class EmptyResponseError(APIError):
-    """The provider answered 200 with no content and no tool calls (pass ``allow_empty=True`` to accept it)."""
+def _empty(provider: Provider) -> EmptyResponseError:
+    return EmptyResponseError("The provider returned an empty answer", provider=provider.name, retryable=False)
 
 
-def _has_content(chunk: ChatCompletionChunk) -> bool:
-    for choice in chunk.choices:
-        d = choice.delta
-        if d.content or d.tool_calls or d.refusal:
-            return True
-    return False
+class _Resumer:
+    """After a resume: marks the new provider's chunks and drops text that repeats the partial answer."""
 
+    def __init__(self, partial: str, resumed_from: str) -> None:
+        self.partial = partial
+        self.resumed_from = resumed_from
+        self.window = window_for(partial)
+        self.held: list[ChatCompletionChunk] = []
+        self.text = ""
+        self.decided = self.window == 0
 
-def _completion_empty(c: ChatCompletion) -> bool:
-    return not any(ch.message.content or ch.message.tool_calls or ch.message.refusal for ch in c.choices)
+    def feed(self, chunk: ChatCompletionChunk) -> list[ChatCompletionChunk]:
+        chunk.resumed_from = self.resumed_from  # type: ignore[attr-defined]
+        if self.decided:
+            return [chunk]
+        self.held.append(chunk)
+        self.text += chunk_text(chunk)
+        return self.flush() if len(self.text) >= self.window else []
 
-
-def _chunk_text(chunk: ChatCompletionChunk) -> str:
-    return "".join(ch.delta.content or "" for ch in chunk.choices if ch.index == 0)
+    def flush(self) -> list[ChatCompletionChunk]:
+        if self.decided:
+            return []
+        self.decided = True
+        drop = overlap(self.partial, self.text)
+        if drop:
+            log.info("polychat: dropped %d repeated characters from the resumed answer", drop)
+        for chunk in self.held:
+            for choice in chunk.choices:
+                if drop <= 0:
+                    break
+                if choice.index == 0 and choice.delta.content:
+                    cut = min(drop, len(choice.delta.content))
+                    choice.delta.content = choice.delta.content[cut:]
+                    drop -= cut
+        held, self.held = self.held, []
+        return held
 
 
 class RetryProvider(Provider):
@@ -54,7 +84,14 @@ class RetryProvider(Provider):
     times for retryable errors; with ``single_provider_retry=True`` only the first, up to ``max_retries`` retries.
 
     Providers may be classes (instantiated from the environment) or instances; one class may appear twice with
-    different settings. ``allow_empty=True`` accepts empty answers instead of failing over.
+    different settings. Policy (each also settable per client and per call):
+
+    * ``first_token_timeout`` / ``idle_timeout``: seconds to the first content chunk / between chunks (streams);
+    * ``deadline``: seconds for the whole call, retries and failovers included;
+    * ``hedge_after``: seconds without a first token after which the next provider is started too;
+    * ``resume``: continue an interrupted stream on the next provider instead of raising;
+    * ``allow_empty``: accept empty answers instead of failing over;
+    * ``breaker``: a :class:`CircuitBreaker` (default: the process-wide one), or False for none.
     """
 
     def __init__(
@@ -64,25 +101,47 @@ class RetryProvider(Provider):
         single_provider_retry: bool = False,
         max_retries: int = C.RETRY_PROVIDER_MAX_RETRIES,
         *,
+        first_token_timeout: float | None = None,
+        idle_timeout: float | None = None,
+        deadline: float | None = None,
+        hedge_after: float | None = None,
+        resume: bool = False,
         allow_empty: bool = False,
+        breaker: CircuitBreaker | bool | None = None,
+        retry_after_cap: float = C.RETRY_AFTER_CAP,
         name: str | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self._specs = list(providers)
-        self.providers = [as_provider(p) for p in self._specs]
-        if not self.providers:
-            from ..errors import ConfigError
-
+        if not self._specs:
             raise ConfigError(f"{type(self).__name__} needs at least one provider")
+        self.providers = [as_provider(p) for p in self._specs]
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-            from ..errors import ConfigError
-
             raise ConfigError(f"max_retries must be a whole number >= 0, got {max_retries!r}")
+        for label, value in (
+            ("first_token_timeout", first_token_timeout),
+            ("idle_timeout", idle_timeout),
+            ("deadline", deadline),
+            ("hedge_after", hedge_after),
+        ):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
+                raise ConfigError(f"{label} must be a positive number of seconds, got {value!r}")
         super().__init__(name=name or "+".join(p.name for p in self.providers))
         self.shuffle = shuffle
         self.single_provider_retry = single_provider_retry
         self.max_retries = max_retries
-        self.allow_empty = allow_empty
+        self.policy = {
+            "first_token_timeout": first_token_timeout,
+            "idle_timeout": idle_timeout,
+            "deadline": deadline,
+            "hedge_after": hedge_after,
+            "resume": resume,
+            "allow_empty": allow_empty,
+        }
+        self.breaker: CircuitBreaker | None = (
+            DEFAULT_BREAKER if breaker is None or breaker is True else (breaker or None)
+        )
+        self.retry_after_cap = retry_after_cap
         self._rng = rng or random.Random()
 
     def bind(self, *, api_key: Any = None, base_url: str | None = None) -> Provider:
@@ -103,15 +162,27 @@ class RetryProvider(Provider):
     def members(self) -> list[Provider]:
         return [m for p in self.providers for m in p.members()]
 
-    def plan(self, request: ChatRequest) -> FailoverPlan:
+    # -- per call ------------------------------------------------------------------------------------------------
+
+    def resolve(self, ctx: CallContext) -> Policy:
+        defaults = {k: v for k, v in ctx.client_policy.items() if v is not None}
+        defaults.update({k: v for k, v in self.policy.items() if v is not None and v is not False})
+        return resolve_policy(defaults, ctx.options)
+
+    def plan(self, request: ChatRequest, policy: Policy) -> FailoverPlan:
         order = list(self.providers)
         if self.shuffle:
             self._rng.shuffle(order)
-        return FailoverPlan(order, self.max_retries, self.single_provider_retry, request.model, self._rng)
-
-    def _allow_empty(self, ctx: CallContext) -> bool:
-        value = ctx.options.get("allow_empty")
-        return self.allow_empty if value is None else bool(value)
+        return FailoverPlan(
+            order,
+            self.max_retries,
+            self.single_provider_retry,
+            request.model,
+            self._rng,
+            breaker=self.breaker,
+            deadline_at=policy.deadline_at,
+            retry_after_cap=self.retry_after_cap,
+        )
 
     def _note(self, step: Step, error: BaseException, plan: FailoverPlan) -> None:
         nxt = plan.next_step()
@@ -123,144 +194,304 @@ class RetryProvider(Provider):
             what = f"switching to {nxt.provider.name}"
         log.warning("polychat: %s failed (%s: %s); %s", step.provider.name, type(error).__name__, error, what)
 
+    def _fail(self, plan: FailoverPlan, step: Step, error: BaseException, elapsed: float) -> None:
+        plan.failed(step, error, elapsed)
+        self._note(step, error, plan)
+
+    @staticmethod
+    def _interrupted(step: Step, error: BaseException, partial: str) -> StreamInterruptedError:
+        err = StreamInterruptedError(
+            f"The stream from {step.provider.name} failed after content was sent: {error}",
+            partial=partial,
+            provider=step.provider.name,
+            cause=error,
+        )
+        err.__cause__ = error
+        return err
+
     # -- sync ----------------------------------------------------------------------------------------------------
 
     def complete(self, request: ChatRequest, ctx: CallContext) -> ChatCompletion:
-        plan = self.plan(request)
+        policy = self.resolve(ctx)
+        plan = self.plan(request, policy)
         while (step := plan.next_step()) is not None:
             if step.delay:
                 time.sleep(step.delay)
-            t0 = time.monotonic()
+            plan.started(step)
+            if policy.hedge_after is not None and plan.hedge_step(step) is not None:
+                try:
+                    return _bridge.run(self._arace_complete(plan, step, request, ctx, policy))
+                except APIError:
+                    continue
+            attempt = SyncAttempt(step, request, ctx, policy, stream=False)
             try:
-                result = step.provider.complete(request, ctx)
-                if not self._allow_empty(ctx) and _completion_empty(result):
-                    raise EmptyResponseError("The provider returned an empty answer", provider=step.provider.name)
+                result = attempt.complete()
+                if not policy.allow_empty and completion_empty(result):
+                    raise _empty(step.provider)
             except APIError as e:
-                plan.failed(step, e, time.monotonic() - t0)
-                self._note(step, e, plan)
+                self._fail(plan, step, e, attempt.elapsed)
                 continue
-            plan.succeeded(step, time.monotonic() - t0)
+            plan.succeeded(step, attempt.elapsed)
             return result
         raise plan.error()
 
     def stream(self, request: ChatRequest, ctx: CallContext) -> Iterator[ChatCompletionChunk]:
-        plan = self.plan(request)
-        allow_empty = self._allow_empty(ctx)
+        policy = self.resolve(ctx)
+        plan = self.plan(request, policy)
+        partial: list[str] = []
+        resumer: _Resumer | None = None
+        last_step: Step | None = None
         while (step := plan.next_step()) is not None:
             if step.delay:
                 time.sleep(step.delay)
+            req = request
+            if partial:
+                assert last_step is not None
+                req = continuation_request(request, "".join(partial), step.provider)
+                resumer = _Resumer("".join(partial), last_step.provider.name)
+            plan.started(step)
+            # Open: up to the first content chunk. Failures here are invisible to the caller.
+            rest: Iterator[ChatCompletionChunk]
+            close: Callable[[], None]
+            if policy.hedge_after is not None and plan.hedge_step(step) is not None:
+                try:
+                    step, held, arest, aclose = _bridge.run(self._arace_open(plan, step, req, ctx, policy))
+                except APIError:
+                    continue
+                rest, close = _bridge.iterate(arest), lambda aclose=aclose: _bridge.run(aclose())  # type: ignore[misc]
+            else:
+                attempt = SyncAttempt(step, req, ctx, policy, stream=True)
+                try:
+                    held = attempt.open()
+                except APIError as e:
+                    attempt.close()
+                    self._fail(plan, step, e, attempt.elapsed)
+                    continue
+                rest, close = attempt.rest(), attempt.close
             t0 = time.monotonic()
-            held: list[ChatCompletionChunk] = []
-            partial: list[str] | None = None
-            chunks = step.provider.stream(request, ctx)
             try:
-                for chunk in chunks:
-                    if partial is None:
-                        held.append(chunk)
-                        if not _has_content(chunk):
-                            continue
-                        partial = []
-                        for h in held:
-                            partial.append(_chunk_text(h))
-                            yield h
-                        held = []
-                        continue
-                    partial.append(_chunk_text(chunk))
-                    yield chunk
-                if partial is None:
-                    if not allow_empty:
-                        raise EmptyResponseError("The provider returned an empty answer", provider=step.provider.name)
-                    yield from held
+                if not any(has_content(c) for c in held) and not policy.allow_empty:
+                    raise _empty(step.provider)
+                for chunk in _chain(held, rest):
+                    out = resumer.feed(chunk) if resumer is not None else (chunk,)
+                    for c in out:
+                        partial.append(chunk_text(c))
+                        yield c
+                if resumer is not None:
+                    for c in resumer.flush():
+                        partial.append(chunk_text(c))
+                        yield c
             except APIError as e:
                 if isinstance(e, StreamInterruptedError):
                     raise
-                if partial is not None:
-                    raise StreamInterruptedError(
-                        f"The stream from {step.provider.name} failed after content was sent: {e}",
-                        partial="".join(partial),
-                        provider=step.provider.name,
-                        cause=e,
-                    ) from e
-                plan.failed(step, e, time.monotonic() - t0)
-                self._note(step, e, plan)
-                continue
+                if not partial:  # nothing reached the caller (an empty answer): an ordinary failure
+                    self._fail(plan, step, e, time.monotonic() - t0)
+                    continue
+                plan.failed(step, e, time.monotonic() - t0, may_retry=False)
+                plan.advance_past(step.index)
+                if policy.resume and plan.next_step() is not None:
+                    log.warning(
+                        "polychat: %s failed mid-stream (%s); resuming on the next provider", step.provider.name, e
+                    )
+                    last_step = step
+                    continue
+                raise self._interrupted(step, e, "".join(partial)) from e
             finally:
-                close = getattr(chunks, "close", None)
-                if close is not None:
-                    close()
+                getattr(rest, "close", _pass)()
+                close()
             plan.succeeded(step, time.monotonic() - t0)
             return
+        if partial and last_step is not None:
+            raise self._interrupted(last_step, plan.error(), "".join(partial))
         raise plan.error()
 
     # -- async (the same steps, awaited) --------------------------------------------------------------------------
 
     async def acomplete(self, request: ChatRequest, ctx: CallContext) -> ChatCompletion:
-        plan = self.plan(request)
+        policy = self.resolve(ctx)
+        plan = self.plan(request, policy)
         while (step := plan.next_step()) is not None:
             if step.delay:
                 await asyncio.sleep(step.delay)
-            t0 = time.monotonic()
+            plan.started(step)
+            if policy.hedge_after is not None and plan.hedge_step(step) is not None:
+                try:
+                    return await self._arace_complete(plan, step, request, ctx, policy)
+                except APIError:
+                    continue
+            attempt = AsyncAttempt(step, request, ctx, policy, stream=False)
             try:
-                result = await step.provider.acomplete(request, ctx)
-                if not self._allow_empty(ctx) and _completion_empty(result):
-                    raise EmptyResponseError("The provider returned an empty answer", provider=step.provider.name)
+                result = await attempt.complete()
+                if not policy.allow_empty and completion_empty(result):
+                    raise _empty(step.provider)
             except APIError as e:
-                plan.failed(step, e, time.monotonic() - t0)
-                self._note(step, e, plan)
+                self._fail(plan, step, e, attempt.elapsed)
                 continue
-            plan.succeeded(step, time.monotonic() - t0)
+            plan.succeeded(step, attempt.elapsed)
             return result
         raise plan.error()
 
     async def astream(self, request: ChatRequest, ctx: CallContext) -> AsyncIterator[ChatCompletionChunk]:
-        plan = self.plan(request)
-        allow_empty = self._allow_empty(ctx)
+        policy = self.resolve(ctx)
+        plan = self.plan(request, policy)
+        partial: list[str] = []
+        resumer: _Resumer | None = None
+        last_step: Step | None = None
         while (step := plan.next_step()) is not None:
             if step.delay:
                 await asyncio.sleep(step.delay)
+            req = request
+            if partial:
+                assert last_step is not None
+                req = continuation_request(request, "".join(partial), step.provider)
+                resumer = _Resumer("".join(partial), last_step.provider.name)
+            plan.started(step)
+            if policy.hedge_after is not None and plan.hedge_step(step) is not None:
+                try:
+                    step, held, rest, aclose = await self._arace_open(plan, step, req, ctx, policy)
+                except APIError:
+                    continue
+            else:
+                attempt = AsyncAttempt(step, req, ctx, policy, stream=True)
+                try:
+                    held = await attempt.open()
+                except APIError as e:
+                    await attempt.close()
+                    self._fail(plan, step, e, attempt.elapsed)
+                    continue
+                rest, aclose = attempt.rest(), attempt.close
             t0 = time.monotonic()
-            held: list[ChatCompletionChunk] = []
-            partial: list[str] | None = None
-            chunks = step.provider.astream(request, ctx)
             try:
-                async for chunk in chunks:
-                    if partial is None:
-                        held.append(chunk)
-                        if not _has_content(chunk):
-                            continue
-                        partial = []
-                        for h in held:
-                            partial.append(_chunk_text(h))
-                            yield h
-                        held = []
-                        continue
-                    partial.append(_chunk_text(chunk))
-                    yield chunk
-                if partial is None:
-                    if not allow_empty:
-                        raise EmptyResponseError("The provider returned an empty answer", provider=step.provider.name)
-                    for h in held:
-                        yield h
+                if not any(has_content(c) for c in held) and not policy.allow_empty:
+                    raise _empty(step.provider)
+                for chunk in held:
+                    for c in resumer.feed(chunk) if resumer is not None else (chunk,):
+                        partial.append(chunk_text(c))
+                        yield c
+                async for chunk in rest:
+                    for c in resumer.feed(chunk) if resumer is not None else (chunk,):
+                        partial.append(chunk_text(c))
+                        yield c
+                if resumer is not None:
+                    for c in resumer.flush():
+                        partial.append(chunk_text(c))
+                        yield c
             except APIError as e:
                 if isinstance(e, StreamInterruptedError):
                     raise
-                if partial is not None:
-                    raise StreamInterruptedError(
-                        f"The stream from {step.provider.name} failed after content was sent: {e}",
-                        partial="".join(partial),
-                        provider=step.provider.name,
-                        cause=e,
-                    ) from e
-                plan.failed(step, e, time.monotonic() - t0)
-                self._note(step, e, plan)
-                continue
+                if not partial:
+                    self._fail(plan, step, e, time.monotonic() - t0)
+                    continue
+                plan.failed(step, e, time.monotonic() - t0, may_retry=False)
+                plan.advance_past(step.index)
+                if policy.resume and plan.next_step() is not None:
+                    log.warning(
+                        "polychat: %s failed mid-stream (%s); resuming on the next provider", step.provider.name, e
+                    )
+                    last_step = step
+                    continue
+                raise self._interrupted(step, e, "".join(partial)) from e
             finally:
-                aclose = getattr(chunks, "aclose", None)
-                if aclose is not None:
-                    await aclose()
+                aclose_rest = getattr(rest, "aclose", None)
+                if aclose_rest is not None:
+                    await aclose_rest()
+                await aclose()
             plan.succeeded(step, time.monotonic() - t0)
             return
+        if partial and last_step is not None:
+            raise self._interrupted(last_step, plan.error(), "".join(partial))
         raise plan.error()
+
+    # -- hedging: two attempts race; the first with content wins, the other is cancelled --------------------------
+
+    async def _race(
+        self,
+        plan: FailoverPlan,
+        step: Step,
+        policy: Policy,
+        run: Callable[[Step], Awaitable[tuple[T, Callable[[], Awaitable[None]]]]],
+        ok: Callable[[T], bool],
+    ) -> tuple[Step, T, Callable[[], Awaitable[None]]]:
+        """Start ``step``; if it has not succeeded after ``hedge_after`` s, start the next provider as well.
+
+        ``run(step)`` returns the attempt's result and how to release it; ``ok(result)`` says whether it counts.
+        Raises the last error when every raced attempt failed (all recorded in ``plan``).
+        """
+        assert policy.hedge_after is not None
+        tasks: dict[asyncio.Task[Any], Step] = {asyncio.ensure_future(run(step)): step}
+        done, _ = await asyncio.wait(tasks, timeout=policy.hedge_after)
+        hedge = plan.hedge_step(step) if not done else None
+        if hedge is not None:
+            log.info(
+                "polychat: no first token from %s after %.2fs; hedging with %s",
+                step.provider.name,
+                policy.hedge_after,
+                hedge.provider.name,
+            )
+            plan.started(hedge)
+            tasks[asyncio.ensure_future(run(hedge))] = hedge
+        last_error: BaseException | None = None
+        started = time.monotonic()
+        try:
+            while tasks:
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    s = tasks.pop(task)
+                    exc = task.exception()
+                    if exc is None:
+                        result, release = task.result()
+                        if ok(result):
+                            if tasks:
+                                log.info("polychat: %s answered first; cancelling the other", s.provider.name)
+                            return s, result, release
+                        await release()
+                        exc = _empty(s.provider)
+                    if not isinstance(exc, APIError):
+                        raise exc
+                    last_error = exc
+                    if hedge is None:
+                        self._fail(plan, s, exc, time.monotonic() - started)
+                    else:
+                        plan.failed(s, exc, time.monotonic() - started, may_retry=False)
+        finally:
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
+        if hedge is not None:
+            plan.advance_past(hedge.index)
+        assert last_error is not None
+        raise last_error
+
+    async def _arace_open(
+        self, plan: FailoverPlan, step: Step, request: ChatRequest, ctx: CallContext, policy: Policy
+    ) -> tuple[Step, list[ChatCompletionChunk], AsyncIterator[ChatCompletionChunk], Callable[[], Awaitable[None]]]:
+        async def run(s: Step) -> tuple[tuple[list[ChatCompletionChunk], AsyncAttempt], Callable[[], Awaitable[None]]]:
+            attempt = AsyncAttempt(s, request, ctx, policy, stream=True)
+            try:
+                return (await attempt.open(), attempt), attempt.close
+            except BaseException:
+                await attempt.close()
+                raise
+
+        winner, (held, attempt), release = await self._race(
+            plan, step, policy, run, lambda r: policy.allow_empty or any(has_content(c) for c in r[0])
+        )
+        return winner, held, attempt.rest(), release
+
+    async def _arace_complete(
+        self, plan: FailoverPlan, step: Step, request: ChatRequest, ctx: CallContext, policy: Policy
+    ) -> ChatCompletion:
+        async def run(s: Step) -> tuple[ChatCompletion, Callable[[], Awaitable[None]]]:
+            return await AsyncAttempt(s, request, ctx, policy, stream=False).complete(), _noop
+
+        winner, result, _ = await self._race(
+            plan, step, policy, run, lambda r: policy.allow_empty or not completion_empty(r)
+        )
+        plan.succeeded(winner, 0.0)
+        return result
+
+    # -- models --------------------------------------------------------------------------------------------------
 
     async def alist_models(self, ctx: CallContext) -> list[Model]:
         return await self.providers[0].alist_models(ctx)
@@ -273,6 +504,19 @@ class RetryProvider(Provider):
             f"{type(self).__name__}({self.providers!r}, shuffle={self.shuffle}, "
             f"single_provider_retry={self.single_provider_retry}, max_retries={self.max_retries})"
         )
+
+
+async def _noop() -> None:
+    return None
+
+
+def _pass() -> None:
+    return None
+
+
+def _chain(held: list[T], rest: Iterator[T]) -> Iterator[T]:
+    yield from held
+    yield from rest
 
 
 class IterListProvider(RetryProvider):

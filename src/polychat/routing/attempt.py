@@ -1,0 +1,233 @@
+"""One attempt at one provider: its deadlines, and the step from request to first content.
+
+An attempt is ``open()``-ed — it runs until the first chunk with content (holding back role-only chunks, so a
+provider that fails before saying anything can be replaced invisibly) — then its ``rest()`` is read. Timeouts are
+enforced here: by the process watchdog for sync attempts, by ``asyncio`` deadlines for async ones.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..errors import APIError, APITimeoutError
+from .timeouts import Limits, Watch, within
+
+if TYPE_CHECKING:
+    from .._context import CallContext
+    from .._request import ChatRequest
+    from ..providers.base import Provider
+    from ..types import ChatCompletion, ChatCompletionChunk
+    from .policy import Step
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Failover settings of one call, resolved from the call's options, the chain's and the client's."""
+
+    first_token_timeout: float | None = None
+    idle_timeout: float | None = None
+    deadline_at: float | None = None
+    hedge_after: float | None = None
+    resume: bool = False
+    allow_empty: bool = False
+    # What the call itself set; these beat a provider's own first_token_timeout / idle_timeout.
+    call_first_token: bool = False
+    call_idle: bool = False
+
+    def limits(self, provider: Provider, *, stream: bool) -> Limits:
+        if not stream:
+            return Limits(deadline_at=self.deadline_at)
+        first = self.first_token_timeout
+        idle = self.idle_timeout
+        own_first = getattr(provider, "first_token_timeout", None)
+        own_idle = getattr(provider, "idle_timeout", None)
+        if own_first is not None and not self.call_first_token:
+            first = own_first
+        if own_idle is not None and not self.call_idle:
+            idle = own_idle
+        return Limits(first, idle, self.deadline_at)
+
+
+def has_content(chunk: ChatCompletionChunk) -> bool:
+    for choice in chunk.choices:
+        d = choice.delta
+        if d.content or d.tool_calls or d.refusal:
+            return True
+    return False
+
+
+def chunk_text(chunk: ChatCompletionChunk) -> str:
+    return "".join(ch.delta.content or "" for ch in chunk.choices if ch.index == 0)
+
+
+def completion_empty(c: ChatCompletion) -> bool:
+    return not any(ch.message.content or ch.message.tool_calls or ch.message.refusal for ch in c.choices)
+
+
+class SyncAttempt:
+    def __init__(self, step: Step, request: ChatRequest, ctx: CallContext, policy: Policy, *, stream: bool) -> None:
+        self.step = step
+        self.provider = step.provider
+        self.request = request
+        self.watch = Watch(policy.limits(step.provider, stream=stream))
+        self.ctx = ctx.for_attempt(self.watch)
+        self.started = time.monotonic()
+        self._chunks: Iterator[ChatCompletionChunk] | None = None
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def complete(self) -> ChatCompletion:
+        self.watch.start()
+        try:
+            return self.provider.complete(self.request, self.ctx)
+        except APIError as e:
+            raise self.watch.translate(e, self.provider.name) from e
+        finally:
+            self.watch.stop()
+
+    def open(self) -> list[ChatCompletionChunk]:
+        """Read up to and including the first chunk with content; fewer if the stream ended without any."""
+        self.watch.start()
+        held: list[ChatCompletionChunk] = []
+        try:
+            self._chunks = self.provider.stream(self.request, self.ctx)
+            for chunk in self._chunks:
+                held.append(chunk)
+                if has_content(chunk):
+                    self.watch.phase = "idle"
+                    self.watch.pause()  # the caller is about to hold these chunks
+                    return held
+        except APIError as e:
+            raise self.watch.translate(e, self.provider.name) from e
+        return held
+
+    def rest(self) -> Iterator[ChatCompletionChunk]:
+        chunks = self._chunks
+        if chunks is None:
+            return
+        watch = self.watch
+        while True:
+            watch.resume()
+            try:
+                chunk = next(chunks)
+            except StopIteration:
+                return
+            except APIError as e:
+                raise watch.translate(e, self.provider.name) from e
+            watch.pause()
+            yield chunk
+
+    def close(self) -> None:
+        self.watch.stop()
+        if self._chunks is not None:
+            close = getattr(self._chunks, "close", None)
+            if close is not None:
+                close()
+
+
+class AsyncAttempt:
+    def __init__(self, step: Step, request: ChatRequest, ctx: CallContext, policy: Policy, *, stream: bool) -> None:
+        self.step = step
+        self.provider = step.provider
+        self.request = request
+        self.limits = policy.limits(step.provider, stream=stream)
+        self.ctx = ctx
+        self.started = time.monotonic()
+        self._chunks: AsyncIterator[ChatCompletionChunk] | None = None
+        self._phase = "first token"
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def _timeout(self, cause: BaseException | None = None) -> APITimeoutError:
+        watch = Watch(self.limits)
+        watch.phase = self._phase
+        err = APITimeoutError(f"Timed out: {watch.reason()}", provider=self.provider.name)
+        err.__cause__ = cause
+        return err
+
+    def _first_deadline(self) -> float | None:
+        lim = self.limits
+        first = self.started + lim.first_token if lim.first_token is not None else None
+        return _min(first, lim.deadline_at)
+
+    def _idle_deadline(self) -> float | None:
+        lim = self.limits
+        idle = time.monotonic() + lim.idle if lim.idle is not None else None
+        return _min(idle, lim.deadline_at)
+
+    async def complete(self) -> ChatCompletion:
+        try:
+            return await within(self.limits.deadline_at, self.provider.acomplete(self.request, self.ctx))
+        except TimeoutError as e:
+            raise self._timeout(e) from e
+
+    async def open(self) -> list[ChatCompletionChunk]:
+        held: list[ChatCompletionChunk] = []
+        deadline = self._first_deadline()
+        chunks = self._chunks = self.provider.astream(self.request, self.ctx)
+        while True:
+            try:
+                chunk = await within(deadline, chunks.__anext__())
+            except StopAsyncIteration:
+                return held
+            except TimeoutError as e:
+                raise self._timeout(e) from e
+            held.append(chunk)
+            if has_content(chunk):
+                self._phase = "idle"
+                return held
+
+    async def rest(self) -> AsyncIterator[ChatCompletionChunk]:
+        chunks = self._chunks
+        if chunks is None:
+            return
+        timed = self.limits.idle is not None or self.limits.deadline_at is not None
+        while True:
+            try:
+                if timed:
+                    chunk = await within(self._idle_deadline(), chunks.__anext__())
+                else:
+                    chunk = await chunks.__anext__()
+            except StopAsyncIteration:
+                return
+            except TimeoutError as e:
+                raise self._timeout(e) from e
+            yield chunk
+
+    async def close(self) -> None:
+        if self._chunks is not None:
+            aclose = getattr(self._chunks, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+
+def _min(*values: float | None) -> float | None:
+    present = [v for v in values if v is not None]
+    return min(present) if present else None
+
+
+def resolve_policy(chain_defaults: dict[str, Any], options: dict[str, Any]) -> Policy:
+    """Merge call options over chain/client defaults into a :class:`Policy` for one call."""
+
+    def pick(name: str) -> Any:
+        value = options.get(name)
+        return chain_defaults.get(name) if value is None else value
+
+    deadline = pick("deadline")
+    return Policy(
+        first_token_timeout=pick("first_token_timeout"),
+        idle_timeout=pick("idle_timeout"),
+        deadline_at=time.monotonic() + deadline if deadline is not None else None,
+        hedge_after=pick("hedge_after"),
+        resume=bool(pick("resume")),
+        allow_empty=bool(pick("allow_empty")),
+        call_first_token=options.get("first_token_timeout") is not None,
+        call_idle=options.get("idle_timeout") is not None,
+    )
