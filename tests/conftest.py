@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.support.faults import FaultServer
 from tests.support.servers import LlamaServer, LocalHTTPServer, MicroSocks, TinyProxy
 
 
@@ -51,3 +52,11 @@ def http_server() -> Iterator[LocalHTTPServer]:
     """A local HTTP server that echoes each request as JSON and records it (``.requests``)."""
     with LocalHTTPServer() as server:
         yield server
+
+
+@pytest.fixture
+def faults() -> Iterator[FaultServer]:
+    """The fault-injecting OpenAI-compatible server (``tests/support/faults.py``); fails the test on its own bugs."""
+    with FaultServer() as server:
+        yield server
+    assert not server.handler_errors, f"fault server bugs: {server.handler_errors!r}"

@@ -28,12 +28,6 @@ MSGS = [{"role": "user", "content": "Say hello."}]
 
 
 @pytest.fixture
-def faults() -> Iterator[FaultServer]:
-    with FaultServer() as server:
-        yield server
-
-
-@pytest.fixture
 def llama_client(llama_server: LlamaServer) -> Iterator[Client]:
     with Client(provider=OpenaiChat(base_url=llama_server.base_url)) as client:
         yield client

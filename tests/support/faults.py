@@ -13,7 +13,6 @@ that a retry respected Retry-After or that a cancelled hedge really hung up.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import threading
 import time
@@ -161,6 +160,8 @@ class FaultServer:
         self._server: asyncio.AbstractServer | None = None
         self._thread = threading.Thread(target=self._loop.run_forever, name="fault-server", daemon=True)
         self._writers: set[asyncio.StreamWriter] = set()
+        #: Bugs in the server itself (not injected faults); the fixture fails the test if there are any.
+        self.handler_errors: list[BaseException] = []
         self.port = 0
 
     # lifecycle
@@ -253,11 +254,13 @@ class FaultServer:
                 record = Record(scenario, path, method, headers, body, time.monotonic(), peer)
                 with self._lock:
                     self.records.append(record)
-                keep = await self._respond(writer, record, path, body)
+                keep = await self._respond(reader, writer, record, path, body)
                 if not keep:
                     break
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
+        except Exception as e:
+            self.handler_errors.append(e)
         finally:
             self._mark_closed(writer)
 
@@ -281,18 +284,34 @@ class FaultServer:
         writer.write(out.encode())
         await writer.drain()
 
-    async def _wait_release(self, keepalive: float | None, writer: asyncio.StreamWriter) -> None:
+    async def _pause(self, reader: asyncio.StreamReader, seconds: float | None) -> bool:
+        """Wait ``seconds`` (None: until released) unless the client hangs up first; True if it did."""
+        assert self._release is not None
+        eof = asyncio.ensure_future(reader.read(1))
+        waiter = asyncio.ensure_future(asyncio.sleep(seconds) if seconds is not None else self._release.wait())
+        try:
+            done, _ = await asyncio.wait({eof, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in (eof, waiter):
+                t.cancel()
+        return eof in done
+
+    async def _wait_release(
+        self, keepalive: float | None, writer: asyncio.StreamWriter, reader: asyncio.StreamReader
+    ) -> None:
         assert self._release is not None
         if keepalive is None:
-            await self._release.wait()
+            await self._pause(reader, None)
             return
         while not self._release.is_set():
             writer.write(b": keep-alive\n\n")
             await writer.drain()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._release.wait(), keepalive)
+            if await self._pause(reader, keepalive):
+                return
 
-    async def _respond(self, writer: asyncio.StreamWriter, record: Record, path: str, body: Any) -> bool:
+    async def _respond(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, record: Record, path: str, body: Any
+    ) -> bool:
         record._writer = writer  # type: ignore[attr-defined]
         if path.endswith("/models"):
             data = json.dumps(
@@ -326,10 +345,10 @@ class FaultServer:
         if isinstance(b, CloseBeforeHeaders):
             return False
         if isinstance(b, Stall) and b.after_chunks is None:
-            await self._wait_release(None, writer)
+            await self._wait_release(None, writer, reader)
             return False
-        if isinstance(b, Ok) and b.delay_first:
-            await asyncio.sleep(b.delay_first)
+        if isinstance(b, Ok) and b.delay_first and await self._pause(reader, b.delay_first):
+            return False
 
         if not stream:
             if isinstance(b, Malformed):
@@ -363,10 +382,10 @@ class FaultServer:
                 break
             writer.write(_chunk(cid, model, {"content": w}))
             await writer.drain()
-            if isinstance(b, Ok) and b.delay_between:
-                await asyncio.sleep(b.delay_between)
+            if isinstance(b, Ok) and b.delay_between and await self._pause(reader, b.delay_between):
+                return False
         if isinstance(b, Stall):
-            await self._wait_release(b.keepalive, writer)
+            await self._wait_release(b.keepalive, writer, reader)
             return False
         if isinstance(b, Malformed):
             writer.write(b"data: {this is not json\n\n")

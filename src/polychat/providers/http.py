@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import hashlib
 from abc import abstractmethod
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
@@ -29,11 +29,16 @@ if TYPE_CHECKING:
 
 
 class StreamParser(Protocol):
-    """Turns raw response bytes into chunks. ``finish()`` runs at end of body and raises if it was cut short."""
+    """Turns raw response bytes into chunks.
+
+    ``feed`` returns the chunks completed by ``data``; an error found after good chunks in the same read is
+    raised by the next call, so nothing the provider said is lost. ``finish()`` runs at the end of the body,
+    yields what was left and raises if the stream was cut short.
+    """
 
     def feed(self, data: bytes) -> list[ChatCompletionChunk]: ...
 
-    def finish(self) -> list[ChatCompletionChunk]: ...
+    def finish(self) -> Iterable[ChatCompletionChunk]: ...
 
 
 def _send_within(client: httpx.Client, req: httpx.Request, watch: Watch | None, *, stream: bool) -> httpx.Response:

@@ -8,6 +8,7 @@ reported as cut short, never passed off as a complete answer.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -69,29 +70,45 @@ class MissingAPIKeyError(APIError):
 class OpenAIStreamParser:
     """SSE bytes → :class:`ChatCompletionChunk` objects, with error frames and truncation detected."""
 
-    __slots__ = ("_decoder", "_done", "_finished", "_provider")
+    __slots__ = ("_decoder", "_done", "_error", "_finished", "_provider")
 
     def __init__(self, provider: str) -> None:
         self._decoder = SSEDecoder()
         self._provider = provider
         self._done = False
         self._finished = False
+        # An error found after good chunks in the same read: those chunks go out first, the error next time.
+        self._error: APIError | None = None
 
     def feed(self, data: bytes) -> list[ChatCompletionChunk]:
+        if self._error is not None:
+            raise self._error
         events = self._decoder.feed(data)
         return self._convert(events) if events else []
 
-    def finish(self) -> list[ChatCompletionChunk]:
-        chunks = self._convert(self._decoder.flush())
+    def finish(self) -> Iterator[ChatCompletionChunk]:
+        if self._error is not None:
+            raise self._error
+        yield from self._convert(self._decoder.flush())
+        if self._error is not None:
+            raise self._error
         if not self._done and not self._finished:
             raise APIConnectionError(
                 "The stream ended without [DONE] or a finish_reason: the answer was cut short",
                 provider=self._provider,
             )
-        return chunks
 
     def _convert(self, events: list[Any]) -> list[ChatCompletionChunk]:
         out: list[ChatCompletionChunk] = []
+        try:
+            self._convert_into(events, out)
+        except APIError as e:
+            if not out:
+                raise
+            self._error = e
+        return out
+
+    def _convert_into(self, events: list[Any], out: list[ChatCompletionChunk]) -> None:
         for ev in events:
             data = ev.data
             if self._done:
@@ -116,7 +133,6 @@ class OpenAIStreamParser:
                 if choice.finish_reason is not None:
                     self._finished = True
             out.append(chunk)
-        return out
 
 
 class OpenaiChat(HTTPProvider):
