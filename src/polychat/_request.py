@@ -149,6 +149,8 @@ CALL_OPTIONS = frozenset(
         "hedge_after",
         "resume",
         "allow_empty",
+        # providers that cannot honour a parameter drop it instead of refusing the call (opt-in)
+        "drop_unsupported",
     }
 )
 #: Call options that are durations in seconds.
@@ -247,7 +249,7 @@ def build_request(
         value = options.get(name)
         if value is not None and (not _is_num(value) or value <= 0):
             raise _fail(name, "must be a positive number of seconds")
-    for name in ("resume", "allow_empty"):
+    for name in ("resume", "allow_empty", "drop_unsupported"):
         if options.get(name) is not None and not isinstance(options[name], bool):
             raise _fail(name, "must be true or false")
     if unknown:

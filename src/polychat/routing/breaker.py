@@ -59,6 +59,11 @@ class InMemoryBreakerStore:
             self._states[key] = new
             return new
 
+    def items(self) -> list[tuple[str, BreakerState]]:
+        """A snapshot of every known endpoint's state (for metrics and ``polychat providers``)."""
+        with self._lock:
+            return list(self._states.items())
+
     def clear(self) -> None:
         with self._lock:
             self._states.clear()
