@@ -145,6 +145,30 @@ def transport_error(exc: Exception, *, provider: str, url: str, proxy: ProxyConf
     return err
 
 
+def proxy_status_error(
+    resp: httpx.Response, proxy: ProxyConfig | None, url: str, provider: str
+) -> APIConnectionError | None:
+    """A 407 (or an auth challenge from the proxy itself) on a forwarded request: the proxy refused us.
+
+    Such failures are the route's, not the provider's, so they become connection errors naming the proxy
+    (password hidden), which a failover chain answers by trying a provider on another route.
+    """
+    if proxy is None or proxy.direct or not _proxy_hint(proxy, url):
+        return None
+    status = resp.status_code
+    # tinyproxy 1.11 answers a wrong password with 401 (not 407) under its own Server header.
+    from_proxy = status == 407 or "proxy-authenticate" in resp.headers or (
+        status == 401 and "tinyproxy" in resp.headers.get("server", "").lower()
+    )
+    if not from_proxy:
+        return None
+    return APIConnectionError(
+        f"Proxy refused the request for {redact_url(url)}{_proxy_hint(proxy, url)}: HTTP {status} "
+        "(check the proxy's user name and password)",
+        provider=provider,
+    )
+
+
 def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
     """``retry-after-ms``, then ``retry-after`` (seconds or an HTTP date), as the official clients read them."""
     ms = headers.get("retry-after-ms")

@@ -15,7 +15,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 
-from .._http import WireRequest, build_httpx_request, error_from_response, make_timeout, transport_error
+from .._http import (
+    WireRequest,
+    build_httpx_request,
+    error_from_response,
+    make_timeout,
+    proxy_status_error,
+    transport_error,
+)
 from .._proxy import ProxyConfig, parse_proxy
 from .._redact import mask_secret
 from ..routing.timeouts import Watch, shutdown_socket
@@ -117,6 +124,12 @@ class HTTPProvider(Provider):
     def error_for(self, status: int, headers: httpx.Headers, body: bytes) -> APIError:
         return error_from_response(status, headers, body, self.name)
 
+    def _failed(self, resp: httpx.Response, body: bytes, ctx: CallContext, url: str) -> APIError:
+        """The error for a failed response; one a forward proxy produced is named as the proxy's."""
+        return proxy_status_error(resp, ctx.proxy_for(self), url, self.name) or self.error_for(
+            resp.status_code, resp.headers, body
+        )
+
     def check_ready(self) -> None:
         """Raise before sending when the provider cannot work (e.g. no API key for a service that needs one)."""
 
@@ -133,25 +146,14 @@ class HTTPProvider(Provider):
     def stream(self, request: ChatRequest, ctx: CallContext) -> Iterator[ChatCompletionChunk]:
         self.check_ready()
         wire = self.chat_request(request, stream=True)
-        client = ctx.sync_http(self)
-        proxy = ctx.proxy_for(self)
         parser = self.stream_parser(request)
-        watch = ctx.watch
-        req = build_httpx_request(client, wire, ctx.timeout_for(self))
+        resp = self._open(wire, ctx)
         try:
-            resp = _send_within(client, req, watch, stream=True)
-        except httpx.HTTPError as e:
-            raise transport_error(e, provider=self.name, url=wire.url, proxy=proxy) from e
-        try:
-            if watch is not None:
-                watch.attach(shutdown_socket(resp.extensions.get("network_stream")))
-            if resp.status_code >= 400:
-                raise self.error_for(resp.status_code, resp.headers, resp.read())
             try:
                 for data in resp.iter_bytes():
                     yield from parser.feed(data)
             except httpx.HTTPError as e:
-                raise transport_error(e, provider=self.name, url=wire.url, proxy=proxy) from e
+                raise transport_error(e, provider=self.name, url=wire.url, proxy=ctx.proxy_for(self)) from e
             yield from parser.finish()
         finally:
             resp.close()
@@ -161,19 +163,36 @@ class HTTPProvider(Provider):
         if wire is None:
             return super().list_models(ctx)
         self.check_ready()
-        models = self.parse_models(self._send(wire, ctx))
-        return models
+        return self.parse_models(self._send(wire, ctx))
 
-    def _send(self, wire: WireRequest, ctx: CallContext) -> bytes:
+    def _open(self, wire: WireRequest, ctx: CallContext) -> httpx.Response:
+        """Send ``wire`` and wait for the headers; an error status is raised here, its body read if possible."""
         client = ctx.sync_http(self)
         req = build_httpx_request(client, wire, ctx.timeout_for(self))
         try:
-            resp = _send_within(client, req, ctx.watch, stream=False)
+            resp = _send_within(client, req, ctx.watch, stream=True)
         except httpx.HTTPError as e:
             raise transport_error(e, provider=self.name, url=wire.url, proxy=ctx.proxy_for(self)) from e
+        if ctx.watch is not None:
+            ctx.watch.attach(shutdown_socket(resp.extensions.get("network_stream")))
         if resp.status_code >= 400:
-            raise self.error_for(resp.status_code, resp.headers, resp.content)
-        return resp.content
+            try:
+                body = resp.read()
+            except httpx.HTTPError:
+                body = b""  # the status says enough; some proxies reset the connection after it
+            finally:
+                resp.close()
+            raise self._failed(resp, body, ctx, wire.url)
+        return resp
+
+    def _send(self, wire: WireRequest, ctx: CallContext) -> bytes:
+        resp = self._open(wire, ctx)
+        try:
+            return resp.read()
+        except httpx.HTTPError as e:
+            raise transport_error(e, provider=self.name, url=wire.url, proxy=ctx.proxy_for(self)) from e
+        finally:
+            resp.close()
 
     # -- async shells (the same steps, awaited) -------------------------------------------------------------------
 
@@ -188,22 +207,15 @@ class HTTPProvider(Provider):
     async def astream(self, request: ChatRequest, ctx: CallContext) -> AsyncIterator[ChatCompletionChunk]:
         self.check_ready()
         wire = self.chat_request(request, stream=True)
-        client = ctx.async_http(self)
-        proxy = ctx.proxy_for(self)
         parser = self.stream_parser(request)
+        resp = await self._aopen(wire, ctx)
         try:
-            resp = await client.send(build_httpx_request(client, wire, ctx.timeout_for(self)), stream=True)
-        except httpx.HTTPError as e:
-            raise transport_error(e, provider=self.name, url=wire.url, proxy=proxy) from e
-        try:
-            if resp.status_code >= 400:
-                raise self.error_for(resp.status_code, resp.headers, await resp.aread())
             try:
                 async for data in resp.aiter_bytes():
                     for chunk in parser.feed(data):
                         yield chunk
             except httpx.HTTPError as e:
-                raise transport_error(e, provider=self.name, url=wire.url, proxy=proxy) from e
+                raise transport_error(e, provider=self.name, url=wire.url, proxy=ctx.proxy_for(self)) from e
             for chunk in parser.finish():
                 yield chunk
         finally:
@@ -216,15 +228,30 @@ class HTTPProvider(Provider):
         self.check_ready()
         return self.parse_models(await self._asend(wire, ctx))
 
-    async def _asend(self, wire: WireRequest, ctx: CallContext) -> bytes:
+    async def _aopen(self, wire: WireRequest, ctx: CallContext) -> httpx.Response:
         client = ctx.async_http(self)
         try:
-            resp = await client.send(build_httpx_request(client, wire, ctx.timeout_for(self)))
+            resp = await client.send(build_httpx_request(client, wire, ctx.timeout_for(self)), stream=True)
         except httpx.HTTPError as e:
             raise transport_error(e, provider=self.name, url=wire.url, proxy=ctx.proxy_for(self)) from e
         if resp.status_code >= 400:
-            raise self.error_for(resp.status_code, resp.headers, resp.content)
-        return resp.content
+            try:
+                body = await resp.aread()
+            except httpx.HTTPError:
+                body = b""
+            finally:
+                await resp.aclose()
+            raise self._failed(resp, body, ctx, wire.url)
+        return resp
+
+    async def _asend(self, wire: WireRequest, ctx: CallContext) -> bytes:
+        resp = await self._aopen(wire, ctx)
+        try:
+            return await resp.aread()
+        except httpx.HTTPError as e:
+            raise transport_error(e, provider=self.name, url=wire.url, proxy=ctx.proxy_for(self)) from e
+        finally:
+            await resp.aclose()
 
     def describe(self) -> dict[str, Any]:
         return {
