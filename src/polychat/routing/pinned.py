@@ -2,8 +2,9 @@
 
 Config routes use it so that a model alias maps onto real models: with ``[routes.fast] chain = ["work:gpt-4o-mini",
 "local"]`` a request for ``model="fast"`` reaches ``work`` as ``gpt-4o-mini`` and ``local`` as its own default model
-(a pinned empty model means "the provider's default"). Everything else — name, capabilities, members, the
-``.provider`` on answers — is the inner provider's, so failover errors and the CLI name the real provider.
+(a pinned empty model means "the provider's default"). Everything else — name, capabilities, members, circuit
+breaker, per-provider timeouts, the ``.provider`` on answers — is the inner provider's, so failover errors and
+the CLI name the real provider.
 """
 
 from __future__ import annotations
@@ -38,6 +39,17 @@ class PinnedModel(Provider):
     @property
     def default_model(self) -> str | None:  # type: ignore[override]
         return self.model or self.inner.default_model
+
+    @property
+    def breaker_key(self) -> str:
+        # The same endpoint, pinned or not, is one circuit.
+        return self.inner.breaker_key
+
+    def __getattr__(self, name: str) -> Any:
+        # Per-provider settings the failover engine looks up (first_token_timeout, idle_timeout, proxy, ...).
+        if name == "inner" or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.inner, name)
 
     def _pin(self, request: ChatRequest) -> ChatRequest:
         return request if request.model == self.model else request.with_model(self.model)
