@@ -111,6 +111,17 @@ class AsyncStream(Generic[_T]):
         await self.aclose()
 
 
+def _load_config(config: Any) -> Any:
+    """``config=``: None (no config file), a path, or a :class:`polychat.config.Config`."""
+    if config is None or config is False:
+        return None
+    from .config import Config, load_config
+
+    if isinstance(config, Config):
+        return config
+    return load_config(config)
+
+
 class _BaseClient:
     def __init__(
         self,
@@ -128,7 +139,30 @@ class _BaseClient:
         deadline: float | None = None,
         hedge_after: float | None = None,
         resume: bool | None = None,
+        config: Any = None,
     ) -> None:
+        self.config = _load_config(config)
+        if self.config is not None:
+            # The config file's [defaults] fill in what the caller left unset.
+            given = {
+                "proxies": proxies if proxies is not None else proxy,
+                "timeout": timeout,
+                "max_retries": max_retries,
+                "first_token_timeout": first_token_timeout,
+                "idle_timeout": idle_timeout,
+                "deadline": deadline,
+                "hedge_after": hedge_after,
+                "resume": resume,
+            }
+            defaults = {k: v for k, v in self.config.client_kwargs().items() if given.get(k) is None}
+            proxies = defaults.get("proxies", proxies)
+            timeout = defaults.get("timeout", timeout)
+            max_retries = defaults.get("max_retries", max_retries)
+            first_token_timeout = defaults.get("first_token_timeout", first_token_timeout)
+            idle_timeout = defaults.get("idle_timeout", idle_timeout)
+            deadline = defaults.get("deadline", deadline)
+            hedge_after = defaults.get("hedge_after", hedge_after)
+            resume = defaults.get("resume", resume)
         if proxies is not None and proxy is not None:
             raise ConfigError("pass either proxies= or proxy=, not both (they are the same setting)")
         if max_retries is not None and (
@@ -157,6 +191,7 @@ class _BaseClient:
             elif value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
                 raise ConfigError(f"{label} must be a positive number of seconds, got {value!r}")
         self.provider = self._resolve(provider) if provider is not None else None
+        self._explicit_provider = self.provider
 
     def _resolve(self, provider: Any) -> Provider:
         """A provider with this client's key and URL applied to class-given members, and retries around it."""
@@ -178,7 +213,18 @@ class _BaseClient:
     ) -> tuple[ChatRequest, Provider, CallContext]:
         request, options = build_request(model, messages, stream, kwargs)
         call_provider = options.pop("provider", None)
-        provider = self._resolve(call_provider) if call_provider is not None else self._default_provider()
+        if call_provider is not None:
+            provider = self._resolve(call_provider)
+        elif self.config is not None and self._explicit_provider is None:
+            # The config may claim the model: a route alias, "provider:model", or a model a provider lists.
+            routed, routed_model = self.config.resolve(request.model or None)
+            if routed is not None:
+                provider = self._resolve(routed)
+                request = request.with_model(routed_model)
+            else:
+                provider = self._default_provider()
+        else:
+            provider = self._default_provider()
         call_proxy = parse_proxy(options.pop("proxy", None), "proxy")
         call_timeout = options.pop("timeout", None)
         ctx = CallContext(
@@ -251,7 +297,9 @@ class Client(_BaseClient):
     single provider (default 2; a RetryProvider keeps its own). ``first_token_timeout``, ``idle_timeout``,
     ``deadline``, ``hedge_after`` and ``resume``: failover defaults for every call (see
     :class:`~polychat.RetryProvider`); a chain's own settings and a call's arguments take precedence.
-    ``trust_env=False`` ignores proxy environment variables.
+    ``trust_env=False`` ignores proxy environment variables. ``config``: a TOML config file (path) or a
+    :class:`polychat.config.Config`: its ``[defaults]`` fill in unset arguments, and its routes and providers
+    answer the models they claim (see :mod:`polychat.config`).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
