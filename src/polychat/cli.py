@@ -41,6 +41,7 @@ COMMANDS = [
     "polychat.cli:register_chat",
     "polychat.cli:register_providers",
     "polychat.cli:register_config",
+    "polychat.server.cli:register",
 ]
 
 Handler = Callable[[argparse.Namespace], int]

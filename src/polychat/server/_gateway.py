@@ -1,0 +1,259 @@
+"""The gateway's state, shared by every endpoint of one worker: config, client, keys, metrics, in-flight calls.
+
+Routing: a request's ``model`` is resolved by :meth:`polychat.config.Config.resolve` — a route alias gives its
+provider chain (with its failover policy), ``provider:model`` or a listed model gives that provider, anything else
+goes to ``[defaults] provider`` or the default chain (remote providers whose credentials are set, then the embedded
+model). Only providers the server's config (and the two built-ins) define can be reached: a client picks among
+them by model name and never supplies a URL, key or proxy.
+
+Shutdown: on SIGTERM/SIGINT the gateway drains — new chat requests get 503, in-flight ones get
+``shutdown_timeout`` seconds to finish, then each is stopped: a stream ends with an error frame, a request still
+waiting for its answer gets a 503. The signal hook wraps uvicorn's own handler, so this works with ``--workers``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from ..client import AsyncClient
+from ..config import PROVIDER_TYPES, Config
+from ._auth import KeyRing
+from ._errors import HTTPError, Scrubber, make_error
+from ._metrics import Metrics, breaker_rows
+from ._settings import ServerSettings, is_loopback
+
+if TYPE_CHECKING:
+    from ..providers.base import Provider
+
+log = logging.getLogger("polychat.server")
+
+#: The route label of requests whose model is not a name the config knows (keeps metric series bounded).
+OTHER = "other"
+
+
+class Call:
+    """One chat request in flight: the task serving it and, once stopped by us, why."""
+
+    __slots__ = ("done", "reason", "task")
+
+    def __init__(self, task: asyncio.Task[Any] | None) -> None:
+        self.task = task
+        self.reason: str | None = None
+        self.done = False
+
+    def stop(self, reason: str) -> None:
+        """Cancel the serving task (``reason``: "disconnect" or "shutdown"), unless it has finished."""
+        if self.done or self.reason is not None or self.task is None:
+            return
+        self.reason = reason
+        self.task.cancel()
+
+
+class Gateway:
+    """Everything the endpoints share. Built by :func:`polychat.server.app.create_app`."""
+
+    def __init__(self, settings: ServerSettings, config: Config, keys: list[str]) -> None:
+        self.settings = settings
+        self.config = config
+        self.keys = KeyRing(keys)
+        self.client = AsyncClient(**config.client_kwargs())
+        self.metrics = Metrics()
+        self.scrub = Scrubber([*config.secrets(), *keys])
+        self.draining = False
+        self.inflight: set[Call] = set()
+        self.models = build_models(config)
+        self.models_body = msgspec.json.encode({"object": "list", "data": self.models})
+        self.known_models = frozenset(m["id"] for m in self.models) | frozenset(config.routes)
+        allowed = {h.lower() for h in settings.allowed_hosts}
+        #: Host-header names accepted besides loopback ones; None: any (keys are set, or --insecure on a public bind).
+        self.allowed_hosts: frozenset[str] | None = (
+            None if (self.keys or not is_loopback(settings.host)) else frozenset(allowed | {settings.host.lower()})
+        )
+        self.cors_origins = frozenset(o.rstrip("/") for o in settings.cors_origins)
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -- request checks --------------------------------------------------------------------------------------
+
+    def host_ok(self, host: bytes | None) -> bool:
+        """DNS-rebinding guard: without keys, only loopback (or explicitly allowed) names may be in ``Host``."""
+        if self.allowed_hosts is None:
+            return True
+        if not host:
+            return False
+        name = host.decode("latin-1").lower()
+        if name.startswith("["):
+            name = name[: name.find("]") + 1]
+        else:
+            name = name.rsplit(":", 1)[0] if name.count(":") == 1 else name
+        return is_loopback(name) or name in self.allowed_hosts
+
+    def check_api(self, host: bytes | None, origin: bytes | None, authorization: bytes | None) -> HTTPError | None:
+        """Origin (cross-site requests from browsers) and key checks for ``/v1/*`` and ``/metrics``."""
+        if origin is not None and not self._origin_ok(origin, host):
+            self.metrics.rejected.inc(("origin",))
+            return make_error(
+                403,
+                f"Cross-origin request from {origin.decode('latin-1')} refused: allow it with --cors-origin",
+                type="permission_error",
+                code="origin_not_allowed",
+            )
+        if not self.keys.check(authorization):
+            self.metrics.rejected.inc(("unauthorized",))
+            message = (
+                "Incorrect API key provided."
+                if authorization
+                else "You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY'."
+            )
+            return make_error(
+                401, message, code="invalid_api_key", headers=[(b"www-authenticate", b'Bearer realm="polychat"')]
+            )
+        return None
+
+    def _origin_ok(self, origin: bytes, host: bytes | None) -> bool:
+        value = origin.decode("latin-1").rstrip("/")
+        if value in self.cors_origins or "*" in self.cors_origins:
+            return True
+        if host is None or value == "null":
+            return False
+        _, sep, netloc = value.partition("://")
+        if not sep:
+            return False
+        h = host.decode("latin-1").lower()
+        netloc = netloc.lower()
+        if netloc == h:
+            return True
+        # default ports: an Origin never carries :80 / :443, a Host header may
+        scheme = value.partition("://")[0].lower()
+        default = {"http": ":80", "https": ":443"}.get(scheme)
+        return default is not None and (netloc + default == h or netloc == h + default)
+
+    # -- routing and labels ------------------------------------------------------------------------------------
+
+    def route(self, model: Any) -> tuple[Provider | None, Any]:
+        """The provider (None: the default chain) and the model to ask it for."""
+        if not isinstance(model, str):
+            return None, model  # create() rejects it with the library's message
+        return self.config.resolve(model)
+
+    def route_label(self, model: Any) -> str:
+        return model if isinstance(model, str) and model in self.known_models else OTHER
+
+    def first_choice(self, provider: Provider | None) -> str | None:
+        """Name of the provider a request tries first (None when unknowable, e.g. a shuffled chain)."""
+        p = provider if provider is not None else self.client.provider
+        if p is None or getattr(p, "shuffle", False):
+            return None
+        members = p.members()
+        return members[0].name if members else None
+
+    # -- metrics --------------------------------------------------------------------------------------------------
+
+    def render_metrics(self) -> str:
+        from ..routing.breaker import DEFAULT_BREAKER
+
+        names = self._breaker_names()
+        store = DEFAULT_BREAKER.store
+        items = store.items() if hasattr(store, "items") else []
+
+        def name_of(key: str) -> str:
+            return names.get(key) or self.scrub.client(key)
+
+        return self.metrics.render(breaker_rows(items, name_of, DEFAULT_BREAKER.state))
+
+    def _breaker_names(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        providers: list[Provider] = []
+        for name in self.config.specs:
+            if self.config.unavailable(name) is not None:
+                continue
+            try:
+                providers.append(self.config.provider(name))
+            except Exception:  # a provider that cannot be built has no breaker either
+                continue
+        if self.client.provider is not None:
+            providers.extend(self.client.provider.members())
+        for p in providers:
+            for m in p.members():
+                out.setdefault(m.breaker_key, m.name)
+        return out
+
+    # -- shutdown -------------------------------------------------------------------------------------------------
+
+    def install_signal_hooks(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start draining on SIGTERM/SIGINT, then let the server's own handler run (main thread only)."""
+        self._loop = loop
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous = signal.getsignal(sig)
+            if not callable(previous):
+                continue
+
+            def handler(signum: int, frame: Any, previous: Callable[[int, Any], Any] = previous) -> None:
+                loop.call_soon_threadsafe(self.begin_drain)
+                previous(signum, frame)
+
+            signal.signal(sig, handler)
+
+    def begin_drain(self) -> None:
+        if self.draining:
+            return
+        self.draining = True
+        self.metrics.draining.set((), 1)
+        timeout = self.settings.shutdown_timeout
+        if self.inflight:
+            log.warning(
+                "polychat: shutting down; %d request(s) in flight get up to %.1fs to finish",
+                len(self.inflight),
+                timeout,
+            )
+        loop = self._loop or asyncio.get_running_loop()
+        loop.call_later(timeout, self.stop_inflight)
+
+    def stop_inflight(self) -> None:
+        for call in list(self.inflight):
+            call.stop("shutdown")
+
+    async def aclose(self) -> None:
+        await self.client.close()
+
+
+def build_models(config: Config) -> list[dict[str, Any]]:
+    """``/v1/models`` entries: route aliases, the models declared providers list, local models (the embedded one
+    included). Nothing is asked of any upstream."""
+    seen: dict[str, dict[str, Any]] = {}
+
+    def add(model_id: str, owned_by: str, created: int = 0) -> None:
+        if model_id and model_id not in seen:
+            seen[model_id] = {"id": model_id, "object": "model", "created": created, "owned_by": owned_by}
+
+    for alias in config.routes:
+        add(alias, "polychat")
+    names = [*config.declared]
+    if "local" not in config.declared:
+        names.append("local")
+    for name in names:
+        spec = config.specs[name]
+        if PROVIDER_TYPES[spec.type].http:
+            for model_id in spec.models:
+                add(model_id, name)
+            if spec.effective_default_model:
+                add(spec.effective_default_model, name)
+            continue
+        if config.unavailable(name) is not None:
+            continue
+        try:
+            models = config.provider(name).list_models(None)  # type: ignore[arg-type]  # local models need no context
+        except Exception as e:  # listing must not take the gateway down
+            log.warning("polychat: cannot list the models of %s: %s", name, e)
+            continue
+        for entry in models:
+            add(entry.id, entry.owned_by or name, entry.created)
+    return list(seen.values())

@@ -1,0 +1,179 @@
+"""Gateway metrics in the Prometheus text exposition format (0.0.4), written by hand: no prometheus_client.
+
+Everything is updated from the event loop thread of one worker process, so plain dicts suffice (with ``--workers
+N`` each worker keeps its own numbers; a scrape sees the worker that answered it). Label values come only from
+bounded sets — route aliases and model names from the config, provider names, error class names, status codes —
+never from raw client input, so a client cannot blow up the series count.
+
+Families (all prefixed ``polychat_gateway_``): ``requests_total``, ``errors_total``, ``rejected_total``,
+``request_duration_seconds`` and ``time_to_first_token_seconds`` (histograms), ``fallback_answers_total``,
+``failed_attempts_total``, ``in_flight``, ``draining``; and ``polychat_breaker_state`` / ``polychat_breaker_failures``
+from the circuit breakers.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable, Iterable
+from typing import Any
+
+#: Latency buckets (seconds): LLM calls range from milliseconds (errors, cached answers) to minutes.
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+
+Labels = tuple[str, ...]
+_INF = 'le="+Inf"'
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _labels(names: tuple[str, ...], values: Labels, extra: str = "") -> str:
+    parts = [f'{n}="{_escape(v)}"' for n, v in zip(names, values, strict=False)]
+    if extra:
+        parts.append(extra)
+    return "{" + ",".join(parts) + "}" if parts else ""
+
+
+def _num(v: float) -> str:
+    if v == int(v) and abs(v) < 1e15:
+        return str(int(v))
+    return repr(v)
+
+
+class Counter:
+    __slots__ = ("help", "labelnames", "name", "values")
+
+    def __init__(self, name: str, help: str, labelnames: tuple[str, ...]) -> None:
+        self.name, self.help, self.labelnames = name, help, labelnames
+        self.values: dict[Labels, float] = {}
+
+    def inc(self, labels: Labels, amount: float = 1.0) -> None:
+        self.values[labels] = self.values.get(labels, 0.0) + amount
+
+    def render(self, out: list[str]) -> None:
+        out.append(f"# HELP {self.name} {self.help}\n# TYPE {self.name} counter\n")
+        for labels, v in sorted(self.values.items()):
+            out.append(f"{self.name}{_labels(self.labelnames, labels)} {_num(v)}\n")
+
+
+class Gauge(Counter):
+    def set(self, labels: Labels, value: float) -> None:
+        self.values[labels] = value
+
+    def render(self, out: list[str]) -> None:
+        out.append(f"# HELP {self.name} {self.help}\n# TYPE {self.name} gauge\n")
+        for labels, v in sorted(self.values.items()):
+            out.append(f"{self.name}{_labels(self.labelnames, labels)} {_num(v)}\n")
+
+
+class Histogram:
+    __slots__ = ("buckets", "help", "labelnames", "name", "series")
+
+    def __init__(self, name: str, help: str, labelnames: tuple[str, ...], buckets: tuple[float, ...] = BUCKETS) -> None:
+        self.name, self.help, self.labelnames, self.buckets = name, help, labelnames, buckets
+        # per label set: [counts per bucket (not cumulative)..., +Inf count], sum
+        self.series: dict[Labels, tuple[list[int], list[float]]] = {}
+
+    def observe(self, labels: Labels, value: float) -> None:
+        s = self.series.get(labels)
+        if s is None:
+            s = self.series[labels] = ([0] * (len(self.buckets) + 1), [0.0])
+        s[0][bisect.bisect_left(self.buckets, value)] += 1
+        s[1][0] += value
+
+    def render(self, out: list[str]) -> None:
+        out.append(f"# HELP {self.name} {self.help}\n# TYPE {self.name} histogram\n")
+        for labels, (counts, total) in sorted(self.series.items()):
+            running = 0
+            for bound, c in zip(self.buckets, counts, strict=False):
+                running += c
+                le = 'le="' + format(bound, "g") + '"'
+                out.append(f"{self.name}_bucket{_labels(self.labelnames, labels, le)} {running}\n")
+            running += counts[-1]
+            out.append(f"{self.name}_bucket{_labels(self.labelnames, labels, _INF)} {running}\n")
+            out.append(f"{self.name}_sum{_labels(self.labelnames, labels)} {_num(round(total[0], 6))}\n")
+            out.append(f"{self.name}_count{_labels(self.labelnames, labels)} {running}\n")
+
+
+class Metrics:
+    """The gateway's metrics; :meth:`render` gives the exposition text."""
+
+    def __init__(self) -> None:
+        p = "polychat_gateway_"
+        self.requests = Counter(
+            p + "requests_total", "Chat completion requests answered, by route, provider, stream and HTTP status.",
+            ("route", "provider", "stream", "status"),
+        )  # fmt: skip
+        self.errors = Counter(
+            p + "errors_total", "Chat completion requests that failed, by route, provider and error class.",
+            ("route", "provider", "error"),
+        )  # fmt: skip
+        self.rejected = Counter(
+            p + "rejected_total",
+            "Requests refused before reaching a provider (unauthorized, too_large, bad_json, invalid, host, origin, "
+            "draining).",
+            ("reason",),
+        )
+        self.duration = Histogram(
+            p + "request_duration_seconds", "Time from the request to the end of the answer.",
+            ("route", "provider", "stream"),
+        )  # fmt: skip
+        self.ttft = Histogram(
+            p + "time_to_first_token_seconds", "Time from the request to the first streamed chunk.",
+            ("route", "provider"),
+        )  # fmt: skip
+        self.fallbacks = Counter(
+            p + "fallback_answers_total",
+            "Answers given by a provider other than the first of the route's chain (a failover happened).",
+            ("route", "provider"),
+        )
+        self.failed_attempts = Counter(
+            p + "failed_attempts_total",
+            "Failed provider attempts inside requests that failed as a whole, by provider and error class.",
+            ("provider", "error"),
+        )
+        self.in_flight = Gauge(p + "in_flight", "Chat completion requests in progress.", ("stream",))
+        self.in_flight.set(("true",), 0)
+        self.in_flight.set(("false",), 0)
+        self.draining = Gauge(p + "draining", "1 while the gateway is shutting down.", ())
+        self.draining.set((), 0)
+
+    def render(self, breakers: Iterable[tuple[str, str, int]] = ()) -> str:
+        """The exposition text; ``breakers``: (provider, state, consecutive failures) for each known endpoint."""
+        out: list[str] = []
+        for family in (
+            self.requests,
+            self.errors,
+            self.rejected,
+            self.duration,
+            self.ttft,
+            self.fallbacks,
+            self.failed_attempts,
+            self.in_flight,
+            self.draining,
+        ):
+            family.render(out)
+        rows = list(breakers)
+        out.append(
+            "# HELP polychat_breaker_state Circuit breaker state per provider endpoint (1 for the current state).\n"
+            "# TYPE polychat_breaker_state gauge\n"
+        )
+        for provider, state, _ in rows:
+            for s in ("closed", "half-open", "open"):
+                out.append(f"polychat_breaker_state{_labels(('provider', 'state'), (provider, s))} {int(s == state)}\n")
+        out.append(
+            "# HELP polychat_breaker_failures Consecutive failures counted by the circuit breaker.\n"
+            "# TYPE polychat_breaker_failures gauge\n"
+        )
+        for provider, _, failures in rows:
+            out.append(f"polychat_breaker_failures{_labels(('provider',), (provider,))} {failures}\n")
+        return "".join(out)
+
+
+def breaker_rows(
+    items: Iterable[tuple[str, Any]], name_of: Callable[[str], str], state_of: Callable[[str], str]
+) -> list[tuple[str, str, int]]:
+    """(provider, state, failures) for each breaker entry; ``name_of`` maps an endpoint key to a safe label."""
+    rows = [(name_of(key), state_of(key), int(getattr(st, "failures", 0))) for key, st in items]
+    return sorted(rows)

@@ -1,0 +1,136 @@
+"""Gateway settings, and the rule that keeps a fresh install from being an open relay.
+
+Safe by default: the gateway binds 127.0.0.1; binding any other address needs gateway API keys
+(``POLYCHAT_API_KEYS``, comma-separated, or a ``[server]`` table in the config once the config supports one) or an
+explicit ``--insecure``. With no keys, requests must also name a loopback host in their ``Host`` header (DNS
+rebinding: a web page whose domain resolves to 127.0.0.1 would otherwise be "same origin" with the gateway).
+
+Settings travel to ``--workers`` processes as JSON in an environment variable; keys never do (each worker reads them
+from the environment and the config itself).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+#: Environment variable with the gateway's API keys, comma-separated.
+KEYS_ENV = "POLYCHAT_API_KEYS"
+#: Environment variable carrying :class:`ServerSettings` to worker processes (JSON, no secrets).
+SETTINGS_ENV = "POLYCHAT_SERVE_SETTINGS"
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+#: Request bodies above this are refused with 413: 4 MiB holds a long conversation or a few inline images.
+DEFAULT_MAX_BODY = 4 * 1024 * 1024
+#: Seconds in-flight requests get to finish after SIGTERM before they end with an error (streams: an error frame).
+DEFAULT_SHUTDOWN_TIMEOUT = 10.0
+
+_LOOPBACK_NAMES = frozenset({"localhost", "localhost.", "ip6-localhost"})
+
+
+class UnsafeBindError(Exception):
+    """Refusing to listen on a non-loopback address without gateway API keys (and without ``--insecure``)."""
+
+
+@dataclass
+class ServerSettings:
+    """How ``polychat serve`` runs. Every field has a safe default."""
+
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    #: Config file (None: ``POLYCHAT_CONFIG``, then the default location; see :func:`polychat.config.load_config`).
+    config_path: str | None = None
+    workers: int = 1
+    #: Allow a non-loopback bind without API keys.
+    insecure: bool = False
+    max_body_bytes: int = DEFAULT_MAX_BODY
+    #: Browser origins allowed to call the API cross-origin (CORS); empty: none.
+    cors_origins: list[str] = field(default_factory=list)
+    #: Extra names accepted in the ``Host`` header when no keys are set (loopback names always are).
+    allowed_hosts: list[str] = field(default_factory=list)
+    shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
+    access_log: bool = True
+    debug: bool = False
+
+    def to_env(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ServerSettings:
+        raw = (environ if environ is not None else os.environ).get(SETTINGS_ENV)
+        if not raw:
+            return cls()
+        data = json.loads(raw)
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a bind address or a Host-header name, without port) only reaches this machine."""
+    h = host.strip().lower().strip("[]")
+    if h in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(h).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(host: str, *, have_keys: bool, insecure: bool) -> None:
+    """Raise :class:`UnsafeBindError` unless binding ``host`` is safe (loopback, keys configured, or insecure)."""
+    if is_loopback(host) or have_keys or insecure:
+        return
+    raise UnsafeBindError(
+        f"refusing to listen on {host} without API keys: anyone who can reach this address could use your "
+        f"providers and keys. Set gateway keys ({KEYS_ENV}=key1,key2; clients send 'Authorization: Bearer KEY'), "
+        "or pass --insecure to serve without them, or bind 127.0.0.1"
+    )
+
+
+def parse_keys(value: str | None) -> list[str]:
+    """Comma-separated keys, whitespace trimmed, empties dropped."""
+    return [k.strip() for k in (value or "").split(",") if k.strip()]
+
+
+def config_server_table(config: Any) -> Mapping[str, Any]:
+    """The config's ``[server]`` table when the config supports one (``config.server``), else empty."""
+    table = getattr(config, "server", None)
+    return table if isinstance(table, Mapping) else {}
+
+
+def gateway_keys(config: Any, environ: Mapping[str, str] | None = None) -> list[str]:
+    """Gateway API keys: ``POLYCHAT_API_KEYS``, plus ``[server] api_keys`` / ``api_keys_env`` when the config has
+    them."""
+    env = environ if environ is not None else os.environ
+    keys = parse_keys(env.get(KEYS_ENV))
+    table = config_server_table(config)
+    listed = table.get("api_keys")
+    if isinstance(listed, (list, tuple)):
+        keys.extend(str(k) for k in listed if k)
+    env_name = table.get("api_keys_env")
+    if isinstance(env_name, str) and env_name:
+        keys.extend(parse_keys(env.get(env_name)))
+    return list(dict.fromkeys(keys))
+
+
+def merge_config(settings: ServerSettings, config: Any) -> ServerSettings:
+    """Fill settings the command line left at their defaults from the config's ``[server]`` table, if any."""
+    table = config_server_table(config)
+    if not table:
+        return settings
+    if not settings.cors_origins and isinstance(table.get("cors_origins"), (list, tuple)):
+        settings.cors_origins = [str(o) for o in table["cors_origins"]]
+    if not settings.allowed_hosts and isinstance(table.get("allowed_hosts"), (list, tuple)):
+        settings.allowed_hosts = [str(h) for h in table["allowed_hosts"]]
+    if settings.max_body_bytes == DEFAULT_MAX_BODY and isinstance(table.get("max_body_bytes"), int):
+        settings.max_body_bytes = int(table["max_body_bytes"])
+    if settings.shutdown_timeout == DEFAULT_SHUTDOWN_TIMEOUT and isinstance(
+        table.get("shutdown_timeout"), (int, float)
+    ):
+        settings.shutdown_timeout = float(table["shutdown_timeout"])
+    return settings

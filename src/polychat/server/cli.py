@@ -1,0 +1,177 @@
+"""``polychat serve``: run the OpenAI-compatible gateway and the chat page (registered in :mod:`polychat.cli`).
+
+Importing this module is cheap (argparse only); Starlette and uvicorn load when the command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+from ._settings import (
+    DEFAULT_HOST,
+    DEFAULT_MAX_BODY,
+    DEFAULT_PORT,
+    DEFAULT_SHUTDOWN_TIMEOUT,
+    KEYS_ENV,
+    SETTINGS_ENV,
+    ServerSettings,
+    UnsafeBindError,
+    check_bind,
+    gateway_keys,
+    merge_config,
+)
+
+_EPILOG = f"""\
+examples:
+  polychat serve                                   http://127.0.0.1:{DEFAULT_PORT}/ (chat page) and /v1 (API)
+  polychat serve --config gateway.toml --port 9000
+  {KEYS_ENV}=k1,k2 polychat serve --host 0.0.0.0   public: clients send 'Authorization: Bearer k1'
+
+Clients: any OpenAI client with base_url=http://127.0.0.1:{DEFAULT_PORT}/v1; "model" picks a route alias, a model
+from the config, or "provider:model"; with no config, the embedded model answers. The response header
+x-polychat-provider names the provider that answered.
+
+Safe by default: binds 127.0.0.1; any other address needs API keys ({KEYS_ENV}) or --insecure. Clients cannot
+choose upstream URLs, keys or proxies. Endpoints: POST /v1/chat/completions, GET /v1/models, GET /health,
+GET /metrics (Prometheus), GET / (chat page). SIGTERM drains: in-flight requests get --shutdown-timeout seconds.
+"""
+
+
+def register(sub: Any) -> None:
+    from ..cli import _Formatter, common_options
+
+    p = sub.add_parser(
+        "serve",
+        help="run the OpenAI-compatible gateway and the chat page",
+        description="Serve an OpenAI-compatible API (with failover over the configured providers) and a chat page.",
+        epilog=_EPILOG,
+        formatter_class=_Formatter,
+        parents=[common_options()],
+    )
+    g = p.add_argument_group("listening")
+    g.add_argument("--host", default=DEFAULT_HOST, help=f"address to bind (default: {DEFAULT_HOST})")
+    g.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default: {DEFAULT_PORT})")
+    g.add_argument("--workers", type=int, default=1, metavar="N", help="worker processes (default: 1)")
+    g = p.add_argument_group("security")
+    g.add_argument("--insecure", action="store_true", help=f"allow a non-loopback --host without API keys ({KEYS_ENV})")
+    g.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="a browser origin allowed to call the API cross-origin, e.g. https://app.example.com (repeatable)",
+    )
+    g.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a Host-header name accepted besides loopback names when no keys are set (repeatable)",
+    )
+    g.add_argument(
+        "--max-body-size",
+        type=int,
+        default=DEFAULT_MAX_BODY,
+        metavar="BYTES",
+        help=f"largest request body accepted (default: {DEFAULT_MAX_BODY})",
+    )
+    g = p.add_argument_group("operation")
+    g.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        default=DEFAULT_SHUTDOWN_TIMEOUT,
+        metavar="SECONDS",
+        help=f"on SIGTERM, time in-flight requests get to finish (default: {DEFAULT_SHUTDOWN_TIMEOUT:g})",
+    )
+    g.add_argument("--no-access-log", action="store_true", help="do not log a line per request")
+    p.set_defaults(handler=cmd_serve)
+
+
+def settings_from_args(args: argparse.Namespace) -> ServerSettings:
+    from ..cli import UsageError
+
+    if not 0 <= args.port <= 65535:
+        raise UsageError(f"--port must be between 0 and 65535, got {args.port}")
+    if args.workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {args.workers}")
+    if args.max_body_size < 1:
+        raise UsageError(f"--max-body-size must be at least 1, got {args.max_body_size}")
+    if args.shutdown_timeout < 0:
+        raise UsageError(f"--shutdown-timeout must be >= 0, got {args.shutdown_timeout}")
+    for origin in args.cors_origin:
+        if origin != "*" and "://" not in origin:
+            raise UsageError(f"--cors-origin takes an origin such as https://app.example.com, got {origin!r}")
+    return ServerSettings(
+        host=args.host,
+        port=args.port,
+        config_path=args.config,
+        workers=args.workers,
+        insecure=args.insecure,
+        max_body_bytes=args.max_body_size,
+        cors_origins=list(args.cors_origin),
+        allowed_hosts=list(args.allowed_host),
+        shutdown_timeout=args.shutdown_timeout,
+        access_log=not args.no_access_log,
+        debug=bool(args.debug),
+    )
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from ..cli import EXIT_OK, EXIT_USAGE, UsageError, _load_config
+
+    settings = settings_from_args(args)
+    config = _load_config(args)  # a config error stops us here, with the CLI's message (exit 2)
+    settings = merge_config(settings, config)
+    keys = gateway_keys(config)
+    try:
+        check_bind(settings.host, have_keys=bool(keys), insecure=settings.insecure)
+    except UnsafeBindError as e:
+        raise UsageError(str(e)) from None
+    try:
+        import uvicorn
+    except ImportError:
+        sys.stderr.write("polychat: error: the gateway needs Starlette and uvicorn: pip install 'polychat[server]'\n")
+        return EXIT_USAGE
+
+    shown = f"[{settings.host}]" if ":" in settings.host else settings.host
+    notes = [f"auth: {'on, ' + str(len(keys)) + ' key(s)' if keys else 'off'}"]
+    if not keys and settings.insecure and not _loopback(settings.host):
+        notes.append("INSECURE: no API keys on a public address")
+    notes.append(f"config: {config.path or 'none'}")
+    sys.stderr.write(
+        f"polychat gateway: chat page http://{shown}:{settings.port}/  API http://{shown}:{settings.port}/v1  "
+        f"({'; '.join(notes)})\n"
+    )
+    sys.stderr.flush()
+    common: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": "debug" if settings.debug else "info",
+        "access_log": settings.access_log,
+        "server_header": False,
+        "proxy_headers": False,
+        "lifespan": "on",
+        # Backstop only: the app itself ends in-flight requests after shutdown_timeout (see _gateway.begin_drain).
+        "timeout_graceful_shutdown": settings.shutdown_timeout + 5.0,
+    }
+    if settings.workers > 1:
+        os.environ[SETTINGS_ENV] = settings.to_env()
+        uvicorn.run("polychat.server.app:app_from_env", factory=True, workers=settings.workers, **common)
+        return EXIT_OK
+    from .app import create_app
+
+    app = create_app(settings, config)
+    server = uvicorn.Server(uvicorn.Config(app, **common))
+    server.run()
+    if not server.started:
+        return 1
+    return EXIT_OK
+
+
+def _loopback(host: str) -> bool:
+    from ._settings import is_loopback
+
+    return is_loopback(host)
