@@ -25,7 +25,7 @@ SECRET = "sk-test-SECRET-0123456789abcdef"
 HELLO = [{"role": "user", "content": "Say hello."}]
 
 # Fault-server scenarios, one provider each (so circuit breakers of one test don't touch another's provider).
-SCENARIOS = ("ok", "boom", "limited", "denied", "midway", "stall", "boom2", "backup", "down1", "down2", "slow")
+SCENARIOS = ("ok", "boom", "limited", "denied", "midway", "stall", "boom2", "backup", "down1", "down2", "slow", "hang")
 
 
 def gateway_config(fault: FaultServer, llama: LlamaServer | None) -> str:
@@ -353,6 +353,18 @@ def test_client_disconnect_cancels_the_upstream_request(gw: Gateway, fault: Faul
     assert (metric_value(text, "polychat_gateway_requests_total", route="fault-stall", status="499") or 0) >= 1
 
 
+def test_client_giving_up_before_the_answer_cancels_the_upstream_request(gw: Gateway, fault: FaultServer) -> None:
+    fault.scenario("hang", Stall())  # the upstream never answers
+    with pytest.raises(httpx.ReadTimeout):  # the client gives up waiting and hangs up
+        httpx.post(
+            f"{gw.base_url}/chat/completions",
+            json={"model": "fault-hang", "messages": HELLO},
+            timeout=httpx.Timeout(10, read=0.5),
+        )
+    record = fault.requests("hang")[-1]
+    wait_until(lambda: record.closed is not None, 10, what="the upstream connection to close")
+
+
 def test_host_and_origin_guards_without_keys(gw: Gateway) -> None:
     r = httpx.get(f"{gw.base_url}/models", headers={"host": "attacker.example"})
     assert r.status_code == 421  # DNS rebinding: a foreign name pointing at 127.0.0.1
@@ -515,9 +527,10 @@ def test_body_size_limit_and_cors(fault: FaultServer) -> None:
         assert r.status_code == 403
 
 
-def test_graceful_shutdown_ends_streams_in_bounded_time(fault: FaultServer) -> None:
-    fault.scenario("stall", Stall(after_chunks=2))
-    fault.scenario("slow", Ok(text="one two three four five six", delay_between=0.1))
+def test_graceful_shutdown_ends_requests_in_bounded_time(fault: FaultServer) -> None:
+    fault.scenario("stall", Stall(after_chunks=2))  # a stream that never finishes
+    fault.scenario("slow", Ok(text="one two three four five six", delay_between=0.1))  # one that finishes in time
+    fault.scenario("hang", Stall())  # a non-stream request whose upstream never answers
     gateway = Gateway(config_text=gateway_config(fault, None), args=["--shutdown-timeout", "2"])
     results: dict[str, bytes] = {}
     started = {name: threading.Event() for name in ("stall", "slow")}
@@ -537,12 +550,23 @@ def test_graceful_shutdown_ends_streams_in_bounded_time(fault: FaultServer) -> N
             started[name].set()
             results[name] = seen
 
+    def wait_whole() -> None:
+        try:
+            r = httpx.post(
+                f"{gateway.base_url}/chat/completions", json={"model": "fault-hang", "messages": HELLO}, timeout=30
+            )
+            results["hang"] = b"%d " % r.status_code + r.content
+        except httpx.HTTPError as e:
+            results["hang"] = f"[transport error: {e!r}]".encode()
+
     threads = [threading.Thread(target=consume, args=(n,)) for n in started]
+    threads.append(threading.Thread(target=wait_whole))
     try:
         for t in threads:
             t.start()
         for event in started.values():
             assert event.wait(30)
+        wait_until(lambda: fault.requests("hang"), 30, what="the non-stream request to reach the upstream")
         gateway.terminate()
         # uvicorn re-raises the signal once it has shut down gracefully, so the exit status says "SIGTERM"
         assert gateway.wait_exit(20) in (0, -signal.SIGTERM)
@@ -555,6 +579,9 @@ def test_graceful_shutdown_ends_streams_in_bounded_time(fault: FaultServer) -> N
     frames = sse_frames(results["stall"])
     assert json.loads(frames[-1])["error"]["code"] == "server_shutdown"
     assert b"[DONE]" not in frames
+    # the request still waiting for its answer got a 503 (which the openai client retries, e.g. on another replica)
+    status, _, body = results["hang"].partition(b" ")
+    assert status == b"503" and json.loads(body)["error"]["code"] == "server_shutdown"
     assert "Finished server process" in gateway.log_text()
 
 
