@@ -9,7 +9,6 @@ continues on the next provider, with repeated text trimmed and the chunks saying
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import logging
 import random
@@ -20,13 +19,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from .. import _constants as C
 from ..errors import APIError, ConfigError, EmptyResponseError, StreamInterruptedError
 from ..providers.base import Capabilities, Provider, as_provider
-from . import _bridge
 from .attempt import AsyncAttempt, Policy, SyncAttempt, chunk_text, completion_empty, has_content, resolve_policy
 from .breaker import DEFAULT_BREAKER, CircuitBreaker
 from .policy import FailoverPlan, Step
 from .resume import continuation_request, overlap, window_for
 
 if TYPE_CHECKING:
+    import asyncio
+
     from .._context import CallContext
     from .._request import ChatRequest
     from ..types import ChatCompletion, ChatCompletionChunk, Model
@@ -219,6 +219,8 @@ class RetryProvider(Provider):
                 time.sleep(step.delay)
             plan.started(step)
             if policy.hedge_after is not None and plan.hedge_step(step) is not None:
+                from . import _bridge  # asyncio loads only when a sync call hedges
+
                 try:
                     return _bridge.run(self._arace_complete(plan, step, request, ctx, policy))
                 except APIError:
@@ -254,6 +256,8 @@ class RetryProvider(Provider):
             rest: Iterator[ChatCompletionChunk]
             close: Callable[[], None]
             if policy.hedge_after is not None and plan.hedge_step(step) is not None:
+                from . import _bridge
+
                 try:
                     step, held, arest, aclose = _bridge.run(self._arace_open(plan, step, req, ctx, policy))
                 except APIError:
@@ -312,6 +316,8 @@ class RetryProvider(Provider):
         plan = self.plan(request, policy)
         while (step := plan.next_step()) is not None:
             if step.delay:
+                import asyncio
+
                 await asyncio.sleep(step.delay)
             plan.started(step)
             if policy.hedge_after is not None and plan.hedge_step(step) is not None:
@@ -339,6 +345,8 @@ class RetryProvider(Provider):
         last_step: Step | None = None
         while (step := plan.next_step()) is not None:
             if step.delay:
+                import asyncio
+
                 await asyncio.sleep(step.delay)
             req = request
             if partial:
@@ -417,6 +425,8 @@ class RetryProvider(Provider):
         ``run(step)`` returns the attempt's result and how to release it; ``ok(result)`` says whether it counts.
         Raises the last error when every raced attempt failed (all recorded in ``plan``).
         """
+        import asyncio
+
         assert policy.hedge_after is not None
         tasks: dict[asyncio.Task[Any], Step] = {asyncio.ensure_future(run(step)): step}
         done, _ = await asyncio.wait(tasks, timeout=policy.hedge_after)

@@ -13,7 +13,6 @@ Every timeout surfaces as :class:`~polychat.errors.APITimeoutError` saying which
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import heapq
 import itertools
@@ -192,6 +191,8 @@ if sys.version_info >= (3, 11):
         """Await ``awaitable`` until the ``time.monotonic()`` deadline; raise ``TimeoutError`` past it."""
         if deadline is None:
             return await awaitable
+        import asyncio  # here, not at the top: ``import polychat`` stays cheap for sync users
+
         loop = asyncio.get_running_loop()
         async with asyncio.timeout_at(loop.time() + (deadline - time.monotonic())):
             return await awaitable
@@ -201,6 +202,8 @@ else:  # pragma: no cover - Python 3.10
     async def within(deadline: float | None, awaitable: Awaitable[T]) -> T:
         if deadline is None:
             return await awaitable
+        import asyncio
+
         try:
             return await asyncio.wait_for(awaitable, max(0.0, deadline - time.monotonic()))
         except asyncio.TimeoutError as e:
