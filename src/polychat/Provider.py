@@ -9,7 +9,31 @@ from typing import Any
 
 from . import providers as _providers
 
-__all__ = ["IterListProvider", "Local", "OpenaiChat", "Provider", "RetryProvider"]
+__all__ = [
+    "VLLM",
+    "XAI",
+    "Anthropic",
+    "AzureOpenAI",
+    "Cerebras",
+    "DeepSeek",
+    "Fireworks",
+    "Gemini",
+    "Groq",
+    "IterListProvider",
+    "LMStudio",
+    "LlamaCpp",
+    "LlamaCppPython",
+    "Local",
+    "Mistral",
+    "Ollama",
+    "OllamaOpenAI",
+    "OpenRouter",
+    "OpenaiChat",
+    "Perplexity",
+    "Provider",
+    "RetryProvider",
+    "Together",
+]
 
 
 def __getattr__(name: str) -> Any:

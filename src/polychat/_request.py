@@ -168,6 +168,8 @@ class ChatRequest:
     extra_headers: dict[str, str] = field(default_factory=dict)
     extra_query: dict[str, Any] = field(default_factory=dict)
     extra_body: dict[str, Any] = field(default_factory=dict)
+    #: The ``drop_unsupported`` call option: providers drop parameters they cannot honour instead of refusing.
+    drop_unsupported: bool = False
 
     def with_model(self, model: str) -> ChatRequest:
         return ChatRequest(
@@ -178,6 +180,7 @@ class ChatRequest:
             self.extra_headers,
             self.extra_query,
             self.extra_body,
+            self.drop_unsupported,
         )
 
 
@@ -283,5 +286,6 @@ def build_request(
         extra_headers={str(k): str(v) for k, v in extras["extra_headers"].items()},
         extra_query=extras["extra_query"],
         extra_body=extras["extra_body"],
+        drop_unsupported=bool(options.get("drop_unsupported")),
     )
     return req, options

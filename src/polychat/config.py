@@ -130,6 +130,35 @@ PROVIDER_TYPES: dict[str, ProviderType] = {
     "local": ProviderType(
         "polychat.providers.local:Local", frozenset({"type", *_LOCAL_OPTIONS}), options=_LOCAL_OPTIONS
     ),
+    # native adapters and the OpenAI-compatible presets of polychat.providers.registry
+    "anthropic": ProviderType(
+        "polychat.providers.anthropic:Anthropic", _HTTP_KEYS, http=True, key_env="ANTHROPIC_API_KEY"
+    ),
+    "gemini": ProviderType("polychat.providers.gemini:Gemini", _HTTP_KEYS, http=True, key_env="GEMINI_API_KEY"),
+    "ollama": ProviderType("polychat.providers.ollama:Ollama", _HTTP_KEYS, http=True),
+    "openrouter": ProviderType(
+        "polychat.providers.registry:OpenRouter", _HTTP_KEYS, http=True, key_env="OPENROUTER_API_KEY"
+    ),
+    "groq": ProviderType("polychat.providers.registry:Groq", _HTTP_KEYS, http=True, key_env="GROQ_API_KEY"),
+    "mistral": ProviderType("polychat.providers.registry:Mistral", _HTTP_KEYS, http=True, key_env="MISTRAL_API_KEY"),
+    "deepseek": ProviderType("polychat.providers.registry:DeepSeek", _HTTP_KEYS, http=True, key_env="DEEPSEEK_API_KEY"),
+    "together": ProviderType("polychat.providers.registry:Together", _HTTP_KEYS, http=True, key_env="TOGETHER_API_KEY"),
+    "fireworks": ProviderType(
+        "polychat.providers.registry:Fireworks", _HTTP_KEYS, http=True, key_env="FIREWORKS_API_KEY"
+    ),
+    "xai": ProviderType("polychat.providers.registry:XAI", _HTTP_KEYS, http=True, key_env="XAI_API_KEY"),
+    "perplexity": ProviderType(
+        "polychat.providers.registry:Perplexity", _HTTP_KEYS, http=True, key_env="PERPLEXITY_API_KEY"
+    ),
+    "cerebras": ProviderType("polychat.providers.registry:Cerebras", _HTTP_KEYS, http=True, key_env="CEREBRAS_API_KEY"),
+    "azure": ProviderType(
+        "polychat.providers.registry:AzureOpenAI", _HTTP_KEYS, http=True, key_env="AZURE_OPENAI_API_KEY"
+    ),
+    "vllm": ProviderType("polychat.providers.registry:VLLM", _HTTP_KEYS, http=True),
+    "lmstudio": ProviderType("polychat.providers.registry:LMStudio", _HTTP_KEYS, http=True),
+    "llamacpp": ProviderType("polychat.providers.registry:LlamaCpp", _HTTP_KEYS, http=True),
+    "llama-cpp-python": ProviderType("polychat.providers.registry:LlamaCppPython", _HTTP_KEYS, http=True),
+    "ollama-openai": ProviderType("polychat.providers.registry:OllamaOpenAI", _HTTP_KEYS, http=True),
 }
 
 _TOP_KEYS = ("defaults", "providers", "routes")

@@ -16,6 +16,26 @@ _LAZY = {
     "Local": ".local",
     "RetryProvider": "..routing.retry",
     "IterListProvider": "..routing.retry",
+    # native adapters
+    "Anthropic": ".anthropic",
+    "Gemini": ".gemini",
+    "Ollama": ".ollama",
+    # OpenAI-compatible presets (classes made from rows of .registry)
+    "OpenRouter": ".registry",
+    "Groq": ".registry",
+    "Mistral": ".registry",
+    "DeepSeek": ".registry",
+    "Together": ".registry",
+    "Fireworks": ".registry",
+    "XAI": ".registry",
+    "Perplexity": ".registry",
+    "Cerebras": ".registry",
+    "AzureOpenAI": ".registry",
+    "VLLM": ".registry",
+    "LMStudio": ".registry",
+    "LlamaCpp": ".registry",
+    "LlamaCppPython": ".registry",
+    "OllamaOpenAI": ".registry",
 }
 
 __all__ = sorted(_LAZY)

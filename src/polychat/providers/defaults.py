@@ -4,7 +4,16 @@ Remote providers whose credentials are present come first, in this order, then t
 
 1. ``OpenaiChat`` — when ``OPENAI_API_KEY`` or ``OPENAI_BASE_URL`` is set (or the client got ``api_key`` /
    ``base_url``); with no model given it asks for ``gpt-4o-mini``;
-2. ``Local`` — the embedded SmolLM2 model, always, so an answer is possible with no key and no network.
+2. ``Anthropic`` — when ``ANTHROPIC_API_KEY`` is set (or ``api_key={"anthropic": ...}``);
+3. ``Gemini`` — when ``GEMINI_API_KEY`` or ``GOOGLE_API_KEY`` is set (or ``api_key={"gemini": ...}``);
+4. the OpenAI-compatible registry presets whose key variable is set (or given in the ``api_key`` dict), in
+   registry order (OpenRouter, Groq, Mistral, DeepSeek, Together, Fireworks, xAI, Perplexity, Cerebras, Azure
+   OpenAI — Azure only with ``AZURE_OPENAI_ENDPOINT`` too); local servers (vLLM, LM Studio, llama.cpp, Ollama) are
+   never added, since nothing says one is running;
+5. ``Local`` — the embedded SmolLM2 model, always, so an answer is possible with no key and no network.
+
+A client-wide ``api_key`` string and ``base_url`` apply to OpenaiChat only. Each member asks for its own default
+model when the call names none.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ def default_members(*, api_key: Any = None, base_url: str | None = None) -> list
     openai_key = api_key.get("openai") if isinstance(api_key, dict) else api_key
     if openai_key or base_url or os.environ.get("OPENAI_API_KEY") or os.environ.get("OPENAI_BASE_URL"):
         members.append(OpenaiChat(api_key=openai_key, base_url=base_url, default_model=DEFAULT_OPENAI_MODEL))
+    members.extend(_native_members(api_key))
     members.append(Local())
     return members
 
@@ -37,3 +47,19 @@ def default_chain(*, api_key: Any = None, base_url: str | None = None) -> Provid
     if len(members) == 1:
         return members[0]
     return RetryProvider(members, max_retries=1, name="default")
+
+
+def _native_members(api_key: Any) -> list[Provider]:
+    """Anthropic, Gemini and the registry presets whose credentials are present, in that order."""
+    from .anthropic import Anthropic
+    from .gemini import Gemini
+    from .registry import credentialed
+
+    keys = api_key if isinstance(api_key, dict) else {}
+    out: list[Provider] = []
+    if keys.get("anthropic") or os.environ.get(Anthropic.api_key_env):
+        out.append(Anthropic(api_key=keys.get("anthropic")))
+    if keys.get("gemini") or any(os.environ.get(k) for k in Gemini.api_key_envs):
+        out.append(Gemini(api_key=keys.get("gemini")))
+    out.extend(credentialed(keys))
+    return out
