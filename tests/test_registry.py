@@ -257,3 +257,20 @@ def test_broken_plugins_say_which_and_why(plugin_dist: Path) -> None:
     assert "not a polychat Provider subclass" in str(e.value)
     with pytest.raises(errors.ConfigError):
         plugins.load("missing")
+
+
+def test_a_refused_parameter_fails_over_to_a_provider_that_honours_it() -> None:
+    from polychat.routing import CircuitBreaker, RetryProvider
+
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+    with WireServer() as server:
+        pplx = server.scenario("pplx", Reply.fixture("openai", "text.response.json"))
+        oai = server.scenario("oai", Reply.fixture("openai", "tool_call.response.json"))
+        chain = RetryProvider(
+            [registry.provider("perplexity", api_key="k", base_url=pplx), OpenaiChat(api_key="k", base_url=oai)],
+            breaker=CircuitBreaker(),
+        )
+        with Client(provider=chain) as client:
+            r = client.chat.completions.create(model="m", messages=USER, tools=tools)
+        assert r.provider == "OpenaiChat" and r.choices[0].finish_reason == "tool_calls"
+        assert server.requests("pplx") == [] and len(server.requests("oai")) == 1
