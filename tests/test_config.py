@@ -476,3 +476,18 @@ def test_pinned_route_through_a_client() -> None:
             model="alias", messages=[{"role": "user", "content": "hi"}], stream=True, provider=chain
         )
         assert [c.model for c in stream] == ["real-model"] * 3  # type: ignore[union-attr]
+
+
+def test_server_table_is_checked_and_redacted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GW_KEYS", "gw-key-one,gw-key-two")
+    config = parse_config(
+        '[server]\napi_keys_env = "GW_KEYS"\ncors_origins = ["https://app.example"]\nmax_body_bytes = 1024\n'
+    )
+    assert config.server == {"api_keys_env": "GW_KEYS", "cors_origins": ["https://app.example"], "max_body_bytes": 1024}
+    assert {"gw-key-one", "gw-key-two"} <= set(config.secrets())
+    with pytest.raises(ConfigError, match="gateway keys in the config file are refused"):
+        parse_config('[server]\napi_keys = ["k1"]\n')
+    shown = parse_config('[server]\napi_keys = ["plain-key-1"]\nallow_plaintext_key = true\n').redacted()
+    assert "plain-key-1" not in repr(shown)
+    with pytest.raises(ConfigError, match="server.port"):
+        parse_config("[server]\nport = 1\n")

@@ -13,7 +13,7 @@ Anything else is an :class:`~polychat.errors.InvalidRequestError` naming the arg
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .errors import InvalidRequestError
@@ -172,16 +172,7 @@ class ChatRequest:
     drop_unsupported: bool = False
 
     def with_model(self, model: str) -> ChatRequest:
-        return ChatRequest(
-            model,
-            self.messages,
-            self.stream,
-            self.params,
-            self.extra_headers,
-            self.extra_query,
-            self.extra_body,
-            self.drop_unsupported,
-        )
+        return replace(self, model=model)
 
 
 def _fail(param: str, problem: str) -> InvalidRequestError:

@@ -161,7 +161,16 @@ PROVIDER_TYPES: dict[str, ProviderType] = {
     "ollama-openai": ProviderType("polychat.providers.registry:OllamaOpenAI", _HTTP_KEYS, http=True),
 }
 
-_TOP_KEYS = ("defaults", "providers", "routes")
+_TOP_KEYS = ("defaults", "providers", "routes", "server")
+_SERVER_KEYS = (
+    "api_keys_env",
+    "api_keys",
+    "allow_plaintext_key",
+    "cors_origins",
+    "allowed_hosts",
+    "max_body_bytes",
+    "shutdown_timeout",
+)
 _POLICY_KEYS = ("first_token_timeout", "idle_timeout", "deadline", "hedge_after", "resume")
 _DEFAULTS_KEYS = ("model", "provider", "timeout", "proxy", "max_retries", *_POLICY_KEYS)
 _ROUTE_KEYS = ("chain", "max_retries", "shuffle", *_POLICY_KEYS)
@@ -450,6 +459,38 @@ def _show_key(key: str) -> str:
     return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else f'"{key}"'
 
 
+def _openai_chat() -> type[Provider]:
+    from .providers.openai import OpenaiChat
+
+    return OpenaiChat
+
+
+def _check_server(doc: dict[str, Any], c: _Checker) -> dict[str, Any]:
+    """``[server]``: the gateway's settings (see ``polychat serve --help``); keys like providers' keys."""
+    table = c.table(doc.get("server", {}), ("server",))
+    c.keys(table, _SERVER_KEYS, ("server",))
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        where = ("server", key)
+        if key == "api_keys_env":
+            out[key] = c.string(value, where)
+        elif key in ("api_keys", "cors_origins", "allowed_hosts"):
+            out[key] = list(c.strings(value, where))
+        elif key == "allow_plaintext_key":
+            out[key] = c.boolean(value, where)
+        elif key == "max_body_bytes":
+            out[key] = c.count(value, where)
+        elif key == "shutdown_timeout":
+            out[key] = c.seconds(value, where)
+    if out.get("api_keys") and not out.get("allow_plaintext_key"):
+        raise c.error(
+            ("server", "api_keys"),
+            "gateway keys in the config file are refused: put them in an environment variable and write "
+            'api_keys_env = "POLYCHAT_GATEWAY_KEYS" (or set allow_plaintext_key = true)',
+        )
+    return out
+
+
 def _check(doc: dict[str, Any], c: _Checker) -> tuple[dict[str, Any], dict[str, ProviderSpec], dict[str, RouteSpec]]:
     c.keys(doc, _TOP_KEYS, ())
     # [defaults]
@@ -609,7 +650,10 @@ class Config:
     def __init__(self, doc: dict[str, Any], *, path: str | None = None, text: str = "") -> None:
         #: The file this config was read from; None when there was none (the empty config).
         self.path = path
-        defaults, self.declared, self.routes = _check(doc, _Checker(path, text))
+        checker = _Checker(path, text)
+        defaults, self.declared, self.routes = _check(doc, checker)
+        #: The gateway's ``[server]`` table, checked (empty when absent).
+        self.server: dict[str, Any] = _check_server(doc, checker)
         self.specs: dict[str, ProviderSpec] = {**_BUILTINS, **self.declared}
         self._defaults = defaults
         self.default_model: str | None = defaults.get("model")
@@ -649,7 +693,12 @@ class Config:
             if PROVIDER_TYPES[spec.type].http:
                 # Never None: None would let the class fall back to OPENAI_API_KEY / OPENAI_BASE_URL.
                 kwargs["api_key"] = spec.api_key or (os.environ.get(spec.key_env, "") if spec.key_env else "")
-                kwargs["base_url"] = spec.base_url or getattr(cls, "default_base_url", None)
+                if spec.base_url:
+                    kwargs["base_url"] = spec.base_url
+                elif issubclass(cls, _openai_chat()):
+                    # Never None: None would let it fall back to OPENAI_BASE_URL, meant for the built-in openai.
+                    kwargs["base_url"] = getattr(cls, "default_base_url", None)
+                # Other protocols read their own variables (ANTHROPIC_BASE_URL, OLLAMA_HOST...) when unset.
                 if spec.proxy_config is not None:
                     kwargs["proxy"] = spec.proxy_config
                 if spec.timeout is not None:
@@ -814,6 +863,10 @@ class Config:
                 out.append(os.environ[env])
             out.extend(proxy_passwords(spec.proxy_config))
         out.extend(proxy_passwords(self.proxy))
+        out.extend(self.server.get("api_keys", ()))
+        keys_env = self.server.get("api_keys_env")
+        if keys_env and os.environ.get(keys_env):
+            out.extend(k.strip() for k in os.environ[keys_env].split(","))
         return [s for s in dict.fromkeys(out) if s]
 
     def redacted(self) -> dict[str, Any]:
@@ -857,6 +910,11 @@ class Config:
             routes[name] = r
         if routes:
             out["routes"] = routes
+        if self.server:
+            server = dict(self.server)
+            if "api_keys" in server:
+                server["api_keys"] = [mask_secret(k) for k in server["api_keys"]]
+            out["server"] = server
         return out
 
     def __repr__(self) -> str:

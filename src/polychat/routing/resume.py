@@ -7,6 +7,8 @@ answer's tail and must be dropped.
 
 from __future__ import annotations
 
+import dataclasses
+
 from .._request import ChatRequest
 from ..providers.base import Provider
 
@@ -24,15 +26,7 @@ def continuation_request(request: ChatRequest, partial: str, provider: Provider)
     messages = [*request.messages, {"role": "assistant", "content": partial}]
     if not provider.capabilities.prefill:
         messages.append({"role": "user", "content": CONTINUE_INSTRUCTION})
-    return ChatRequest(
-        request.model,
-        messages,
-        request.stream,
-        request.params,
-        request.extra_headers,
-        request.extra_query,
-        request.extra_body,
-    )
+    return dataclasses.replace(request, messages=messages)
 
 
 def window_for(partial: str) -> int:
