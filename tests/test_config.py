@@ -489,5 +489,5 @@ def test_server_table_is_checked_and_redacted(tmp_path: Path, monkeypatch: pytes
         parse_config('[server]\napi_keys = ["k1"]\n')
     shown = parse_config('[server]\napi_keys = ["plain-key-1"]\nallow_plaintext_key = true\n').redacted()
     assert "plain-key-1" not in repr(shown)
-    with pytest.raises(ConfigError, match="server.port"):
+    with pytest.raises(ConfigError, match=r"server\.port"):
         parse_config("[server]\nport = 1\n")
