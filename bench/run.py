@@ -66,10 +66,12 @@ class Scale:
     mem_small: int
     mem_big: int
     local_rounds: int
+    local_cold: int
+    local_timeout: float
 
 
-FULL = Scale(7, 8, 25, 3, 600, 300, 5, 300, 1500, 3, 1000, 10000, 5)
-QUICK = Scale(3, 3, 10, 1, 300, 80, 2, 100, 400, 1, 200, 2000, 2)
+FULL = Scale(7, 8, 25, 3, 600, 300, 5, 300, 1500, 3, 1000, 10000, 3, 2, 600.0)
+QUICK = Scale(3, 3, 10, 1, 300, 80, 2, 100, 400, 1, 200, 2000, 1, 1, 300.0)
 
 
 def log(msg: str) -> None:
@@ -477,13 +479,11 @@ def bench_local(scale: Scale) -> dict[str, Any]:
     script = BENCH / "bench_local.py"
     if not script.exists():
         return {"error": "bench/bench_local.py is not there yet"}
-    p = subprocess.run(
-        [VENV_PY, str(script), "--rounds", str(scale.local_rounds)],
-        capture_output=True,
-        text=True,
-        cwd=str(ROOT),
-        timeout=900,
-    )
+    cmd = [VENV_PY, str(script), "--rounds", str(scale.local_rounds), "--cold-runs", str(scale.local_cold)]
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, cwd=str(ROOT), timeout=scale.local_timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"bench_local.py did not finish within {scale.local_timeout:.0f} s (machine too busy?)"}
     if p.returncode != 0:
         return {"error": (p.stderr.strip().splitlines() or ["failed"])[-1][:300]}
     data: dict[str, Any] = json.loads((RESULTS / "local.json").read_text())

@@ -35,7 +35,7 @@ want="$(printf '%s\n' "${PEER_PACKAGES[@]}" | sha256sum | cut -d' ' -f1)"
 if [ "${BENCH_PEERS_FORCE:-0}" = 1 ] || [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     log "peers venv $PEERS"
     [ -x "$PEERS/bin/python" ] || "$PYTHON" -m venv "$PEERS"
-    "$PEERS/bin/python" -m pip install -q --upgrade pip >/dev/null
+    "$PEERS/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
     if ! "$PEERS/bin/python" -m pip install -q "${PEER_PACKAGES[@]}" 2>"$PEERS/install.log"; then
         tail -n 20 "$PEERS/install.log" >&2
         log "some peers did not install; trying them one by one (the table will say which are missing)"
