@@ -404,7 +404,7 @@ def chart(data: dict[str, Any], path: Path) -> bool:
     for i, name in enumerate(names):
         vals = [med(lat[name].get(k, [])) * 1000 for k, _ in KINDS]
         xs = [j + i * width for j in range(len(KINDS))]
-        ax.bar(xs, [0 if math.isnan(v) else v for v in vals], width, label=LABELS[name].strip("*`"))
+        ax.bar(xs, [0 if math.isnan(v) else v for v in vals], width, label=LABELS[name].replace("`", "").strip("*"))
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(KINDS))])
     ax.set_xticklabels([lbl for _, lbl in KINDS], fontsize=8)
     ax.set_yscale("log")
@@ -413,11 +413,11 @@ def chart(data: dict[str, Any], path: Path) -> bool:
     ax.legend(fontsize=7, ncol=2)
     ax = axes[1]
     tn = [n for n in LABELS if req.get(n)]
-    ax.barh([LABELS[n].strip("*`") for n in tn], [med(req[n]) for n in tn], color="tab:green")
+    ax.barh([LABELS[n].replace("`", "").strip("*") for n in tn], [med(req[n]) for n in tn], color="tab:green")
     ax.invert_yaxis()
     ax.tick_params(axis="y", labelsize=7)
     ax.set_xlabel("req/s")
-    ax.set_title("async, concurrency 100 (higher is better)", fontsize=10)
+    ax.set_title("async req/s, 100 in flight (higher: better)", fontsize=9)
     fig.suptitle(f"polychat bench {data['date'][:10]} — {data['machine']['cores']} cores, loopback", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
