@@ -37,6 +37,7 @@ _ERRORS = (
     "ConflictError",
     "UnprocessableEntityError",
     "RateLimitError",
+    "EmptyResponseError",
     "InternalServerError",
     "APIConnectionError",
     "APITimeoutError",
@@ -47,13 +48,37 @@ _LAZY.update({name: ".errors" for name in _ERRORS})
 
 __all__ = sorted([*_LAZY, "__version__"])
 
-if TYPE_CHECKING:
-    from . import errors, providers, types
-    from ._create import create
-    from .client import AsyncClient, AsyncStream, Client, Stream
-    from .errors import *  # noqa: F403
-    from .routing.retry import IterListProvider, RetryProvider
-    from .types import ChatCompletion, ChatCompletionChunk
+if TYPE_CHECKING:  # the `X as X` form marks re-exports for type checkers (mypy --strict)
+    from . import errors as errors
+    from . import providers as providers
+    from . import types as types
+    from ._create import create as create
+    from .client import AsyncClient as AsyncClient
+    from .client import AsyncStream as AsyncStream
+    from .client import Client as Client
+    from .client import Stream as Stream
+    from .errors import AllProvidersFailedError as AllProvidersFailedError
+    from .errors import APIConnectionError as APIConnectionError
+    from .errors import APIError as APIError
+    from .errors import APIStatusError as APIStatusError
+    from .errors import APITimeoutError as APITimeoutError
+    from .errors import AuthenticationError as AuthenticationError
+    from .errors import BadRequestError as BadRequestError
+    from .errors import ConfigError as ConfigError
+    from .errors import ConflictError as ConflictError
+    from .errors import EmptyResponseError as EmptyResponseError
+    from .errors import InternalServerError as InternalServerError
+    from .errors import InvalidRequestError as InvalidRequestError
+    from .errors import NotFoundError as NotFoundError
+    from .errors import PermissionDeniedError as PermissionDeniedError
+    from .errors import PolychatError as PolychatError
+    from .errors import RateLimitError as RateLimitError
+    from .errors import StreamInterruptedError as StreamInterruptedError
+    from .errors import UnprocessableEntityError as UnprocessableEntityError
+    from .routing.retry import IterListProvider as IterListProvider
+    from .routing.retry import RetryProvider as RetryProvider
+    from .types import ChatCompletion as ChatCompletion
+    from .types import ChatCompletionChunk as ChatCompletionChunk
 
 
 def __getattr__(name: str) -> Any:
