@@ -8,6 +8,7 @@ Names follow the official ``openai`` package so that ``except`` clauses carry ov
     └── APIError                                something went wrong talking to a provider
         ├── APIStatusError                      the provider answered with an error status or error frame
         │   ├── BadRequestError                 400
+        │   │   └── UnsupportedParameterError   a provider can't honour a parameter (also InvalidRequestError)
         │   ├── AuthenticationError             401
         │   ├── PermissionDeniedError           403
         │   ├── NotFoundError                   404
@@ -52,6 +53,7 @@ __all__ = [
     "RateLimitError",
     "StreamInterruptedError",
     "UnprocessableEntityError",
+    "UnsupportedParameterError",
     "status_error",
 ]
 
@@ -145,6 +147,22 @@ class APIStatusError(APIError):
 
 class BadRequestError(APIStatusError):
     """400: the provider rejected the request."""
+
+
+class UnsupportedParameterError(InvalidRequestError, BadRequestError):
+    """A provider cannot honour a parameter (or a message part, or an empty model); raised before anything is sent.
+
+    It is an :class:`InvalidRequestError` (a ``ValueError`` naming ``param``) for direct callers, and a
+    ``BadRequestError`` (400, not retryable) for failover chains, which try the next provider as they would after
+    a 400 — another provider may accept the request.
+    """
+
+    def __init__(self, message: str, *, param: str, provider: str) -> None:
+        BadRequestError.__init__(self, message, status_code=400, provider=provider, retryable=False)
+        self.param = param
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class AuthenticationError(APIStatusError):

@@ -27,7 +27,7 @@ from typing import Any
 
 from .._json import dumps, loads
 from .._sse import ServerSentEvent, SSEDecoder
-from ..errors import APIConnectionError, APIError, BadRequestError, InvalidRequestError
+from ..errors import APIConnectionError, APIError, InvalidRequestError, UnsupportedParameterError
 from ..types import (
     ChatCompletionChunk,
     ChoiceDelta,
@@ -40,22 +40,6 @@ from ..types import (
 )
 
 log = logging.getLogger("polychat")
-
-
-class UnsupportedParameterError(InvalidRequestError, BadRequestError):
-    """A provider cannot honour a parameter (or a message part); raised before anything is sent.
-
-    It is an :class:`~polychat.errors.InvalidRequestError` (a ``ValueError`` naming ``param``) for direct callers,
-    and a ``BadRequestError`` (400, not retryable) for failover chains, which try the next provider as they would
-    after a 400 — another provider may accept the request.
-    """
-
-    def __init__(self, message: str, *, param: str, provider: str) -> None:
-        BadRequestError.__init__(self, message, status_code=400, provider=provider, retryable=False)
-        self.param = param
-
-    def __str__(self) -> str:
-        return self.message
 
 
 # -- parameters ------------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..errors import InvalidRequestError
+from ..errors import UnsupportedParameterError
 
 if TYPE_CHECKING:
     from .._context import CallContext
@@ -88,10 +88,12 @@ class Provider(ABC):
             return model
         if self.default_model:
             return self.default_model
-        raise InvalidRequestError(
+        # Also a 400 for failover chains: another provider of the chain may have a default model.
+        raise UnsupportedParameterError(
             f"Invalid argument model: it is empty and provider {self.name} has no default model; "
             "pass model='...' or give the provider default_model=...",
             param="model",
+            provider=self.name,
         )
 
     def bind(self, *, api_key: Any = None, base_url: str | None = None) -> Provider:

@@ -75,9 +75,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
-from ._proxy import ProxyConfig, parse_proxy
-from ._redact import mask_secret, redact_url
-from .errors import ConfigError
+from .._proxy import ProxyConfig, parse_proxy
+from .._redact import mask_secret, redact_url
+from ..errors import ConfigError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -85,7 +85,7 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 if TYPE_CHECKING:
-    from .providers.base import Provider
+    from ..providers.base import Provider
 
 __all__ = [
     "CONFIG_ENV",
@@ -460,7 +460,7 @@ def _show_key(key: str) -> str:
 
 
 def _openai_chat() -> type[Provider]:
-    from .providers.openai import OpenaiChat
+    from ..providers.openai import OpenaiChat
 
     return OpenaiChat
 
@@ -764,8 +764,8 @@ class Config:
         return None, wanted
 
     def _build_route(self, spec: RouteSpec) -> Provider:
-        from .routing.pinned import PinnedModel
-        from .routing.retry import RetryProvider
+        from ..routing.pinned import PinnedModel
+        from ..routing.retry import RetryProvider
 
         members: list[Provider] = []
         problems: list[str] = []

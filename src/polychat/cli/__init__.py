@@ -26,10 +26,10 @@ from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
-    from .client import Client, Stream
-    from .config import Config
-    from .providers.base import Provider
-    from .types import ChatCompletion, ChatCompletionChunk
+    from ..client import Client, Stream
+    from ..config import Config
+    from ..providers.base import Provider
+    from ..types import ChatCompletion, ChatCompletionChunk
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -75,7 +75,7 @@ def _dim(text: str, stream: IO[str]) -> str:
 
 
 def _scrub(text: str) -> str:
-    from ._redact import redact_text
+    from .._redact import redact_text
 
     return redact_text(text, _secrets)
 
@@ -220,7 +220,7 @@ embedded SmolLM2 model (offline, no key) otherwise or when that fails.
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from .. import __version__
 
     parser = argparse.ArgumentParser(
         prog="polychat",
@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _describe_error(e: BaseException) -> tuple[int, str]:
-    from .errors import APIError, ConfigError, InvalidRequestError
+    from ..errors import APIError, ConfigError, InvalidRequestError
 
     if isinstance(e, UsageError):
         return EXIT_USAGE, str(e)
@@ -301,7 +301,7 @@ def _describe_error(e: BaseException) -> tuple[int, str]:
 
 
 def _load_config(args: argparse.Namespace) -> Config:
-    from .config import load_config
+    from ..config import load_config
 
     config = load_config(getattr(args, "config", None))
     _secrets.extend(config.secrets())
@@ -323,8 +323,8 @@ def _env_proxy_passwords() -> list[str]:
 
 def _parse_proxy_option(args: argparse.Namespace) -> Any:
     """``--proxy URL`` / ``--no-proxy`` as a per-call proxy (it wins over the config's), or None."""
-    from ._proxy import parse_proxy
-    from .config import proxy_passwords
+    from .._proxy import parse_proxy
+    from ..config import proxy_passwords
 
     if getattr(args, "no_proxy", False):
         return False
@@ -437,7 +437,7 @@ class ChatSession:
     """One conversation: the resolved provider and model, the messages so far, and the output rules."""
 
     def __init__(self, config: Config, args: argparse.Namespace, proxy: Any) -> None:
-        from .client import Client
+        from ..client import Client
 
         self.config = config
         self.args = args
@@ -467,7 +467,7 @@ class ChatSession:
             )
         provider, model = self.config.resolve(self.model_arg, self.provider_arg)
         if provider is None:
-            from .providers.defaults import default_chain
+            from ..providers.defaults import default_chain
 
             provider = default_chain()
         self.provider, self.model = provider, model
@@ -689,7 +689,7 @@ def register_providers(sub: Any) -> None:
 def _provider_rows(config: Config) -> list[dict[str, Any]]:
     import dataclasses
 
-    from .errors import ConfigError
+    from ..errors import ConfigError
 
     rows: list[dict[str, Any]] = []
     for name, spec in config.specs.items():
@@ -739,7 +739,7 @@ def _provider_rows(config: Config) -> list[dict[str, Any]]:
 
 
 def _check_one(config: Config, client: Client, name: str, timeout: float) -> dict[str, Any]:
-    from .errors import APIError, ConfigError, InvalidRequestError
+    from ..errors import APIError, ConfigError, InvalidRequestError
 
     t0 = time.monotonic()
     try:
@@ -769,7 +769,7 @@ def cmd_providers(args: argparse.Namespace) -> int:
     rows = _provider_rows(config)
     failed = False
     if args.check:
-        from .client import Client
+        from ..client import Client
 
         kwargs = {**config.client_kwargs(), "max_retries": 0}
         if not args.debug:
@@ -881,7 +881,7 @@ def register_config(sub: Any) -> None:
 
 
 def cmd_config_path(args: argparse.Namespace) -> int:
-    from .config import CONFIG_ENV, config_location
+    from ..config import CONFIG_ENV, config_location
 
     location, how = config_location(args.config)
     sys.stdout.write(f"{location}\n")
@@ -894,8 +894,8 @@ def cmd_config_path(args: argparse.Namespace) -> int:
 
 
 def cmd_config_show(args: argparse.Namespace) -> int:
-    from ._redact import redact_url
-    from .config import config_location
+    from .._redact import redact_url
+    from ..config import config_location
 
     config = _load_config(args)
     data = config.redacted()
