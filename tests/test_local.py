@@ -146,15 +146,20 @@ def test_complete(client: Client) -> None:
     assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
 
 
-def test_answer_matches_llama_cpp_chat_api(client: Client, engine: Any) -> None:
+@pytest.mark.parametrize(
+    "messages",
+    [LONG, [{"role": "user", "content": "What is the capital of France?"}]],  # the second answer has an É
+    ids=["english", "accents"],
+)
+def test_answer_matches_llama_cpp_chat_api(client: Client, engine: Any, messages: list[dict[str, str]]) -> None:
     """Same template, same sampling: the text and token counts of llama-cpp-python's create_chat_completion."""
 
     def raw(llama: Any) -> Any:
         llama.reset()
-        return llama.create_chat_completion(LONG, max_tokens=24, temperature=0, seed=1)
+        return llama.create_chat_completion(messages, max_tokens=24, temperature=0, seed=1)
 
     expected = engine.call(raw)
-    r = complete(client, messages=LONG, max_tokens=24, **GREEDY)
+    r = complete(client, messages=messages, max_tokens=24, **GREEDY)
     assert r.content == expected["choices"][0]["message"]["content"]
     assert r.choices[0].finish_reason == expected["choices"][0]["finish_reason"]
     assert r.usage is not None

@@ -606,43 +606,44 @@ class _Engine:
         limit = self.n_ctx - len(prompt)
         if plan.max_tokens is not None:
             limit = min(limit, plan.max_tokens)
-        # with a seed, read the prompt from scratch: the same request then gives the same answer
-        if not self._read_prompt(llama, prompt, cancel, fresh=plan.seed is not None):
-            return _Outcome("cancelled", len(prompt), 0, "")
-        llama.set_seed(plan.seed & 0xFFFFFFFF if plan.seed is not None else random.getrandbits(32))
         pieces: list[str] = []
         decoder = codecs.getincrementaldecoder("utf-8")("replace")
         scanner = _StopScanner(plan.stop + loaded.stop_strings)
         is_eog, vocab, eos = llama_cpp.llama_vocab_is_eog, loaded.vocab, loaded.eos
         finish, count, hit = "length", 0, False
-        tokens = llama.generate(prompt, grammar=grammar, **plan.sampling)
         try:
-            for token in tokens:
-                self.tokens_generated += 1
-                if token == eos or is_eog(vocab, token):
-                    finish = "stop"
-                    break
-                count += 1
-                text = decoder.decode(llama.detokenize([token]))
-                if text:
-                    text, hit = scanner.feed(text)
-                    if text:
-                        pieces.append(text)
-                        if emit is not None:
-                            emit(text)
-                    if hit:
+            # with a seed, read the prompt from scratch: the same request then gives the same answer
+            if not self._read_prompt(llama, prompt, cancel, fresh=plan.seed is not None):
+                return _Outcome("cancelled", len(prompt), 0, "")
+            llama.set_seed(plan.seed & 0xFFFFFFFF if plan.seed is not None else random.getrandbits(32))
+            tokens = llama.generate(prompt, grammar=grammar, **plan.sampling)
+            try:
+                for token in tokens:
+                    self.tokens_generated += 1
+                    if token == eos or is_eog(vocab, token):
                         finish = "stop"
                         break
-                if count >= limit:
-                    break
-                if cancel.is_set():
-                    finish = "cancelled"
-                    break
+                    count += 1
+                    text = decoder.decode(llama.detokenize([token]))
+                    if text:
+                        text, hit = scanner.feed(text)
+                        if text:
+                            pieces.append(text)
+                            if emit is not None:
+                                emit(text)
+                        if hit:
+                            finish = "stop"
+                            break
+                    if count >= limit:
+                        break
+                    if cancel.is_set():
+                        finish = "cancelled"
+                        break
+            finally:
+                tokens.close()
         except Exception as e:
-            llama.reset()  # type: ignore[no-untyped-call]
+            llama.reset()  # type: ignore[no-untyped-call]  # whatever llama.cpp holds now is not to be trusted
             raise APIError(f"llama.cpp failed while generating: {type(e).__name__}: {e}") from e
-        finally:
-            tokens.close()
         if not hit and finish != "cancelled":
             text, hit = scanner.feed(decoder.decode(b"", final=True))
             text += "" if hit else scanner.flush()
