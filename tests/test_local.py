@@ -21,7 +21,14 @@ import pytest
 
 from polychat import AsyncClient, Client
 from polychat._request import PARAMS, build_request
-from polychat.errors import APIError, APITimeoutError, BadRequestError, ConfigError, NotFoundError
+from polychat.errors import (
+    APIError,
+    APITimeoutError,
+    BadRequestError,
+    ConfigError,
+    InvalidRequestError,
+    NotFoundError,
+)
 from polychat.providers import Local
 from polychat.providers import local as local_module
 from polychat.types import ChatCompletion, ChatCompletionChunk
@@ -218,6 +225,7 @@ def test_unsupported_parameter_is_refused_before_generating(
         complete(client, max_tokens=4, **kwargs)
     assert info.value.status_code == 400 and info.value.provider == "Local"
     assert not info.value.retryable
+    assert isinstance(info.value, InvalidRequestError)  # also a ValueError naming it, like every provider's refusals
     if param is not None:
         assert info.value.param == param and param in str(info.value)
     assert engine.tokens_generated == before

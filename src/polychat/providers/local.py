@@ -31,11 +31,11 @@ Request parameters are honoured or refused, never silently dropped: ``max_tokens
 ``temperature``, ``top_p``, ``stop``, ``seed``, ``presence_penalty``, ``frequency_penalty``,
 ``stream_options.include_usage`` and ``response_format`` (``json_object`` and ``json_schema``, by grammar) are
 honoured; parameters that do not change the answer (``user``, ``metadata``, ``n=1``, ``tool_choice="none"``...) are
-accepted; anything else (``tools``, ``n>1``, ``logprobs``, ``audio``...) is a ``BadRequestError`` naming it, raised
-before generating (or, when the call says ``drop_unsupported=True``, left out and logged). ``extra_body`` may carry
-llama.cpp sampling options (``top_k``, ``min_p``, ``typical_p``, ``repeat_penalty``, ``mirostat_*``); other keys
-are refused likewise. ``extra_headers`` / ``extra_query`` address an HTTP endpoint, and there is none: they are
-accepted and unused, so a chain may carry them for its remote members.
+accepted; anything else (``tools``, ``n>1``, ``logprobs``, ``audio``...) is an ``UnsupportedParameterError`` (a 400
+``BadRequestError``) naming it, raised before generating — or, when the call says ``drop_unsupported=True``, left
+out and logged. ``extra_body`` may carry llama.cpp sampling options (``top_k``, ``min_p``, ``typical_p``,
+``repeat_penalty``, ``mirostat_*``); other keys are refused likewise. ``extra_headers`` / ``extra_query`` address
+an HTTP endpoint, and there is none: they are accepted and unused, so a chain may carry them for its remote members.
 
 With a ``seed``, the prompt is re-read from scratch, so the same request gives the same answer whatever ran before;
 without one, a prompt prefix shared with the previous request (a system prompt, the earlier turns of a chat) is
@@ -65,7 +65,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from ..errors import APIError, BadRequestError, ConfigError, NotFoundError, PolychatError
+from ..errors import APIError, BadRequestError, ConfigError, NotFoundError, PolychatError, UnsupportedParameterError
 from ..types import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -123,15 +123,15 @@ _PREFILL_CURSOR = "\ue000polychat-prefill\ue000"
 # -- request checks (pure) ---------------------------------------------------------------------------------------
 
 
-def _refuse(param: str, why: str, provider: str | None, value: Any = None) -> BadRequestError:
-    """The 400 for something Local cannot do; ``.param`` names it, as in OpenAI's error bodies."""
+def _refuse(param: str, why: str, provider: str | None, value: Any = None) -> UnsupportedParameterError:
+    """The error for something Local cannot do: a 400 (``BadRequestError``) and an ``InvalidRequestError`` naming
+    ``param``, like every provider's refusals."""
     shown = param if value is None else f"{param}={value!r}"
     message = (
         f"{provider or 'The local model'} cannot honour {shown}: {why}. Remove it, pass drop_unsupported=True to "
         "let providers drop what they cannot honour, or send the request to a provider that supports it."
     )
-    body = {"error": {"message": message, "type": "invalid_request_error", "param": param, "code": "unsupported"}}
-    return BadRequestError(message, status_code=400, provider=provider, body=body)
+    return UnsupportedParameterError(message, param=param, provider=provider or "")
 
 
 def _is_num(v: Any) -> bool:
