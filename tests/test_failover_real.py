@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from polychat import AsyncClient, Client
+import pytest
+
+from polychat import AsyncClient, Client, errors
 from polychat.providers import Local, OpenaiChat
 from polychat.routing import CircuitBreaker, RetryProvider
 from tests.support.servers import LlamaServer, free_port
@@ -38,3 +40,20 @@ def test_dead_remote_then_embedded_model_sync_and_async() -> None:
 
     text, who = asyncio.run(go())
     assert text.strip() and who == "Local"
+
+
+def test_embedded_model_as_last_resort_answers_any_model_name() -> None:
+    provider = RetryProvider([dead(), Local(any_model=True)], breaker=CircuitBreaker())
+    r = Client(provider=provider).chat.completions.create(model="gpt-4o-mini", messages=MSGS, max_tokens=4)
+    assert r.provider == "Local" and r.model == "smollm2-135m"  # type: ignore[union-attr]
+    strict = RetryProvider([dead(), Local()], breaker=CircuitBreaker())
+    with pytest.raises(errors.AllProvidersFailedError, match="NotFoundError 404"):
+        Client(provider=strict).chat.completions.create(model="gpt-4o-mini", messages=MSGS, max_tokens=4)
+
+
+def test_default_chain_falls_back_to_embedded_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    for k in ("ANTHROPIC_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY", "OPENAI_API_KEY"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("OPENAI_BASE_URL", f"http://127.0.0.1:{free_port()}/v1")  # a configured remote that is down
+    r = Client().chat.completions.create(model="gpt-4o-mini", messages=MSGS, max_tokens=4)
+    assert r.provider == "Local"  # type: ignore[union-attr]

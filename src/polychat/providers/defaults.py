@@ -36,7 +36,9 @@ def default_members(*, api_key: Any = None, base_url: str | None = None) -> list
     if openai_key or base_url or os.environ.get("OPENAI_API_KEY") or os.environ.get("OPENAI_BASE_URL"):
         members.append(OpenaiChat(api_key=openai_key, base_url=base_url, default_model=DEFAULT_OPENAI_MODEL))
     members.extend(_native_members(api_key))
-    members.append(Local())
+    # Behind remote providers the embedded model is the last resort: it answers whatever model was asked (its
+    # answers say model 'smollm2-135m'). Alone, an unknown model name is a clear 404.
+    members.append(Local(any_model=bool(members)))
     return members
 
 

@@ -797,6 +797,7 @@ class Local(Provider):
         n_threads: int | None = None,
         n_batch: int = DEFAULT_N_BATCH,
         llama_kwargs: Mapping[str, Any] | None = None,
+        any_model: bool = False,
     ) -> None:
         for label, value in (("n_ctx", n_ctx), ("n_threads", n_threads), ("n_batch", n_batch)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
@@ -813,6 +814,9 @@ class Local(Provider):
         self.n_ctx = n_ctx
         self.n_threads = n_threads or os.cpu_count() or 1
         self.n_batch = n_batch
+        #: Answer whatever model is asked for (the last resort of a failover chain); answers still say which
+        #: model really produced them (``.model``).
+        self.any_model = any_model
         self._aliases = {self.model_id.lower(), file_name.lower(), Path(file_name).stem.lower()}
         if shipped:
             self._aliases.update(MODEL_ALIASES)
@@ -836,7 +840,7 @@ class Local(Provider):
         return self._engine_ref
 
     def _plan(self, request: ChatRequest) -> _Plan:
-        if request.model and request.model.lower() not in self._aliases:
+        if request.model and not self.any_model and request.model.lower() not in self._aliases:
             served = ", ".join(sorted(self._aliases))
             message = (
                 f"The model {request.model!r} is not served by {self.name}; it serves {self.model_id!r} "
