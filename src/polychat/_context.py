@@ -50,6 +50,7 @@ class CallContext:
         return self.pool.sync_client(self.proxy_for(provider))
 
     def async_http(self, provider: Provider) -> httpx.AsyncClient:
+        """The httpx client of the provider's route (the async shells go through ``pool.async_transport``)."""
         return self.pool.async_client(self.proxy_for(provider))
 
     def with_options(self, **options: Any) -> CallContext:

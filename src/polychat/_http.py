@@ -1,24 +1,29 @@
-"""httpx clients and the thin I/O shells every HTTP provider shares.
+"""HTTP clients and the thin I/O helpers every HTTP provider shares.
 
 One :class:`TransportPool` per polychat client owns the connection pools: one ``httpx.Client`` /
 ``httpx.AsyncClient`` per distinct proxy route, created on first use and reused, so providers leaving through
-different proxies never share a connection. Transport failures become polychat errors here and nowhere else.
+different proxies never share a connection. Async requests with no proxy in effect go through aiohttp instead
+(:mod:`polychat._aio`, behind the :class:`AsyncTransport` seam). Transport failures become polychat errors here
+(and in ``_aio`` for aiohttp) and nowhere else.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 
 from . import _constants as C
-from ._proxy import ProxyConfig, build_mounts
+from ._proxy import ProxyConfig, _no_proxy_patterns, build_mounts
 from ._redact import redact_url
 from .errors import APIConnectionError, APIError, APITimeoutError, status_error
+
+if TYPE_CHECKING:
+    from ._aio import AiohttpTransport
 
 TimeoutLike = float | int | httpx.Timeout | None
 
@@ -54,13 +59,123 @@ _LIMITS = httpx.Limits(
 )
 
 
+class ResponseHead(Protocol):
+    """What the error paths read of a response: the status and case-insensitive headers."""
+
+    @property
+    def status_code(self) -> int: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+
+class AsyncResponse(ResponseHead, Protocol):
+    """A response whose headers have arrived, as the async shells use it (an ``httpx.Response`` is one)."""
+
+    def aiter_bytes(self) -> AsyncIterator[bytes]: ...
+
+    async def aread(self) -> bytes: ...
+
+    async def aclose(self) -> None: ...
+
+
+class AsyncTransport(Protocol):
+    """The async seam: ``open`` sends a request and returns once the headers are in.
+
+    ``open`` and the response's methods raise only ``errors``; ``error()`` turns one into the polychat error.
+    Implementations: httpx (every proxied route) and aiohttp (direct routes, see :mod:`polychat._aio`).
+    """
+
+    errors: tuple[type[BaseException], ...]
+
+    async def open(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        content: bytes | None,
+        params: Mapping[str, Any] | None,
+        timeout: httpx.Timeout,
+    ) -> AsyncResponse: ...
+
+    def error(self, exc: BaseException, *, provider: str, url: str, proxy: ProxyConfig | None) -> APIError: ...
+
+
+class HttpxAsyncTransport:
+    """The seam over one ``httpx.AsyncClient`` (one proxy route)."""
+
+    errors: tuple[type[BaseException], ...] = (httpx.HTTPError,)
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self.client = client
+
+    async def open(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        content: bytes | None,
+        params: Mapping[str, Any] | None,
+        timeout: httpx.Timeout,
+    ) -> httpx.Response:
+        client = self.client
+        req = client.build_request(method, url, headers=dict(headers), content=content, params=params, timeout=timeout)
+        return await client.send(req, stream=True)
+
+    def error(self, exc: BaseException, *, provider: str, url: str, proxy: ProxyConfig | None) -> APIError:
+        assert isinstance(exc, Exception)
+        return transport_error(exc, provider=provider, url=url, proxy=proxy)
+
+
+def goes_direct(proxy: ProxyConfig | None, url: str, *, trust_env: bool) -> bool:
+    """Whether the httpx client :class:`TransportPool` builds for ``proxy`` would send ``url`` without a proxy.
+
+    Mirrors httpx: an explicit setting is its ``http://`` / ``https://`` mounts plus its ``no_proxy`` patterns
+    (environment variables are then ignored, as httpx ignores them when given a transport); no setting is the
+    environment's proxies when ``trust_env``. The most specific matching pattern wins, as in httpx.
+    """
+    if proxy is not None and proxy.direct:
+        return True
+    if proxy is None and not trust_env:
+        return True
+    try:
+        from httpx._utils import URLPattern, get_environment_proxies
+    except ImportError:  # pragma: no cover - a future httpx moved them: keep everything on httpx
+        return False
+    if proxy is None:
+        table = {pattern: target is None for pattern, target in get_environment_proxies().items()}
+    else:
+        table = {"http://": proxy.url_for("http") is None, "https://": proxy.url_for("https") is None}
+        for host in proxy.no_proxy:
+            for pattern in _no_proxy_patterns(host):
+                table[pattern] = True
+    target_url = httpx.URL(url)
+    for pat in sorted(URLPattern(p) for p in table):
+        if pat.matches(target_url):
+            return table[pat.pattern]
+    return True
+
+
+def _origin(url: str) -> str:
+    start = url.find("://")
+    end = url.find("/", start + 3) if start >= 0 else -1
+    return url if end < 0 else url[:end]
+
+
 class TransportPool:
-    """Lazily built httpx clients, keyed by proxy route. Thread-safe; ``close()`` / ``aclose()`` release them."""
+    """Lazily built clients, keyed by proxy route. Thread-safe; ``close()`` / ``aclose()`` release them.
+
+    Sync requests always use httpx. Async requests use aiohttp when no proxy is in effect for the URL (much
+    faster here, see :mod:`polychat._aio`) and httpx otherwise; the choice is made once per route and origin.
+    """
 
     def __init__(self, *, trust_env: bool = True) -> None:
         self.trust_env = trust_env
         self._sync: dict[Any, httpx.Client] = {}
         self._async: dict[Any, httpx.AsyncClient] = {}
+        self._async_transports: dict[Any, HttpxAsyncTransport] = {}
+        self._routes: dict[tuple[Any, str], AsyncTransport] = {}
+        self._aio: AiohttpTransport | None = None
         self._lock = threading.Lock()
 
     def sync_client(self, proxy: ProxyConfig | None) -> httpx.Client:
@@ -83,6 +198,42 @@ class TransportPool:
                     client = self._async[key] = self._build(httpx.AsyncClient, httpx.AsyncHTTPTransport, proxy)
         return client
 
+    def async_transport(self, proxy: ProxyConfig | None, url: str) -> AsyncTransport:
+        """The transport for an async request to ``url`` under ``proxy``: aiohttp if direct, else httpx."""
+        route = (proxy.key if proxy else None, _origin(url))
+        transport = self._routes.get(route)
+        if transport is None:
+            transport = self._choose(proxy, url)
+            if len(self._routes) >= 1024:
+                self._routes.clear()
+            self._routes[route] = transport
+        return transport
+
+    def _choose(self, proxy: ProxyConfig | None, url: str) -> AsyncTransport:
+        if goes_direct(proxy, url, trust_env=self.trust_env):
+            aio = self._aiohttp()
+            if aio is not None:
+                return aio
+        return self._httpx_async(proxy)
+
+    def _httpx_async(self, proxy: ProxyConfig | None) -> HttpxAsyncTransport:
+        key = proxy.key if proxy else None
+        transport = self._async_transports.get(key)
+        if transport is None:
+            transport = self._async_transports[key] = HttpxAsyncTransport(self.async_client(proxy))
+        return transport
+
+    def _aiohttp(self) -> AiohttpTransport | None:
+        if self._aio is None:
+            try:
+                from ._aio import AiohttpTransport
+            except ImportError:  # pragma: no cover - installed without its dependencies: httpx does it all
+                return None
+            with self._lock:
+                if self._aio is None:
+                    self._aio = AiohttpTransport(trust_env=self.trust_env)
+        return self._aio
+
     def _build(self, client_cls: Any, transport_cls: Any, proxy: ProxyConfig | None) -> Any:
         kwargs: dict[str, Any] = {"limits": _LIMITS, "trust_env": self.trust_env, "follow_redirects": False}
         if proxy is not None:
@@ -102,12 +253,17 @@ class TransportPool:
             clients, self._sync = list(self._sync.values()), {}
         for c in clients:
             c.close()
+        if self._aio is not None:
+            self._aio.close()  # sessions a sync client's hedging opened on the background loop
 
     async def aclose(self) -> None:
         with self._lock:
             clients, self._async = list(self._async.values()), {}
+            self._async_transports, self._routes = {}, {}
         for c in clients:
             await c.aclose()
+        if self._aio is not None:
+            await self._aio.aclose()
 
 
 # -- errors ----------------------------------------------------------------------------------------------------
@@ -146,7 +302,7 @@ def transport_error(exc: Exception, *, provider: str, url: str, proxy: ProxyConf
 
 
 def proxy_status_error(
-    resp: httpx.Response, proxy: ProxyConfig | None, url: str, provider: str
+    resp: ResponseHead, proxy: ProxyConfig | None, url: str, provider: str
 ) -> APIConnectionError | None:
     """A 407 (or an auth challenge from the proxy itself) on a forwarded request: the proxy refused us.
 
@@ -193,7 +349,7 @@ def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
         return None
 
 
-def error_from_response(status: int, headers: httpx.Headers, body: bytes, provider: str) -> APIError:
+def error_from_response(status: int, headers: Mapping[str, str], body: bytes, provider: str) -> APIError:
     from ._json import loads_or_text
 
     hdrs = {k.lower(): v for k, v in headers.items()}

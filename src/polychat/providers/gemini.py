@@ -29,6 +29,7 @@ from __future__ import annotations
 import mimetypes
 import os
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from .._http import WireRequest, retry_after_seconds
@@ -395,7 +396,7 @@ class Gemini(HTTPProvider):
             self.name, request.model or self.default_model or "", candidates=n, include_usage=include
         )
 
-    def error_for(self, status: int, headers: httpx.Headers, body: bytes) -> APIError:
+    def error_for(self, status: int, headers: Mapping[str, str], body: bytes) -> APIError:
         payload = loads_or_text(body)
         if isinstance(payload, list) and payload and isinstance(payload[0], dict):
             payload = payload[0]

@@ -10,12 +10,15 @@ from __future__ import annotations
 import functools
 import hashlib
 from abc import abstractmethod
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 
 from .._http import (
+    AsyncResponse,
+    AsyncTransport,
+    ResponseHead,
     WireRequest,
     build_httpx_request,
     error_from_response,
@@ -121,10 +124,10 @@ class HTTPProvider(Provider):
     def parse_models(self, body: bytes) -> list[Model]:
         return []
 
-    def error_for(self, status: int, headers: httpx.Headers, body: bytes) -> APIError:
+    def error_for(self, status: int, headers: Mapping[str, str], body: bytes) -> APIError:
         return error_from_response(status, headers, body, self.name)
 
-    def _failed(self, resp: httpx.Response, body: bytes, ctx: CallContext, url: str) -> APIError:
+    def _failed(self, resp: ResponseHead, body: bytes, ctx: CallContext, url: str) -> APIError:
         """The error for a failed response; one a forward proxy produced is named as the proxy's."""
         return proxy_status_error(resp, ctx.proxy_for(self), url, self.name) or self.error_for(
             resp.status_code, resp.headers, body
@@ -208,14 +211,14 @@ class HTTPProvider(Provider):
         self.check_ready()
         wire = self.chat_request(request, stream=True)
         parser = self.stream_parser(request)
-        resp = await self._aopen(wire, ctx)
+        resp, transport = await self._aopen(wire, ctx)
         try:
             try:
                 async for data in resp.aiter_bytes():
                     for chunk in parser.feed(data):
                         yield chunk
-            except httpx.HTTPError as e:
-                raise transport_error(e, provider=self.name, url=wire.url, proxy=ctx.proxy_for(self)) from e
+            except transport.errors as e:
+                raise transport.error(e, provider=self.name, url=wire.url, proxy=ctx.proxy_for(self)) from e
             for chunk in parser.finish():
                 yield chunk
         finally:
@@ -228,28 +231,32 @@ class HTTPProvider(Provider):
         self.check_ready()
         return self.parse_models(await self._asend(wire, ctx))
 
-    async def _aopen(self, wire: WireRequest, ctx: CallContext) -> httpx.Response:
-        client = ctx.async_http(self)
+    async def _aopen(self, wire: WireRequest, ctx: CallContext) -> tuple[AsyncResponse, AsyncTransport]:
+        """Send ``wire`` over the route's transport (aiohttp when direct, httpx when proxied); headers in."""
+        proxy = ctx.proxy_for(self)
+        transport = ctx.pool.async_transport(proxy, wire.url)
         try:
-            resp = await client.send(build_httpx_request(client, wire, ctx.timeout_for(self)), stream=True)
-        except httpx.HTTPError as e:
-            raise transport_error(e, provider=self.name, url=wire.url, proxy=ctx.proxy_for(self)) from e
+            resp = await transport.open(
+                wire.method, wire.url, wire.headers, wire.content, wire.params, ctx.timeout_for(self)
+            )
+        except transport.errors as e:
+            raise transport.error(e, provider=self.name, url=wire.url, proxy=proxy) from e
         if resp.status_code >= 400:
             try:
                 body = await resp.aread()
-            except httpx.HTTPError:
+            except transport.errors:
                 body = b""
             finally:
                 await resp.aclose()
             raise self._failed(resp, body, ctx, wire.url)
-        return resp
+        return resp, transport
 
     async def _asend(self, wire: WireRequest, ctx: CallContext) -> bytes:
-        resp = await self._aopen(wire, ctx)
+        resp, transport = await self._aopen(wire, ctx)
         try:
             return await resp.aread()
-        except httpx.HTTPError as e:
-            raise transport_error(e, provider=self.name, url=wire.url, proxy=ctx.proxy_for(self)) from e
+        except transport.errors as e:
+            raise transport.error(e, provider=self.name, url=wire.url, proxy=ctx.proxy_for(self)) from e
         finally:
             await resp.aclose()
 
