@@ -50,6 +50,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import codecs
+import contextlib
 import importlib.util
 import json
 import logging
@@ -465,6 +466,13 @@ class _Engine:
         if thread is not None and thread.is_alive():
             self._queue.put(None)
             thread.join(timeout)
+        loaded = self._loaded
+        if loaded is not None and (thread is None or not thread.is_alive()):
+            # Free the model now, while llama.cpp is intact: left to Llama.__del__ at interpreter teardown, it
+            # finds the library's functions already gone and prints a TypeError.
+            self._loaded = None
+            with contextlib.suppress(Exception):
+                loaded.llama.close()
 
     def _serve(self) -> None:
         while (job := self._queue.get()) is not None:
