@@ -6,10 +6,11 @@ the environment variables that httpx reads when nothing explicit is set.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import httpx
+from msgspec import Struct, field
+from msgspec.structs import replace
 
 from ._http import TransportPool, make_timeout
 from ._proxy import ProxyConfig
@@ -19,8 +20,7 @@ if TYPE_CHECKING:
     from .routing.timeouts import Watch
 
 
-@dataclass(frozen=True)
-class CallContext:
+class CallContext(Struct, frozen=True):
     pool: TransportPool
     client_proxy: ProxyConfig | None = None
     call_proxy: ProxyConfig | None = None

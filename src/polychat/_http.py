@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
+import msgspec
 
 from . import _constants as C
 from ._proxy import ProxyConfig, _no_proxy_patterns, build_mounts
@@ -41,8 +41,7 @@ def make_timeout(value: TimeoutLike) -> httpx.Timeout:
     return httpx.Timeout(float(value), connect=min(C.CONNECT_TIMEOUT, float(value)), pool=C.POOL_TIMEOUT)
 
 
-@dataclass(frozen=True, slots=True)
-class WireRequest:
+class WireRequest(msgspec.Struct, frozen=True):
     """What an HTTP provider wants sent; built by pure code, sent by the shells below."""
 
     method: str
@@ -313,8 +312,10 @@ def proxy_status_error(
         return None
     status = resp.status_code
     # tinyproxy 1.11 answers a wrong password with 401 (not 407) under its own Server header.
-    from_proxy = status == 407 or "proxy-authenticate" in resp.headers or (
-        status == 401 and "tinyproxy" in resp.headers.get("server", "").lower()
+    from_proxy = (
+        status == 407
+        or "proxy-authenticate" in resp.headers
+        or (status == 401 and "tinyproxy" in resp.headers.get("server", "").lower())
     )
     if not from_proxy:
         return None

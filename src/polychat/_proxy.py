@@ -16,9 +16,10 @@ percent-encoded as needed; they never appear in ``repr`` or errors.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
+
+import msgspec
 
 from ._redact import redact_url
 from .errors import ConfigError
@@ -50,15 +51,14 @@ def _check_url(url: Any, where: str) -> str:
     return str(url)
 
 
-@dataclass(frozen=True)
-class ProxyConfig:
+class ProxyConfig(msgspec.Struct, frozen=True):
     """A checked proxy setting. ``direct`` means "no proxy at all"; otherwise ``routes`` maps http/https/all."""
 
     routes: tuple[tuple[str, str], ...] = ()
     no_proxy: tuple[str, ...] = ()
     direct: bool = False
     # A stable key for pooling connections; the URLs inside are never shown.
-    key: tuple[Any, ...] = field(default=(), compare=True)
+    key: tuple[Any, ...] = ()
 
     def __repr__(self) -> str:
         if self.direct:

@@ -13,8 +13,10 @@ Anything else is an :class:`~polychat.errors.InvalidRequestError` naming the arg
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
 from typing import Any
+
+from msgspec import Struct, field
+from msgspec.structs import replace
 
 from .errors import InvalidRequestError
 
@@ -157,8 +159,7 @@ CALL_OPTIONS = frozenset(
 SECONDS_OPTIONS = ("first_token_timeout", "idle_timeout", "deadline", "hedge_after")
 
 
-@dataclass(slots=True)
-class ChatRequest:
+class ChatRequest(Struct):
     """A validated chat request, independent of any provider's wire format."""
 
     model: str

@@ -8,11 +8,10 @@ line, so a multi-byte character split across reads is never mangled.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import msgspec
 
 
-@dataclass(frozen=True, slots=True)
-class ServerSentEvent:
+class ServerSentEvent(msgspec.Struct, frozen=True):
     data: str
     event: str = "message"
     id: str | None = None

@@ -30,8 +30,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
+
+import msgspec
 
 __all__ = [
     "APIConnectionError",
@@ -239,8 +240,7 @@ class StreamInterruptedError(APIError):
         self.cause = cause
 
 
-@dataclass(frozen=True)
-class Attempt:
+class Attempt(msgspec.Struct, frozen=True):
     """One try of one provider, as recorded by a failover chain."""
 
     provider: str

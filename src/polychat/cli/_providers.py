@@ -49,7 +49,6 @@ def register_providers(sub: Any) -> None:
 
 
 def _provider_rows(config: Config) -> list[dict[str, Any]]:
-    import dataclasses
 
     from ..errors import ConfigError
 
@@ -64,7 +63,7 @@ def _provider_rows(config: Config) -> list[dict[str, Any]]:
             reason = reason or str(e)
         else:
             capabilities = cls.capabilities
-            caps = [f.name for f in dataclasses.fields(capabilities) if getattr(capabilities, f.name) is True]
+            caps = [name for name in capabilities.__struct_fields__ if getattr(capabilities, name) is True]
             if not models:
                 models = list(getattr(cls, "models", ()) or ())
             if not models and reason is None:

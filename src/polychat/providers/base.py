@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
+
+import msgspec
 
 from ..errors import UnsupportedParameterError
 
@@ -23,8 +24,7 @@ if TYPE_CHECKING:
     from ..types import ChatCompletion, ChatCompletionChunk, Model
 
 
-@dataclass(frozen=True)
-class Capabilities:
+class Capabilities(msgspec.Struct, frozen=True, kw_only=True):
     """What a provider can do. Flags are facts about the protocol, not about a particular model."""
 
     streaming: bool = True

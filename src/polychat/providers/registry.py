@@ -19,13 +19,14 @@ the request's model), with the key in an ``api-key`` header (``AZURE_OPENAI_API_
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 from urllib.parse import quote
+
+from msgspec.structs import replace
 
 from .._http import WireRequest
 from .._request import PARAMS
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
 
 AZURE_API_VERSION = "2024-10-21"
 _FULL = Capabilities(streaming=True, tools=True, vision=True, json_mode=True, system_role=True)
-_TEXT = dataclasses.replace(_FULL, vision=False)
+_TEXT = replace(_FULL, vision=False)
 #: OpenAI-only parameters no compatible service honours.
 _OPENAI_ONLY = frozenset({"audio", "modalities", "prediction", "web_search_options", "verbosity"})
 
@@ -94,7 +95,7 @@ PRESETS: dict[str, Preset] = {
         Preset("xai", "XAI", "https://api.x.ai/v1", "XAI_API_KEY", default_model="grok-3-mini",
                docs="https://docs.x.ai/docs/api-reference"),
         Preset("perplexity", "Perplexity", "https://api.perplexity.ai", "PERPLEXITY_API_KEY", default_model="sonar",
-               capabilities=dataclasses.replace(_FULL, tools=False),
+               capabilities=replace(_FULL, tools=False),
                unsupported=_OPENAI_ONLY | {"tools", "tool_choice", "parallel_tool_calls", "logit_bias", "top_logprobs"},
                checks={"response_format": format_types("text", "json_schema"), "n": only(1)},
                docs="https://docs.perplexity.ai/api-reference/chat-completions-post"),
@@ -187,7 +188,7 @@ class PresetChat(OpenaiChat):
                 {**m, "content": ""} if m.get("role") == "assistant" and m.get("content") is None else m
                 for m in messages
             ]
-        return dataclasses.replace(request, params=params, messages=messages)
+        return replace(request, params=params, messages=messages)
 
     def chat_request(self, request: ChatRequest, *, stream: bool) -> WireRequest:
         wire = super().chat_request(self.adapt(request), stream=stream)
@@ -195,12 +196,12 @@ class PresetChat(OpenaiChat):
         if p.chat_path != "/chat/completions" or self.query:
             target = quote(self.deployment or self.resolve_model(request.model), safe="")
             url = self.base_url + p.chat_path.format(deployment=target)
-            wire = dataclasses.replace(wire, url=url, params={**self.query, **(wire.params or {})})
+            wire = replace(wire, url=url, params={**self.query, **(wire.params or {})})
         return wire
 
     def models_request(self) -> WireRequest:
         wire = super().models_request()
-        return dataclasses.replace(wire, params={**self.query}) if self.query else wire
+        return replace(wire, params={**self.query}) if self.query else wire
 
 
 _CLASSES: dict[str, type[PresetChat]] = {}

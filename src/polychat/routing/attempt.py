@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from ..errors import APIError, APITimeoutError
 from .timeouts import Limits, Watch, within
@@ -23,8 +24,7 @@ if TYPE_CHECKING:
     from .policy import Step
 
 
-@dataclass(frozen=True)
-class Policy:
+class Policy(msgspec.Struct, frozen=True):
     """Failover settings of one call, resolved from the call's options, the chain's and the client's."""
 
     first_token_timeout: float | None = None

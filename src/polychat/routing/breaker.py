@@ -14,8 +14,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, replace
 from typing import Protocol
+
+from msgspec import Struct
+from msgspec.structs import replace
 
 from ..errors import APIConnectionError, APIError, AuthenticationError, PermissionDeniedError, RateLimitError
 
@@ -24,8 +26,7 @@ log = logging.getLogger("polychat")
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half-open"
 
 
-@dataclass(frozen=True)
-class BreakerState:
+class BreakerState(Struct, frozen=True):
     state: str = CLOSED
     failures: int = 0
     open_until: float = 0.0

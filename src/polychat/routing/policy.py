@@ -20,8 +20,9 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+from msgspec import Struct, field
 
 from .. import _constants as C
 from ..errors import (
@@ -49,16 +50,14 @@ def is_retryable(error: BaseException) -> bool:
     return isinstance(error, APIError) and error.retryable
 
 
-@dataclass
-class Step:
+class Step(Struct):
     provider: Provider
     delay: float
     index: int
     retry: int
 
 
-@dataclass
-class FailoverPlan:
+class FailoverPlan(Struct):
     providers: Sequence[Provider]
     max_retries: int
     single_provider_retry: bool = False

@@ -7,7 +7,7 @@ answer's tail and must be dropped.
 
 from __future__ import annotations
 
-import dataclasses
+from msgspec.structs import replace
 
 from .._request import ChatRequest
 from ..providers.base import Provider
@@ -26,7 +26,7 @@ def continuation_request(request: ChatRequest, partial: str, provider: Provider)
     messages = [*request.messages, {"role": "assistant", "content": partial}]
     if not provider.capabilities.prefill:
         messages.append({"role": "user", "content": CONTINUE_INSTRUCTION})
-    return dataclasses.replace(request, messages=messages)
+    return replace(request, messages=messages)
 
 
 def window_for(partial: str) -> int:

@@ -20,16 +20,16 @@ import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
+
+import msgspec
 
 from ..errors import APIError, APITimeoutError
 
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class Limits:
+class Limits(msgspec.Struct, frozen=True):
     """Time limits of one attempt, in seconds (None: no limit). ``deadline_at`` is a ``time.monotonic()`` value."""
 
     first_token: float | None = None
