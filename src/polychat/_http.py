@@ -28,12 +28,15 @@ if TYPE_CHECKING:
 TimeoutLike = float | int | httpx.Timeout | None
 
 
+DEFAULT_TIMEOUT = httpx.Timeout(C.READ_TIMEOUT, connect=C.CONNECT_TIMEOUT, pool=C.POOL_TIMEOUT)
+
+
 def make_timeout(value: TimeoutLike) -> httpx.Timeout:
     """A number is the read/write budget (connect stays at its default unless smaller)."""
     if isinstance(value, httpx.Timeout):
         return value
     if value is None:
-        return httpx.Timeout(C.READ_TIMEOUT, connect=C.CONNECT_TIMEOUT, pool=C.POOL_TIMEOUT)
+        return DEFAULT_TIMEOUT
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
         from .errors import ConfigError
 

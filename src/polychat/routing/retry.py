@@ -143,6 +143,7 @@ class RetryProvider(Provider):
         )
         self.retry_after_cap = retry_after_cap
         self._rng = rng or random.Random()
+        self._policies: dict[tuple[tuple[str, Any], ...], Policy] = {}
 
     def bind(self, *, api_key: Any = None, base_url: str | None = None) -> Provider:
         if not (api_key or base_url):
@@ -167,6 +168,13 @@ class RetryProvider(Provider):
     def resolve(self, ctx: CallContext) -> Policy:
         defaults = {k: v for k, v in ctx.client_policy.items() if v is not None}
         defaults.update({k: v for k, v in self.policy.items() if v is not None and v is not False})
+        if not ctx.options and "deadline" not in defaults:
+            # The common call: no per-call switches and nothing time-based, so the policy is the same every time.
+            key = tuple(sorted(defaults.items()))
+            cached = self._policies.get(key)
+            if cached is None:
+                cached = self._policies[key] = resolve_policy(defaults, ctx.options)
+            return cached
         return resolve_policy(defaults, ctx.options)
 
     def plan(self, request: ChatRequest, policy: Policy) -> FailoverPlan:
