@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from ..errors import APIError, APITimeoutError
+from ..errors import APIError, APITimeoutError, EmptyResponseError
 from .timeouts import Limits, Watch, within
 
 if TYPE_CHECKING:
@@ -61,6 +61,10 @@ def has_content(chunk: ChatCompletionChunk) -> bool:
 
 def chunk_text(chunk: ChatCompletionChunk) -> str:
     return "".join(ch.delta.content or "" for ch in chunk.choices if ch.index == 0)
+
+
+def empty_answer(provider: Provider) -> EmptyResponseError:
+    return EmptyResponseError("The provider returned an empty answer", provider=provider.name, retryable=False)
 
 
 def completion_empty(c: ChatCompletion) -> bool:

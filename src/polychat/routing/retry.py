@@ -13,20 +13,28 @@ import copy
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import _constants as C
-from ..errors import APIError, ConfigError, EmptyResponseError, StreamInterruptedError
+from ..errors import APIError, ConfigError, StreamInterruptedError
 from ..providers.base import Capabilities, Provider, as_provider
-from .attempt import AsyncAttempt, Policy, SyncAttempt, chunk_text, completion_empty, has_content, resolve_policy
+from .attempt import (
+    AsyncAttempt,
+    Policy,
+    SyncAttempt,
+    chunk_text,
+    completion_empty,
+    empty_answer,
+    has_content,
+    resolve_policy,
+)
 from .breaker import DEFAULT_BREAKER, CircuitBreaker
+from .hedge import race_complete, race_open
 from .policy import FailoverPlan, Step
 from .resume import continuation_request, overlap, window_for
 
 if TYPE_CHECKING:
-    import asyncio
-
     from .._context import CallContext
     from .._request import ChatRequest
     from ..types import ChatCompletion, ChatCompletionChunk, Model
@@ -35,10 +43,6 @@ log = logging.getLogger("polychat")
 T = TypeVar("T")
 
 _POLICY_KEYS = ("first_token_timeout", "idle_timeout", "deadline", "hedge_after", "resume", "allow_empty")
-
-
-def _empty(provider: Provider) -> EmptyResponseError:
-    return EmptyResponseError("The provider returned an empty answer", provider=provider.name, retryable=False)
 
 
 class _Resumer:
@@ -77,6 +81,69 @@ class _Resumer:
                     drop -= cut
         held, self.held = self.held, []
         return held
+
+
+class _StreamRun:
+    """The bookkeeping of one streamed call, shared by the sync and async shells.
+
+    It remembers what reached the caller (``partial``), builds the continuation request after a resume, passes
+    chunks through the overlap trimmer, and decides what a failure after an attempt opened means: an ordinary
+    failover (nothing reached the caller), a resume, or :class:`StreamInterruptedError`.
+    """
+
+    def __init__(self, chain: RetryProvider, request: ChatRequest, ctx: CallContext) -> None:
+        self.chain = chain
+        self.request = request
+        self.policy = chain.resolve(ctx)
+        self.plan = chain.plan(request, self.policy)
+        self.partial: list[str] = []
+        self.resumer: _Resumer | None = None
+        self.last_step: Step | None = None
+
+    def request_for(self, step: Step) -> ChatRequest:
+        if not self.partial or self.last_step is None:
+            return self.request
+        text = "".join(self.partial)
+        self.resumer = _Resumer(text, self.last_step.provider.name)
+        return continuation_request(self.request, text, step.provider)
+
+    def hedging(self, step: Step) -> bool:
+        return self.policy.hedge_after is not None and self.plan.hedge_step(step) is not None
+
+    def check_opened(self, step: Step, held: list[ChatCompletionChunk]) -> None:
+        if not self.policy.allow_empty and not any(has_content(c) for c in held):
+            raise empty_answer(step.provider)
+
+    def emit(self, chunk: ChatCompletionChunk) -> Iterator[ChatCompletionChunk]:
+        for c in self.resumer.feed(chunk) if self.resumer is not None else (chunk,):
+            self.partial.append(chunk_text(c))
+            yield c
+
+    def finish(self) -> Iterator[ChatCompletionChunk]:
+        for c in self.resumer.flush() if self.resumer is not None else ():
+            self.partial.append(chunk_text(c))
+            yield c
+
+    def failed(self, step: Step, error: APIError, elapsed: float) -> None:
+        """A failure after the attempt opened: returns when the next step should be tried, raises otherwise."""
+        if isinstance(error, StreamInterruptedError):
+            raise error
+        plan = self.plan
+        if not self.partial:  # nothing reached the caller (an empty answer): an ordinary failure
+            self.chain._fail(plan, step, error, elapsed)
+            return
+        plan.failed(step, error, elapsed, may_retry=False)
+        plan.advance_past(step.index)
+        if self.policy.resume and plan.next_step() is not None:
+            log.warning("polychat: %s failed mid-stream (%s); resuming on the next provider", step.provider.name, error)
+            self.last_step = step
+            return
+        raise self.chain._interrupted(step, error, "".join(self.partial)) from error
+
+    def give_up(self) -> BaseException:
+        if self.partial and self.last_step is not None:
+            return self.chain._interrupted(self.last_step, self.plan.error(), "".join(self.partial))
+        return self.plan.error()
 
 
 class RetryProvider(Provider):
@@ -230,14 +297,14 @@ class RetryProvider(Provider):
                 from . import _bridge  # asyncio loads only when a sync call hedges
 
                 try:
-                    return _bridge.run(self._arace_complete(plan, step, request, ctx, policy))
+                    return _bridge.run(race_complete(self, plan, step, request, ctx, policy))
                 except APIError:
                     continue
             attempt = SyncAttempt(step, request, ctx, policy, stream=False)
             try:
                 result = attempt.complete()
                 if not policy.allow_empty and completion_empty(result):
-                    raise _empty(step.provider)
+                    raise empty_answer(step.provider)
             except APIError as e:
                 self._fail(plan, step, e, attempt.elapsed)
                 continue
@@ -246,28 +313,21 @@ class RetryProvider(Provider):
         raise plan.error()
 
     def stream(self, request: ChatRequest, ctx: CallContext) -> Iterator[ChatCompletionChunk]:
-        policy = self.resolve(ctx)
-        plan = self.plan(request, policy)
-        partial: list[str] = []
-        resumer: _Resumer | None = None
-        last_step: Step | None = None
+        run = _StreamRun(self, request, ctx)
+        plan, policy = run.plan, run.policy
         while (step := plan.next_step()) is not None:
             if step.delay:
                 time.sleep(step.delay)
-            req = request
-            if partial:
-                assert last_step is not None
-                req = continuation_request(request, "".join(partial), step.provider)
-                resumer = _Resumer("".join(partial), last_step.provider.name)
+            req = run.request_for(step)
             plan.started(step)
             # Open: up to the first content chunk. Failures here are invisible to the caller.
             rest: Iterator[ChatCompletionChunk]
             close: Callable[[], None]
-            if policy.hedge_after is not None and plan.hedge_step(step) is not None:
-                from . import _bridge
+            if run.hedging(step):
+                from . import _bridge  # asyncio loads only when a sync call hedges
 
                 try:
-                    step, held, arest, aclose = _bridge.run(self._arace_open(plan, step, req, ctx, policy))
+                    step, held, arest, aclose = _bridge.run(race_open(self, plan, step, req, ctx, policy))
                 except APIError:
                     continue
                 rest, close = _bridge.iterate(arest), lambda aclose=aclose: _bridge.run(aclose())  # type: ignore[misc]
@@ -282,40 +342,19 @@ class RetryProvider(Provider):
                 rest, close = attempt.rest(), attempt.close
             t0 = time.monotonic()
             try:
-                if not any(has_content(c) for c in held) and not policy.allow_empty:
-                    raise _empty(step.provider)
+                run.check_opened(step, held)
                 for chunk in _chain(held, rest):
-                    out = resumer.feed(chunk) if resumer is not None else (chunk,)
-                    for c in out:
-                        partial.append(chunk_text(c))
-                        yield c
-                if resumer is not None:
-                    for c in resumer.flush():
-                        partial.append(chunk_text(c))
-                        yield c
+                    yield from run.emit(chunk)
+                yield from run.finish()
             except APIError as e:
-                if isinstance(e, StreamInterruptedError):
-                    raise
-                if not partial:  # nothing reached the caller (an empty answer): an ordinary failure
-                    self._fail(plan, step, e, time.monotonic() - t0)
-                    continue
-                plan.failed(step, e, time.monotonic() - t0, may_retry=False)
-                plan.advance_past(step.index)
-                if policy.resume and plan.next_step() is not None:
-                    log.warning(
-                        "polychat: %s failed mid-stream (%s); resuming on the next provider", step.provider.name, e
-                    )
-                    last_step = step
-                    continue
-                raise self._interrupted(step, e, "".join(partial)) from e
+                run.failed(step, e, time.monotonic() - t0)
+                continue
             finally:
                 getattr(rest, "close", _pass)()
                 close()
             plan.succeeded(step, time.monotonic() - t0)
             return
-        if partial and last_step is not None:
-            raise self._interrupted(last_step, plan.error(), "".join(partial))
-        raise plan.error()
+        raise run.give_up()
 
     # -- async (the same steps, awaited) --------------------------------------------------------------------------
 
@@ -330,14 +369,14 @@ class RetryProvider(Provider):
             plan.started(step)
             if policy.hedge_after is not None and plan.hedge_step(step) is not None:
                 try:
-                    return await self._arace_complete(plan, step, request, ctx, policy)
+                    return await race_complete(self, plan, step, request, ctx, policy)
                 except APIError:
                     continue
             attempt = AsyncAttempt(step, request, ctx, policy, stream=False)
             try:
                 result = await attempt.complete()
                 if not policy.allow_empty and completion_empty(result):
-                    raise _empty(step.provider)
+                    raise empty_answer(step.provider)
             except APIError as e:
                 self._fail(plan, step, e, attempt.elapsed)
                 continue
@@ -346,25 +385,18 @@ class RetryProvider(Provider):
         raise plan.error()
 
     async def astream(self, request: ChatRequest, ctx: CallContext) -> AsyncIterator[ChatCompletionChunk]:
-        policy = self.resolve(ctx)
-        plan = self.plan(request, policy)
-        partial: list[str] = []
-        resumer: _Resumer | None = None
-        last_step: Step | None = None
+        run = _StreamRun(self, request, ctx)
+        plan, policy = run.plan, run.policy
         while (step := plan.next_step()) is not None:
             if step.delay:
                 import asyncio
 
                 await asyncio.sleep(step.delay)
-            req = request
-            if partial:
-                assert last_step is not None
-                req = continuation_request(request, "".join(partial), step.provider)
-                resumer = _Resumer("".join(partial), last_step.provider.name)
+            req = run.request_for(step)
             plan.started(step)
-            if policy.hedge_after is not None and plan.hedge_step(step) is not None:
+            if run.hedging(step):
                 try:
-                    step, held, rest, aclose = await self._arace_open(plan, step, req, ctx, policy)
+                    step, held, rest, aclose = await race_open(self, plan, step, req, ctx, policy)
                 except APIError:
                     continue
             else:
@@ -378,35 +410,18 @@ class RetryProvider(Provider):
                 rest, aclose = attempt.rest(), attempt.close
             t0 = time.monotonic()
             try:
-                if not any(has_content(c) for c in held) and not policy.allow_empty:
-                    raise _empty(step.provider)
+                run.check_opened(step, held)
                 for chunk in held:
-                    for c in resumer.feed(chunk) if resumer is not None else (chunk,):
-                        partial.append(chunk_text(c))
+                    for c in run.emit(chunk):
                         yield c
                 async for chunk in rest:
-                    for c in resumer.feed(chunk) if resumer is not None else (chunk,):
-                        partial.append(chunk_text(c))
+                    for c in run.emit(chunk):
                         yield c
-                if resumer is not None:
-                    for c in resumer.flush():
-                        partial.append(chunk_text(c))
-                        yield c
+                for c in run.finish():
+                    yield c
             except APIError as e:
-                if isinstance(e, StreamInterruptedError):
-                    raise
-                if not partial:
-                    self._fail(plan, step, e, time.monotonic() - t0)
-                    continue
-                plan.failed(step, e, time.monotonic() - t0, may_retry=False)
-                plan.advance_past(step.index)
-                if policy.resume and plan.next_step() is not None:
-                    log.warning(
-                        "polychat: %s failed mid-stream (%s); resuming on the next provider", step.provider.name, e
-                    )
-                    last_step = step
-                    continue
-                raise self._interrupted(step, e, "".join(partial)) from e
+                run.failed(step, e, time.monotonic() - t0)
+                continue
             finally:
                 aclose_rest = getattr(rest, "aclose", None)
                 if aclose_rest is not None:
@@ -414,100 +429,7 @@ class RetryProvider(Provider):
                 await aclose()
             plan.succeeded(step, time.monotonic() - t0)
             return
-        if partial and last_step is not None:
-            raise self._interrupted(last_step, plan.error(), "".join(partial))
-        raise plan.error()
-
-    # -- hedging: two attempts race; the first with content wins, the other is cancelled --------------------------
-
-    async def _race(
-        self,
-        plan: FailoverPlan,
-        step: Step,
-        policy: Policy,
-        run: Callable[[Step], Awaitable[tuple[T, Callable[[], Awaitable[None]]]]],
-        ok: Callable[[T], bool],
-    ) -> tuple[Step, T, Callable[[], Awaitable[None]]]:
-        """Start ``step``; if it has not succeeded after ``hedge_after`` s, start the next provider as well.
-
-        ``run(step)`` returns the attempt's result and how to release it; ``ok(result)`` says whether it counts.
-        Raises the last error when every raced attempt failed (all recorded in ``plan``).
-        """
-        import asyncio
-
-        assert policy.hedge_after is not None
-        tasks: dict[asyncio.Task[Any], Step] = {asyncio.ensure_future(run(step)): step}
-        done, _ = await asyncio.wait(tasks, timeout=policy.hedge_after)
-        hedge = plan.hedge_step(step) if not done else None
-        if hedge is not None:
-            log.info(
-                "polychat: no first token from %s after %.2fs; hedging with %s",
-                step.provider.name,
-                policy.hedge_after,
-                hedge.provider.name,
-            )
-            plan.started(hedge)
-            tasks[asyncio.ensure_future(run(hedge))] = hedge
-        last_error: BaseException | None = None
-        started = time.monotonic()
-        try:
-            while tasks:
-                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    s = tasks.pop(task)
-                    exc = task.exception()
-                    if exc is None:
-                        result, release = task.result()
-                        if ok(result):
-                            if tasks:
-                                log.info("polychat: %s answered first; cancelling the other", s.provider.name)
-                            return s, result, release
-                        await release()
-                        exc = _empty(s.provider)
-                    if not isinstance(exc, APIError):
-                        raise exc
-                    last_error = exc
-                    if hedge is None:
-                        self._fail(plan, s, exc, time.monotonic() - started)
-                    else:
-                        plan.failed(s, exc, time.monotonic() - started, may_retry=False)
-        finally:
-            for task in tasks:
-                task.cancel()
-            if tasks:
-                await asyncio.gather(*tasks, return_exceptions=True)
-        if hedge is not None:
-            plan.advance_past(hedge.index)
-        assert last_error is not None
-        raise last_error
-
-    async def _arace_open(
-        self, plan: FailoverPlan, step: Step, request: ChatRequest, ctx: CallContext, policy: Policy
-    ) -> tuple[Step, list[ChatCompletionChunk], AsyncIterator[ChatCompletionChunk], Callable[[], Awaitable[None]]]:
-        async def run(s: Step) -> tuple[tuple[list[ChatCompletionChunk], AsyncAttempt], Callable[[], Awaitable[None]]]:
-            attempt = AsyncAttempt(s, request, ctx, policy, stream=True)
-            try:
-                return (await attempt.open(), attempt), attempt.close
-            except BaseException:
-                await attempt.close()
-                raise
-
-        winner, (held, attempt), release = await self._race(
-            plan, step, policy, run, lambda r: policy.allow_empty or any(has_content(c) for c in r[0])
-        )
-        return winner, held, attempt.rest(), release
-
-    async def _arace_complete(
-        self, plan: FailoverPlan, step: Step, request: ChatRequest, ctx: CallContext, policy: Policy
-    ) -> ChatCompletion:
-        async def run(s: Step) -> tuple[ChatCompletion, Callable[[], Awaitable[None]]]:
-            return await AsyncAttempt(s, request, ctx, policy, stream=False).complete(), _noop
-
-        winner, result, _ = await self._race(
-            plan, step, policy, run, lambda r: policy.allow_empty or not completion_empty(r)
-        )
-        plan.succeeded(winner, 0.0)
-        return result
+        raise run.give_up()
 
     # -- models --------------------------------------------------------------------------------------------------
 
@@ -522,10 +444,6 @@ class RetryProvider(Provider):
             f"{type(self).__name__}({self.providers!r}, shuffle={self.shuffle}, "
             f"single_provider_retry={self.single_provider_retry}, max_retries={self.max_retries})"
         )
-
-
-async def _noop() -> None:
-    return None
 
 
 def _pass() -> None:

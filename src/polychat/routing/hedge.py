@@ -1,0 +1,121 @@
+"""Delayed hedging: race the current provider against the next one; the first with content wins.
+
+The race is async (tasks can be cancelled at any point, connection and all); sync calls run it on the bridge loop
+(:mod:`._bridge`). The loser is cancelled and its connection closed; every failure is recorded in the plan.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ..errors import APIError
+from .attempt import AsyncAttempt, Policy, completion_empty, empty_answer, has_content
+from .policy import FailoverPlan, Step
+
+if TYPE_CHECKING:
+    from .._context import CallContext
+    from .._request import ChatRequest
+    from ..types import ChatCompletion, ChatCompletionChunk
+    from .retry import RetryProvider
+
+log = logging.getLogger("polychat")
+T = TypeVar("T")
+
+
+async def _noop() -> None:
+    return None
+
+
+async def race(
+    chain: RetryProvider,
+    plan: FailoverPlan,
+    step: Step,
+    policy: Policy,
+    run: Callable[[Step], Awaitable[tuple[T, Callable[[], Awaitable[None]]]]],
+    ok: Callable[[T], bool],
+) -> tuple[Step, T, Callable[[], Awaitable[None]]]:
+    """Start ``step``; if it has not succeeded after ``hedge_after`` s, start the next provider as well.
+
+    ``run(step)`` returns the attempt's result and how to release it; ``ok(result)`` says whether it counts.
+    Raises the last error when every raced attempt failed (all recorded in ``plan``).
+    """
+    import asyncio
+
+    assert policy.hedge_after is not None
+    tasks: dict[asyncio.Task[Any], Step] = {asyncio.ensure_future(run(step)): step}
+    done, _ = await asyncio.wait(tasks, timeout=policy.hedge_after)
+    hedge = plan.hedge_step(step) if not done else None
+    if hedge is not None:
+        log.info(
+            "polychat: no first token from %s after %.2fs; hedging with %s",
+            step.provider.name,
+            policy.hedge_after,
+            hedge.provider.name,
+        )
+        plan.started(hedge)
+        tasks[asyncio.ensure_future(run(hedge))] = hedge
+    last_error: BaseException | None = None
+    started = time.monotonic()
+    try:
+        while tasks:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                s = tasks.pop(task)
+                exc = task.exception()
+                if exc is None:
+                    result, release = task.result()
+                    if ok(result):
+                        if tasks:
+                            log.info("polychat: %s answered first; cancelling the other", s.provider.name)
+                        return s, result, release
+                    await release()
+                    exc = empty_answer(s.provider)
+                if not isinstance(exc, APIError):
+                    raise exc
+                last_error = exc
+                if hedge is None:
+                    chain._fail(plan, s, exc, time.monotonic() - started)
+                else:
+                    plan.failed(s, exc, time.monotonic() - started, may_retry=False)
+    finally:
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+    if hedge is not None:
+        plan.advance_past(hedge.index)
+    assert last_error is not None
+    raise last_error
+
+
+async def race_open(
+    chain: RetryProvider, plan: FailoverPlan, step: Step, request: ChatRequest, ctx: CallContext, policy: Policy
+) -> tuple[Step, list[ChatCompletionChunk], AsyncIterator[ChatCompletionChunk], Callable[[], Awaitable[None]]]:
+    async def run(s: Step) -> tuple[tuple[list[ChatCompletionChunk], AsyncAttempt], Callable[[], Awaitable[None]]]:
+        attempt = AsyncAttempt(s, request, ctx, policy, stream=True)
+        try:
+            return (await attempt.open(), attempt), attempt.close
+        except BaseException:
+            await attempt.close()
+            raise
+
+    winner, (held, attempt), release = await race(
+        chain, plan, step, policy, run, lambda r: policy.allow_empty or any(has_content(c) for c in r[0])
+    )
+    return winner, held, attempt.rest(), release
+
+
+async def race_complete(
+    chain: RetryProvider, plan: FailoverPlan, step: Step, request: ChatRequest, ctx: CallContext, policy: Policy
+) -> ChatCompletion:
+    async def run(s: Step) -> tuple[ChatCompletion, Callable[[], Awaitable[None]]]:
+        return await AsyncAttempt(s, request, ctx, policy, stream=False).complete(), _noop
+
+    winner, result, _ = await race(
+        chain, plan, step, policy, run, lambda r: policy.allow_empty or not completion_empty(r)
+    )
+    plan.succeeded(winner, 0.0)
+    return result
