@@ -118,8 +118,12 @@ class Report:
                 ("import time (Client + OpenaiChat) vs `import httpx`", ratio(t, base_t), "≤ 1.20×", t <= 1.2 * base_t)
             )
             self.targets.append(
-                ("import memory (Client + OpenaiChat) vs `import httpx`", ratio(m_, base_m), "≤ 1.30×",
-                 m_ <= 1.3 * base_m)
+                (
+                    "import memory (Client + OpenaiChat) vs `import httpx`",
+                    ratio(m_, base_m),
+                    "≤ 1.30×",
+                    m_ <= 1.3 * base_m,
+                )
             )
 
     def requests(self) -> None:
@@ -183,12 +187,16 @@ class Report:
         self.add("")
         faster = [(k, b) for k, b in base.items() if b[0] != "raw-httpx"]
         if faster or tbase[0] != "raw-httpx":
-            parts = [f"{lbl} ({ratio(base[k][1], p50('raw-httpx', k))} of httpx's p50)" for k, lbl in KINDS
-                     if base[k][0] != "raw-httpx"]
+            parts = [
+                f"{lbl} ({ratio(base[k][1], p50('raw-httpx', k))} of httpx's p50)"
+                for k, lbl in KINDS
+                if base[k][0] != "raw-httpx"
+            ]
             if tbase[0] != "raw-httpx":
                 parts.append(f"async throughput ({ratio(tbase[1], rps('raw-httpx'))} httpx's req/s)")
             self.notes.append(
-                "Raw aiohttp is clearly faster than raw httpx here for " + ", ".join(parts)
+                "Raw aiohttp is clearly faster than raw httpx here for "
+                + ", ".join(parts)
                 + "; the request targets are checked against it too (second line of each target)."
             )
 
@@ -201,8 +209,12 @@ class Report:
             bname, bval = base[key]
             if bname != "raw-httpx":
                 self.targets.append(
-                    (f"{label} p50 vs {LABELS[bname]} (faster baseline)", ratio(pc, bval), f"≤ {limit:.2f}×",
-                     pc <= limit * bval)
+                    (
+                        f"{label} p50 vs {LABELS[bname]} (faster baseline)",
+                        ratio(pc, bval),
+                        f"≤ {limit:.2f}×",
+                        pc <= limit * bval,
+                    )
                 )
 
         target("sync-nonstream", "sync non-stream", 1.15)
@@ -211,12 +223,17 @@ class Report:
         target("async-stream", "async 50-chunk stream", 1.5)
         pc, hx = rps("polychat"), rps("raw-httpx")
         if not math.isnan(pc) and not math.isnan(hx):
-            self.targets.append(("async throughput, concurrency 100, vs raw httpx", ratio(pc, hx), "≥ 0.90×",
-                                 pc >= 0.9 * hx))
+            self.targets.append(
+                ("async throughput, concurrency 100, vs raw httpx", ratio(pc, hx), "≥ 0.90×", pc >= 0.9 * hx)
+            )
             if tbase[0] != "raw-httpx":
                 self.targets.append(
-                    (f"async throughput vs {LABELS[tbase[0]]} (faster baseline)", ratio(pc, tbase[1]), "≥ 0.90×",
-                     pc >= 0.9 * tbase[1])
+                    (
+                        f"async throughput vs {LABELS[tbase[0]]} (faster baseline)",
+                        ratio(pc, tbase[1]),
+                        "≥ 0.90×",
+                        pc >= 0.9 * tbase[1],
+                    )
                 )
 
     def failover(self) -> None:
@@ -251,8 +268,14 @@ class Report:
             self.add(f"| {label} | " + " | ".join(cells) + f" | {lim} |")
             if limit is not None:
                 worst = max(added_all)
-                self.targets.append((f"{label}: added p50 (worse of sync/async)", f"{worst * 1000:.3f} ms",
-                                     f"≤ {limit * 1000:g} ms", worst <= limit))
+                self.targets.append(
+                    (
+                        f"{label}: added p50 (worse of sync/async)",
+                        f"{worst * 1000:.3f} ms",
+                        f"≤ {limit * 1000:g} ms",
+                        worst <= limit,
+                    )
+                )
         hs, ha = fo.get("sync-hedge", []), fo.get("async-hedge", [])
         self.add(
             "",
@@ -262,8 +285,14 @@ class Report:
             "",
         )
         worst = max(hs + ha) if hs + ha else math.nan
-        self.targets.append(("hedging: first token (slowest run)", f"{worst:.3f} s", "≤ 0.35 s",
-                             None if math.isnan(worst) else worst <= 0.35))
+        self.targets.append(
+            (
+                "hedging: first token (slowest run)",
+                f"{worst:.3f} s",
+                "≤ 0.35 s",
+                None if math.isnan(worst) else worst <= 0.35,
+            )
+        )
 
     def gateway(self) -> None:
         gw = self.d.get("gateway")
@@ -281,7 +310,7 @@ class Report:
             "streamed |",
             "|---|---:|---:|---:|---:|---:|---:|---|",
         )
-        d = (gw.get("gateways") or {})
+        d = gw.get("gateways") or {}
         first = next(iter(d.values()), None)
         if first and first.get("direct_c1"):
             dc1 = [x for r in d.values() for x in r.get("direct_c1", [])]
@@ -311,15 +340,22 @@ class Report:
                 growth = big / small - 1
                 mem_s = f"{small:.0f} → {big:.0f} MiB ({growth:+.1%})"
                 sm, bg = self.d["scale"]["mem_small"], self.d["scale"]["mem_big"]
-                self.targets.append((f"gateway memory growth, {sm:,} → {bg:,} streamed requests", f"{growth:+.1%}",
-                                     "≤ +10 %", growth <= 0.10))
+                self.targets.append(
+                    (
+                        f"gateway memory growth, {sm:,} → {bg:,} streamed requests",
+                        f"{growth:+.1%}",
+                        "≤ +10 %",
+                        growth <= 0.10,
+                    )
+                )
             self.add(
                 f"| {label} | {ms(med(r['c1']))} / {ms(p99(r['c1']))} | {ms(a1[0])} | {ms(med(r['c64']))} / "
                 f"{ms(p99(r['c64']))} | {ms(a64[0])} | {t:.0f} | {ratio(t, td)} | {mem_s} |"
             )
             if label == "polychat serve":
-                self.targets.append(("gateway added p50, concurrency 1", f"{a1[0] * 1000:.3f} ms", "≤ 1.5 ms",
-                                     a1[0] <= 0.0015))
+                self.targets.append(
+                    ("gateway added p50, concurrency 1", f"{a1[0] * 1000:.3f} ms", "≤ 1.5 ms", a1[0] <= 0.0015)
+                )
             if label in gw["errors"]:
                 self.notes.append(f"{label}: {gw['errors'][label]}")
         if "polychat serve" in tputs and "LiteLLM proxy" in tputs:

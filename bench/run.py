@@ -368,8 +368,17 @@ def make_gateways(up: Upstream, tmp: Path) -> dict[str, Gateway]:
     )
     gws["polychat serve"] = Gateway(
         "polychat",
-        [str(ROOT / ".venv" / "bin" / "polychat"), "serve", "--config", str(cfg), "--host", "127.0.0.1",
-         "--port", str(port), "--no-access-log"],
+        [
+            str(ROOT / ".venv" / "bin" / "polychat"),
+            "serve",
+            "--config",
+            str(cfg),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-access-log",
+        ],
         {**env, "POLYCHAT_CONFIG": str(cfg)},
         f"http://127.0.0.1:{port}/health",
         {},
@@ -382,8 +391,15 @@ def make_gateways(up: Upstream, tmp: Path) -> dict[str, Gateway]:
     )
     gws["LiteLLM proxy"] = Gateway(
         "litellm",
-        [str(BENCH / ".venv-peers" / "bin" / "litellm"), "--config", str(lcfg), "--host", "127.0.0.1",
-         "--port", str(port)],
+        [
+            str(BENCH / ".venv-peers" / "bin" / "litellm"),
+            "--config",
+            str(lcfg),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
         {**peer_env(), "LITELLM_MASTER_KEY": "sk-bench", "LITELLM_LOG": "ERROR"},
         f"http://127.0.0.1:{port}/health/liveliness",
         {"authorization": "Bearer sk-bench"},
@@ -399,8 +415,16 @@ def make_gateways(up: Upstream, tmp: Path) -> dict[str, Gateway]:
     )
     gws["g4f API"] = Gateway(
         "g4f",
-        [str(BENCH / ".venv-peers" / "bin" / "g4f"), "api", "--bind", f"127.0.0.1:{port}", "--provider", up.base,
-         "--no-gui", "--no-access-log"],
+        [
+            str(BENCH / ".venv-peers" / "bin" / "g4f"),
+            "api",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--provider",
+            up.base,
+            "--no-gui",
+            "--no-access-log",
+        ],
         {**peer_env(), "G4F_CACHE_DIR": str(cache)},
         f"http://127.0.0.1:{port}/v1/models",
         {},
@@ -435,7 +459,7 @@ def bench_gateways(scale: Scale, up: Upstream, stderr: Any, only: set[str] | Non
                 base = gateway_base(gw)
                 driver.cmd(op="load", url=base, headers=gw.headers, concurrency=8, n=200, stream=False)
                 for r in range(scale.gw_rounds):
-                    for target in (("gw", "direct") if r % 2 == 0 else ("direct", "gw")):
+                    for target in ("gw", "direct") if r % 2 == 0 else ("direct", "gw"):
                         url, headers = (base, gw.headers) if target == "gw" else (up.base, {})
                         prefix = "" if target == "gw" else "direct_"
                         one = driver.cmd(op="load", url=url, headers=headers, concurrency=1, n=scale.gw_n1)
@@ -545,9 +569,9 @@ def main() -> None:
     ap.add_argument("--out", default=str(RESULTS / "latest"), help="output path without extension")
     args = ap.parse_args()
     scale = QUICK if args.quick else FULL
-    sections = set(args.only.split(",")) if args.only else {
-        "imports", "latency", "throughput", "failover", "gateway", "local"
-    }
+    sections = (
+        set(args.only.split(",")) if args.only else {"imports", "latency", "throughput", "failover", "gateway", "local"}
+    )
     sections -= set(filter(None, args.skip.split(",")))
     RESULTS.mkdir(parents=True, exist_ok=True)
     wlog = open(RESULTS / "workers.log", "w")  # noqa: SIM115

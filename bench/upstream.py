@@ -101,8 +101,9 @@ def _simple(status: str, body: bytes, ctype: str = "application/json") -> bytes:
 
 MODELS = _simple(
     "200 OK",
-    json.dumps({"object": "list", "data": [{"id": MODEL, "object": "model", "created": 0, "owned_by": "bench"}]})
-    .encode(),
+    json.dumps(
+        {"object": "list", "data": [{"id": MODEL, "object": "model", "created": 0, "owned_by": "bench"}]}
+    ).encode(),
 )
 HEALTH = _simple("200 OK", b"ok", "text/plain")
 NOT_FOUND = _simple("404 Not Found", b'{"error":{"message":"not found","type":"invalid_request_error"}}')
