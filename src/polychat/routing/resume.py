@@ -26,7 +26,8 @@ def continuation_request(request: ChatRequest, partial: str, provider: Provider)
     messages = [*request.messages, {"role": "assistant", "content": partial}]
     if not provider.capabilities.prefill:
         messages.append({"role": "user", "content": CONTINUE_INSTRUCTION})
-    return replace(request, messages=messages)
+    # The continuation is a new request: a client's original body (NativeRequest) no longer describes it.
+    return replace(request, messages=messages, native=None)
 
 
 def window_for(partial: str) -> int:
