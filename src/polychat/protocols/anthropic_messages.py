@@ -6,7 +6,8 @@ Wire facts (https://docs.anthropic.com/en/api/messages, /messages-streaming, /er
   blocks: ``text``, ``image``, ``tool_use``, ``tool_result``, ``thinking``, ``redacted_thinking``), ``system`` (a
   string or text blocks), ``tools`` (``name``, ``description``, ``input_schema``), ``tool_choice`` (``auto``,
   ``any``, ``tool``, ``none``, with ``disable_parallel_tool_use``), ``stop_sequences``, ``temperature``,
-  ``top_p``, ``top_k``, ``metadata.user_id``, ``thinking``, ``stream``;
+  ``top_p``, ``top_k``, ``metadata.user_id``, ``thinking``, ``output_config`` (``effort``, ``format``), top-level
+  ``cache_control``, ``stream``;
 * answer: ``{"id", "type": "message", "role": "assistant", "model", "content": [blocks], "stop_reason",
   "stop_sequence", "usage": {"input_tokens", "output_tokens", "cache_creation_input_tokens",
   "cache_read_input_tokens"}}`` — ``input_tokens`` excludes cached tokens, unlike OpenAI's ``prompt_tokens``;
@@ -68,9 +69,20 @@ ERROR_TYPES = {
 }
 
 #: Request fields only Anthropic's own API can honour (kept in the native body, refused elsewhere).
-ANTHROPIC_ONLY = ("top_k", "container", "mcp_servers", "context_management", "service_tier", "inference_geo")
+ANTHROPIC_ONLY = (
+    "top_k",
+    "container",
+    "mcp_servers",
+    "context_management",
+    "inference_geo",
+    "diagnostics",
+    "user_profile_id",
+    "workspace_id",
+)
 #: Fields that do not change an answer; left out (and reported) for other providers.
 HINTS = ("cache_control",)
+#: ``output_config.effort`` → OpenAI's ``reasoning_effort`` (``xhigh`` and ``max`` have no OpenAI equivalent).
+EFFORTS = {"low": "low", "medium": "medium", "high": "high"}
 
 _KNOWN = frozenset(
     {
@@ -86,6 +98,10 @@ _KNOWN = frozenset(
         "tool_choice",
         "metadata",
         "thinking",
+        "output_config",
+        "service_tier",
+        "speed",
+        *HINTS,
         *ANTHROPIC_ONLY,
     }
 )
@@ -196,6 +212,12 @@ def to_chat(body: Mapping[str, Any], *, headers: Mapping[str, str] | None = None
     for key in ANTHROPIC_ONLY:
         if body.get(key) is not None:
             notes.lose(key)
+    _hints(body, notes)  # top-level cache_control: automatic prompt caching
+    if body.get("speed") not in (None, "standard"):
+        notes.lose("speed")
+    if body.get("service_tier") not in (None, "auto", "standard_only"):
+        raise _bad("service_tier", "must be 'auto' or 'standard_only'")
+    _output_config(body.get("output_config"), kwargs, notes)
     metadata = body.get("metadata")
     if metadata is not None:
         if not isinstance(metadata, Mapping):
@@ -321,11 +343,10 @@ def _turn(turn: Any, where: str, notes: _Notes) -> list[dict[str, Any]]:
             text = "".join(p["text"] for p in parts if p["type"] == "text")
             if any(p["type"] != "text" for p in parts):
                 raise _bad(f"{where}.content", "an assistant turn can hold text and tool_use blocks only")
-            msg: dict[str, Any] = {"role": "assistant", "content": text or None}
+            # "" rather than None beside tool calls: OpenAI takes both, llama.cpp's server only a string
+            msg: dict[str, Any] = {"role": "assistant", "content": text}
             if calls:
                 msg["tool_calls"] = calls
-            elif not text:
-                msg["content"] = ""
             out.append(msg)
         return out
     if parts:
@@ -376,6 +397,31 @@ def _tool_choice(choice: Any, kwargs: dict[str, Any]) -> None:
         kwargs["parallel_tool_calls"] = False
 
 
+def _output_config(config: Any, kwargs: dict[str, Any], notes: _Notes) -> None:
+    if config is None:
+        return
+    if not isinstance(config, Mapping):
+        raise _bad("output_config", "must be an object")
+    effort = config.get("effort")
+    if effort is not None:
+        if effort in EFFORTS:
+            kwargs["reasoning_effort"] = EFFORTS[effort]
+        else:
+            notes.lose("output_config.effort")
+    fmt = config.get("format")
+    if fmt is not None:
+        if (
+            not isinstance(fmt, Mapping)
+            or fmt.get("type") != "json_schema"
+            or not isinstance(fmt.get("schema"), Mapping)
+        ):
+            raise _bad("output_config.format", "must be {'type': 'json_schema', 'schema': {...}}")
+        kwargs["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": "output", "schema": dict(fmt["schema"])},
+        }
+
+
 def _thinking(thinking: Any, kwargs: dict[str, Any]) -> None:
     if thinking is None:
         return
@@ -384,8 +430,8 @@ def _thinking(thinking: Any, kwargs: dict[str, Any]) -> None:
     kind = thinking.get("type")
     if kind == "disabled":
         return
-    if kind not in ("enabled", "adaptive"):
-        raise _bad("thinking.type", f"must be 'enabled', 'adaptive' or 'disabled', got {kind!r}")
+    if kind not in ("enabled", "adaptive", "between_tools"):
+        raise _bad("thinking.type", f"must be 'enabled', 'adaptive', 'between_tools' or 'disabled', got {kind!r}")
     budget = thinking.get("budget_tokens")
     if kind == "enabled":
         budget = _need_int(budget, "thinking.budget_tokens", 1024)

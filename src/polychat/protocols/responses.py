@@ -194,7 +194,7 @@ def input_messages(items: Any) -> list[dict[str, Any]]:
             elif last is not None and last["role"] == "assistant":
                 last["tool_calls"] = [call]
             else:
-                out.append({"role": "assistant", "content": None, "tool_calls": [call]})
+                out.append({"role": "assistant", "content": "", "tool_calls": [call]})
         elif kind == "function_call_output":
             output = item.get("output")
             if isinstance(output, list):
