@@ -15,16 +15,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import openai
 import pytest
 
 from polychat import AsyncClient, Client
 from polychat.providers import OpenaiChat
 from polychat.routing import CircuitBreaker, RetryProvider
-from tests.support.faults import FaultServer
+from tests.support.faults import FaultServer, Ok
 from tests.support.gateway import Gateway
 from tests.support.nodns import sitecustomize as nodns
-from tests.support.scenarios import ANSWER, SCENARIOS, Addresses, Scenario
+from tests.support.scenarios import ANSWER, CUT, SCENARIOS, Addresses, Scenario, by_key
 
 MSGS = [{"role": "user", "content": "Count from one to twelve in words."}]
 #: The scorecard's polychat settings (bench/failover/README.md), with the timeouts scaled down.
@@ -177,3 +178,32 @@ def test_gateway_gets_the_healthy_answer(gateway: Gateway, scenario: Scenario, s
                 r = client.chat.completions.create(model=route, messages=MSGS)  # type: ignore[arg-type]
                 text = r.choices[0].message.content or ""
             assert text == ANSWER
+
+
+# -- resume onto a provider that claims prefill but refuses it -----------------------------------------------------
+
+
+class PrefillChat(OpenaiChat):
+    """An OpenAI-compatible server that says it continues an assistant prefill (as Anthropic's protocol does),
+    while the model behind it refuses one, as some do."""
+
+    capabilities = msgspec.structs.replace(OpenaiChat.capabilities, prefill=True)
+
+
+def test_fallback_refusing_prefill_gets_a_continuation_instruction(faults: FaultServer, flavour: str) -> None:
+    tag = f"t{next(_tags)}"
+    first = by_key("prefill-rejected").first
+    a = faults.scenario(tag + "a", *first)
+    b = faults.scenario(tag + "b", Ok(text=ANSWER, continues=True, reject_prefill=True))
+    provider = RetryProvider(
+        [OpenaiChat(base_url=a, api_key="k", name="A"), PrefillChat(base_url=b, api_key="k", name="B")],
+        breaker=CircuitBreaker(),
+        **SETTINGS,
+    )
+    seen = call(flavour, provider, stream=True)
+    assert seen.text == ANSWER and seen.resumed_from == {"A"}
+    tried = [r.body["messages"] for r in faults.requests(tag + "b")]
+    # First the prefill (refused with a 400), then the same provider again with an instruction to continue.
+    assert [m[-1]["role"] for m in tried] == ["assistant", "user"]
+    assert tried[1][-2] == {"role": "assistant", "content": " ".join(ANSWER.split()[:CUT])}
+    assert provider.breaker is not None and not provider.breaker.is_open(provider.providers[1].breaker_key)
