@@ -78,6 +78,7 @@ _SERVER_KEYS = (
     "allowed_hosts",
     "max_body_bytes",
     "shutdown_timeout",
+    "otel",
 )
 _POLICY_KEYS = ("first_token_timeout", "idle_timeout", "deadline", "hedge_after", "resume")
 _DEFAULTS_KEYS = ("model", "provider", "timeout", "proxy", "max_retries", *_POLICY_KEYS)

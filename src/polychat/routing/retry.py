@@ -95,7 +95,7 @@ class _StreamRun:
         self.chain = chain
         self.request = request
         self.policy = chain.resolve(ctx)
-        self.plan = chain.plan(request, self.policy)
+        self.plan = chain.plan(request, self.policy, ctx)
         self.partial: list[str] = []
         self.resumer: _Resumer | None = None
         self.last_step: Step | None = None
@@ -106,6 +106,11 @@ class _StreamRun:
         text = "".join(self.partial)
         self.resumer = _Resumer(text, self.last_step.provider.name)
         return continuation_request(self.request, text, step.provider)
+
+    @property
+    def kind(self) -> str:
+        """What the next attempt is: the first try of the answer, or a continuation of it."""
+        return "attempt" if self.resumer is None else "resume"
 
     def hedging(self, step: Step) -> bool:
         return self.policy.hedge_after is not None and self.plan.hedge_step(step) is not None
@@ -244,7 +249,7 @@ class RetryProvider(Provider):
             return cached
         return resolve_policy(defaults, ctx.options)
 
-    def plan(self, request: ChatRequest, policy: Policy) -> FailoverPlan:
+    def plan(self, request: ChatRequest, policy: Policy, ctx: CallContext | None = None) -> FailoverPlan:
         order = list(self.providers)
         if self.shuffle:
             self._rng.shuffle(order)
@@ -257,6 +262,8 @@ class RetryProvider(Provider):
             breaker=self.breaker,
             deadline_at=policy.deadline_at,
             retry_after_cap=self.retry_after_cap,
+            record=ctx.record if ctx is not None else None,
+            proxy_of=ctx.proxy_for if ctx is not None and ctx.record is not None else None,
         )
 
     def _note(self, step: Step, error: BaseException, plan: FailoverPlan) -> None:
@@ -288,7 +295,7 @@ class RetryProvider(Provider):
 
     def complete(self, request: ChatRequest, ctx: CallContext) -> ChatCompletion:
         policy = self.resolve(ctx)
-        plan = self.plan(request, policy)
+        plan = self.plan(request, policy, ctx)
         while (step := plan.next_step()) is not None:
             if step.delay:
                 time.sleep(step.delay)
@@ -308,7 +315,7 @@ class RetryProvider(Provider):
             except APIError as e:
                 self._fail(plan, step, e, attempt.elapsed)
                 continue
-            plan.succeeded(step, attempt.elapsed)
+            plan.succeeded(step, attempt.elapsed, result)
             return result
         raise plan.error()
 
@@ -319,7 +326,7 @@ class RetryProvider(Provider):
             if step.delay:
                 time.sleep(step.delay)
             req = run.request_for(step)
-            plan.started(step)
+            plan.started(step, run.kind)
             # Open: up to the first content chunk. Failures here are invisible to the caller.
             rest: Iterator[ChatCompletionChunk]
             close: Callable[[], None]
@@ -360,7 +367,7 @@ class RetryProvider(Provider):
 
     async def acomplete(self, request: ChatRequest, ctx: CallContext) -> ChatCompletion:
         policy = self.resolve(ctx)
-        plan = self.plan(request, policy)
+        plan = self.plan(request, policy, ctx)
         while (step := plan.next_step()) is not None:
             if step.delay:
                 import asyncio
@@ -380,7 +387,7 @@ class RetryProvider(Provider):
             except APIError as e:
                 self._fail(plan, step, e, attempt.elapsed)
                 continue
-            plan.succeeded(step, attempt.elapsed)
+            plan.succeeded(step, attempt.elapsed, result)
             return result
         raise plan.error()
 
@@ -393,7 +400,7 @@ class RetryProvider(Provider):
 
                 await asyncio.sleep(step.delay)
             req = run.request_for(step)
-            plan.started(step)
+            plan.started(step, run.kind)
             if run.hedging(step):
                 try:
                     step, held, rest, aclose = await race_open(self, plan, step, req, ctx, policy)

@@ -34,6 +34,7 @@ from ._errors import HTTPError, from_exception, make_error, stream_error_frame
 from ._gateway import Call
 
 if TYPE_CHECKING:
+    from ..errors import Attempt
     from ._gateway import Gateway
 
 log = logging.getLogger("polychat.server")
@@ -249,6 +250,7 @@ class ChatEndpoint:
         provider_name = "none"
         error: BaseException | None = None
         provider = None
+        attempts: list[Attempt] = []
         try:
             try:
                 provider, routed = gw.route(model)
@@ -270,11 +272,16 @@ class ChatEndpoint:
                 if isinstance(failed_by, str) and failed_by:
                     provider_name = failed_by
                     err.headers.append((b"x-polychat-provider", _header_value(failed_by)))
+                attempts = getattr(e, "attempts", None) or []
+                if attempts:
+                    err.headers.append(gw.attempts_header(attempts))
                 self._log_failure(e, status)
                 await send_error(send, err)
                 return
             if not stream:
                 provider_name = result.provider or "unknown"
+                attempts = result.attempts
+                gw.observe_usage(provider_name, getattr(result, "usage", None))
                 body = _encode(result)
                 await send(
                     {
@@ -284,6 +291,7 @@ class ChatEndpoint:
                             (b"content-type", _JSON),
                             (b"content-length", str(len(body)).encode()),
                             (b"x-polychat-provider", _header_value(provider_name)),
+                            gw.attempts_header(attempts),
                             *_COMMON,
                         ],
                     }
@@ -291,21 +299,20 @@ class ChatEndpoint:
                 await send({"type": "http.response.body", "body": body})
                 return
             provider_name = result.provider or "unknown"
+            attempts = result.attempts  # the stream's own list: complete once the stream has ended
             error = await self._stream(call, send, result, provider_name, label, t0)
         finally:
             metrics.in_flight.inc(in_flight, -1.0)
             elapsed = time.perf_counter() - t0
             if call.reason == "disconnect":
                 status = 499
+            gw.observe_attempts(attempts)
             metrics.requests.inc((label, provider_name, stream_label, str(status)))
             metrics.duration.observe((label, provider_name, stream_label), elapsed)
             if call.reason == "shutdown":
                 metrics.errors.inc((label, provider_name, "ServerShutdown"))
             elif error is not None:
                 metrics.errors.inc((label, provider_name, type(error).__name__))
-                for attempt in getattr(error, "attempts", None) or ():
-                    if attempt.error is not None:
-                        metrics.failed_attempts.inc((attempt.provider, attempt.error_class))
             elif status == 200 and provider_name not in ("none", "unknown"):
                 first = gw.first_choice(provider)
                 if first is not None and first != provider_name:
@@ -316,13 +323,19 @@ class ChatEndpoint:
     ) -> BaseException | None:
         """Send the chunks; returns the error that ended the stream early (None: it completed)."""
         gw = self.gw
-        headers = [*_SSE_HEADERS, (b"x-polychat-provider", _header_value(provider_name))]
+        headers = [
+            *_SSE_HEADERS,
+            (b"x-polychat-provider", _header_value(provider_name)),
+            gw.attempts_header(stream.attempts, provider_name),
+        ]
         error: BaseException | None = None
         try:
             await send({"type": "http.response.start", "status": 200, "headers": headers})
             first = True
             async for chunk in stream:
                 await send({"type": "http.response.body", "body": _sse.frame(chunk), "more_body": True})
+                if chunk.usage is not None:
+                    gw.observe_usage(chunk.provider or provider_name, chunk.usage)
                 if first:
                     first = False
                     gw.metrics.ttft.observe((label, provider_name), time.perf_counter() - t0)

@@ -56,6 +56,8 @@ class ServerSettings:
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
     access_log: bool = True
     debug: bool = False
+    #: Export OpenTelemetry traces over OTLP, configured from the standard OTEL_* environment variables.
+    otel: bool = False
 
     def to_env(self) -> str:
         return json.dumps(asdict(self))
@@ -129,6 +131,8 @@ def merge_config(settings: ServerSettings, config: Any) -> ServerSettings:
         settings.allowed_hosts = [str(h) for h in table["allowed_hosts"]]
     if settings.max_body_bytes == DEFAULT_MAX_BODY and isinstance(table.get("max_body_bytes"), int):
         settings.max_body_bytes = int(table["max_body_bytes"])
+    if not settings.otel and table.get("otel") is True:
+        settings.otel = True
     if settings.shutdown_timeout == DEFAULT_SHUTDOWN_TIMEOUT and isinstance(
         table.get("shutdown_timeout"), (int, float)
     ):
