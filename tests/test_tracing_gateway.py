@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import openai
 import pytest
 
+from polychat.errors import ConfigError
 from tests.support.faults import FaultServer, Ok
 from tests.support.gateway import Gateway, run_serve
 from tests.support.otlp import OTLPReceiver, ReceivedSpan
@@ -159,3 +161,20 @@ def test_an_unsupported_otlp_protocol_is_refused_at_start() -> None:
     done = run_serve(["--otel"], env={"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"})
     assert done.returncode == 2
     assert "OTEL_EXPORTER_OTLP_PROTOCOL='http/json' is not supported" in done.stderr
+
+
+def test_otel_switch_from_the_command_line_or_the_config(tmp_path: Path) -> None:
+    from polychat.cli._parser import build_parser
+    from polychat.config import load_config
+    from polychat.server._settings import merge_config
+    from polychat.server.cli import settings_from_args
+
+    assert settings_from_args(build_parser().parse_args(["serve", "--otel"])).otel is True
+    plain = settings_from_args(build_parser().parse_args(["serve"]))
+    assert plain.otel is False
+    path = tmp_path / "polychat.toml"
+    path.write_text("[server]\notel = true\n")
+    assert merge_config(plain, load_config(path)).otel is True
+    path.write_text('[server]\notel = "yes"\n')
+    with pytest.raises(ConfigError, match=r"server\.otel"):
+        load_config(path)

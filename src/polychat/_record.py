@@ -17,7 +17,7 @@ from .errors import APIStatusError, Attempt
 if TYPE_CHECKING:
     from ._request import ChatRequest
     from .routing.policy import FailoverPlan, Step
-    from .types import ChatCompletion, ChatCompletionChunk
+    from .types import ChatCompletion
 
 
 class CallRecord:
@@ -77,7 +77,8 @@ class CallRecord:
 
     # -- from the client ------------------------------------------------------------------------------------------
 
-    def chunk(self, chunk: ChatCompletionChunk) -> None:
+    def chunk(self, chunk: Any) -> None:
+        """A chunk that reached the caller (a ChatCompletionChunk)."""
         if self.trace is not None:
             self.trace.chunk(chunk, self.live)
 
