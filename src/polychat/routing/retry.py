@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import _constants as C
-from ..errors import APIError, ConfigError, StreamInterruptedError
+from ..errors import APIError, BadRequestError, ConfigError, StreamInterruptedError
 from ..providers.base import Capabilities, Provider, as_provider
 from .attempt import (
     AsyncAttempt,
@@ -99,13 +99,31 @@ class _StreamRun:
         self.partial: list[str] = []
         self.resumer: _Resumer | None = None
         self.last_step: Step | None = None
+        #: Providers that refused the partial answer as an assistant prefill during this call.
+        self.no_prefill: set[str] = set()
+        self.prefilled = False
 
     def request_for(self, step: Step) -> ChatRequest:
         if not self.partial or self.last_step is None:
             return self.request
         text = "".join(self.partial)
         self.resumer = _Resumer(text, self.last_step.provider.name)
-        return continuation_request(self.request, text, step.provider)
+        self.prefilled = step.provider.capabilities.prefill and step.provider.breaker_key not in self.no_prefill
+        return continuation_request(self.request, text, prefill=self.prefilled)
+
+    def open_failed(self, step: Step, error: APIError, elapsed: float) -> None:
+        """The attempt failed before its first content. A provider that claims prefill but refuses it (a 400 on
+        the continuation) is asked again at once with a continuation instruction instead: the plan is left as it
+        is, so its next step is this one again."""
+        if self.prefilled and isinstance(error, BadRequestError) and step.provider.breaker_key not in self.no_prefill:
+            self.no_prefill.add(step.provider.breaker_key)
+            log.warning(
+                "polychat: %s refused the partial answer as a prefill (%s); asking it to continue instead",
+                step.provider.name,
+                error,
+            )
+            return
+        self.chain._fail(self.plan, step, error, elapsed)
 
     @property
     def kind(self) -> str:
@@ -344,7 +362,7 @@ class RetryProvider(Provider):
                     held = attempt.open()
                 except APIError as e:
                     attempt.close()
-                    self._fail(plan, step, e, attempt.elapsed)
+                    run.open_failed(step, e, attempt.elapsed)
                     continue
                 rest, close = attempt.rest(), attempt.close
             t0 = time.monotonic()
@@ -412,7 +430,7 @@ class RetryProvider(Provider):
                     held = await attempt.open()
                 except APIError as e:
                     await attempt.close()
-                    self._fail(plan, step, e, attempt.elapsed)
+                    run.open_failed(step, e, attempt.elapsed)
                     continue
                 rest, aclose = attempt.rest(), attempt.close
             t0 = time.monotonic()
