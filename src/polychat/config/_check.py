@@ -196,7 +196,7 @@ def _check_server(doc: dict[str, Any], c: _Checker) -> dict[str, Any]:
             out[key] = c.string(value, where)
         elif key in ("api_keys", "cors_origins", "allowed_hosts"):
             out[key] = list(c.strings(value, where))
-        elif key == "allow_plaintext_key":
+        elif key in ("allow_plaintext_key", "otel"):
             out[key] = c.boolean(value, where)
         elif key == "max_body_bytes":
             out[key] = c.count(value, where)

@@ -77,6 +77,7 @@ _SERVER_KEYS = (
     "allowed_hosts",
     "max_body_bytes",
     "shutdown_timeout",
+    "otel",
     "redis_url",
     "redis_failure",
     "keys",
