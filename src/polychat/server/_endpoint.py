@@ -26,9 +26,11 @@ import msgspec
 from ..client import AsyncStream
 from ..errors import InvalidRequestError, PolychatError
 from ._errors import HTTPError, from_exception, make_error
-from ._gateway import Call
+from ._gateway import Call, refusal_error
+from ._limits import Admission, Refusal
 
 if TYPE_CHECKING:
+    from ..errors import Attempt
     from ..types import ChatCompletion, ChatCompletionChunk
     from ._gateway import Gateway
 
@@ -154,13 +156,16 @@ class Endpoint:
         parsed = self._parse(body, scope["headers"])
         if isinstance(parsed, HTTPError):
             return await send_error(send, dialect.error(parsed))
+        admission = await gw.admit(authorization, parsed.model, parsed.messages, parsed.kwargs)
+        if isinstance(admission, Refusal):
+            return await send_error(send, dialect.error(refusal_error(admission)))
 
         task = asyncio.current_task()
         call = Call(task)
         watcher = asyncio.ensure_future(_watch_disconnect(receive, call))
         gw.inflight.add(call)
         try:
-            await self._answer(call, send, parsed, t0)
+            await self._answer(call, send, parsed, t0, admission)
         except asyncio.CancelledError:
             if call.reason is None:
                 raise
@@ -228,10 +233,21 @@ class Endpoint:
 
     # -- answer ---------------------------------------------------------------------------------------------------
 
-    async def _answer(self, call: Call, send: Send, parsed: Parsed, t0: float) -> None:
+    async def _answer(self, call: Call, send: Send, parsed: Parsed, t0: float, admission: Admission | None) -> None:
         gw, dialect = self.gw, self.dialect
         metrics = gw.metrics
         stream = parsed.stream
+        kwargs = parsed.kwargs
+        # A limited key's stream asks the upstream for its usage, to settle with the real count; the usage chunk is
+        # then the gateway's, not the client's, unless the client asked for it too.
+        own_usage = False
+        if admission is not None and admission.want_usage and stream is True:
+            options = kwargs.get("stream_options")
+            if options is None or (isinstance(options, dict) and not options.get("include_usage")):
+                kwargs["stream_options"] = {**(options or {}), "include_usage": True}
+                own_usage = True
+        usage: Any = None
+        served = True
         label = gw.route_label(parsed.model)
         stream_label = "true" if stream is True else "false"
         in_flight = (stream_label,)
@@ -240,11 +256,12 @@ class Endpoint:
         provider_name = "none"
         error: BaseException | None = None
         provider = None
+        attempts: list[Attempt] = []
         try:
             try:
                 provider, routed = gw.route(parsed.model)
                 result = await gw.client.chat.completions.create(
-                    routed, parsed.messages, stream, provider=provider, **parsed.kwargs
+                    routed, parsed.messages, stream, provider=provider, **kwargs
                 )
             except asyncio.CancelledError:
                 if call.reason == "shutdown":
@@ -256,17 +273,23 @@ class Endpoint:
                 raise
             except Exception as e:
                 error = e
+                served = False
                 err = dialect.error(from_exception(e, gw.scrub))
                 status = err.status
                 failed_by = getattr(e, "provider", None)
                 if isinstance(failed_by, str) and failed_by:
                     provider_name = failed_by
                     err.headers.append((b"x-polychat-provider", header_value(failed_by)))
+                attempts = getattr(e, "attempts", None) or []
+                if attempts:
+                    err.headers.append(gw.attempts_header(attempts))
                 self._log_failure(e, status)
                 await send_error(send, err)
                 return
             provider_name = result.provider or "unknown"
             if not isinstance(result, AsyncStream):
+                attempts = result.attempts
+                usage = result.usage
                 body = dialect.completion(result, parsed)
                 await send(
                     {
@@ -276,6 +299,7 @@ class Endpoint:
                             (b"content-type", _JSON),
                             (b"content-length", str(len(body)).encode()),
                             (b"x-polychat-provider", header_value(provider_name)),
+                            gw.attempts_header(attempts),
                             *_COMMON,
                             *dialect.headers(parsed, result),
                         ],
@@ -283,21 +307,23 @@ class Endpoint:
                 )
                 await send({"type": "http.response.body", "body": body})
                 return
-            error = await self._stream(call, send, result, parsed, provider_name, label, t0)
+            attempts = result.attempts  # the stream's own list: complete once the stream has ended
+            error, usage = await self._stream(call, send, result, parsed, provider_name, label, t0, own_usage)
         finally:
+            if admission is not None:
+                admission.finish(usage, served=served)
             metrics.in_flight.inc(in_flight, -1.0)
             elapsed = time.perf_counter() - t0
             if call.reason == "disconnect":
                 status = 499
+            gw.observe_attempts(attempts)
+            gw.observe_usage(provider_name, usage)
             metrics.requests.inc((label, provider_name, stream_label, str(status)))
             metrics.duration.observe((label, provider_name, stream_label), elapsed)
             if call.reason == "shutdown":
                 metrics.errors.inc((label, provider_name, "ServerShutdown"))
             elif error is not None:
                 metrics.errors.inc((label, provider_name, type(error).__name__))
-                for attempt in getattr(error, "attempts", None) or ():
-                    if attempt.error is not None:
-                        metrics.failed_attempts.inc((attempt.provider, attempt.error_class))
             elif status == 200 and provider_name not in ("none", "unknown"):
                 first = gw.first_choice(provider)
                 if first is not None and first != provider_name:
@@ -312,17 +338,30 @@ class Endpoint:
         provider_name: str,
         label: str,
         t0: float,
-    ) -> BaseException | None:
-        """Send the chunks; returns the error that ended the stream early (None: it completed)."""
+        own_usage: bool,
+    ) -> tuple[BaseException | None, Any]:
+        """Send the chunks; returns the error that ended the stream early (None: it completed) and the usage the
+        stream reported (None: none came; a cancelled stream settles when ``_answer`` ends, with None)."""
         gw, dialect = self.gw, self.dialect
         encoder = dialect.encoder(parsed)
-        headers = [*_SSE_HEADERS, (b"x-polychat-provider", header_value(provider_name))]
+        headers = [
+            *_SSE_HEADERS,
+            (b"x-polychat-provider", header_value(provider_name)),
+            gw.attempts_header(stream.attempts, provider_name),
+        ]
         error: BaseException | None = None
+        usage: Any = None
         started = False
         try:
             # The response starts with the first chunk (already in hand when create() returns): its headers may
             # depend on it.
             async for chunk in stream:
+                if chunk.usage is not None:
+                    usage = chunk.usage
+                    if own_usage:
+                        if not chunk.choices:
+                            continue
+                        chunk = msgspec.structs.replace(chunk, usage=None)
                 if not started:
                     started = True
                     headers += dialect.headers(parsed, chunk)
@@ -350,7 +389,7 @@ class Endpoint:
             await send({"type": "http.response.body", "body": frame, "more_body": False})
         finally:
             await stream.aclose()
-        return error
+        return error, usage
 
     def _log_failure(self, e: BaseException, status: int) -> None:
         # Provider failures are already logged (as warnings) by the failover engine; a client's mistake is not the
