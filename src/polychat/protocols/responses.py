@@ -528,6 +528,10 @@ class ResponseStream:
         """``error`` and ``response.failed`` for a failure after the stream started."""
         out: list[bytes] = []
         self._start(out)
+        if self.text is not None:  # what was said before the failure stays in the failed response
+            index = len(self.output) - 1
+            self.output[index] = {**message_item(self.output[index]["id"], "".join(self.text)), "status": "incomplete"}
+            self.text = None
         code = code or ("rate_limit_exceeded" if status == 429 else "server_error")
         self._event(out, "error", code=code, message=message, param=None)
         error = {"code": code, "message": message}
