@@ -132,8 +132,8 @@ class Watch:
 
     def translate(self, error: APIError, provider: str) -> APIError:
         """The error to report for a failed attempt: a timeout if this watch fired, else ``error`` itself."""
-        if self.fired is None and not isinstance(error, APITimeoutError):
-            return error
+        if self.fired is None and (not isinstance(error, APITimeoutError) or not self.limits.any):
+            return error  # not ours: with no limits of its own, the watch cannot say better what timed out
         reason = self.fired or self.reason()
         if self.fired == "cancelled":
             return error
