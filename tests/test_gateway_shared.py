@@ -269,3 +269,25 @@ def test_redis_killed_mid_load_and_restarted(llama_server: LlamaServer, mode: st
         log = gw.log_text()
         assert "lost the connection to Redis" in log and "reachable again" in log
         assert gw.proc is not None and gw.proc.poll() is None
+
+
+def test_workers_share_limits_through_redis(llama_server: LlamaServer, redis_server: RedisServer) -> None:
+    limit, sent = 4, 12
+    env = {"TEAM_A_KEY": TOKEN, "TEAM_B_KEY": OTHER}
+    text = config(llama_server, f"requests_per_minute = {limit}")
+    with Gateway(config_text=text, env=env, args=["--workers", "2", "--redis-url", redis_server.url]) as gw:
+
+        async def burst() -> list[int]:
+            async with openai.AsyncOpenAI(base_url=gw.base_url, api_key=TOKEN, max_retries=0) as client:
+
+                async def one() -> int:
+                    try:
+                        await client.chat.completions.create(model="fast", messages=HI, max_tokens=1)  # type: ignore[arg-type]
+                        return 200
+                    except openai.RateLimitError:
+                        return 429
+
+                return await asyncio.gather(*(one() for _ in range(sent)))
+
+        statuses = asyncio.run(burst())
+        assert statuses.count(200) == limit and statuses.count(429) == sent - limit

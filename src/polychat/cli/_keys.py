@@ -68,9 +68,16 @@ def cmd_keys_usage(args: argparse.Namespace) -> int:
     from ._term import _secrets
 
     _secrets.extend(url_passwords(url))
+    from redis.exceptions import RedisError
+
+    from .._redact import redact_url
+    from ..errors import APIConnectionError
+
     client = sync_client(url)
     try:
         rows = [(spec, usage_from_hash(client.hgetall(usage_key(name)))) for name, spec in keys.items()]
+    except RedisError as e:
+        raise APIConnectionError(f"cannot read usage from Redis at {redact_url(url)}: {e}") from None
     finally:
         client.close()
     if args.json:
