@@ -252,15 +252,8 @@ class ChatEndpoint:
         admission: Admission | None,
     ) -> None:
         gw = self.gw
-        # A limited key's stream asks the upstream for its usage, to settle with the real count; the usage chunk is
-        # then the gateway's, not the client's, unless the client asked for it too.
-        own_usage = False
-        if admission is not None and admission.want_usage and stream is True:
-            options = kwargs.get("stream_options")
-            if options is None or (isinstance(options, dict) and not options.get("include_usage")):
-                kwargs["stream_options"] = {**(options or {}), "include_usage": True}
-                own_usage = True
-        usage: Any = None
+        if admission is not None and stream is True:
+            admission.prepare_stream(kwargs)
         served = True
         metrics = gw.metrics
         label = gw.route_label(model)
@@ -298,7 +291,8 @@ class ChatEndpoint:
                 return
             if not stream:
                 provider_name = result.provider or "unknown"
-                usage = getattr(result, "usage", None)
+                if admission is not None:
+                    admission.usage = getattr(result, "usage", None)
                 body = _encode(result)
                 await send(
                     {
@@ -315,10 +309,10 @@ class ChatEndpoint:
                 await send({"type": "http.response.body", "body": body})
                 return
             provider_name = result.provider or "unknown"
-            error, usage = await self._stream(call, send, result, provider_name, label, t0, own_usage)
+            error = await self._stream(call, send, result, provider_name, label, t0, admission)
         finally:
             if admission is not None:
-                admission.finish(usage, served=served)
+                admission.finish(served=served)
             metrics.in_flight.inc(in_flight, -1.0)
             elapsed = time.perf_counter() - t0
             if call.reason == "disconnect":
@@ -338,24 +332,27 @@ class ChatEndpoint:
                     metrics.fallbacks.inc((label, provider_name))
 
     async def _stream(
-        self, call: Call, send: Send, stream: Any, provider_name: str, label: str, t0: float, own_usage: bool
-    ) -> tuple[BaseException | None, Any]:
-        """Send the chunks; returns the error that ended the stream early (None: it completed) and the usage the
-        stream reported (None: none came; a cancelled stream settles when ``_answer`` ends, with None)."""
+        self,
+        call: Call,
+        send: Send,
+        stream: Any,
+        provider_name: str,
+        label: str,
+        t0: float,
+        admission: Admission | None,
+    ) -> BaseException | None:
+        """Send the chunks; returns the error that ended the stream early (None: it completed)."""
         gw = self.gw
         headers = [*_SSE_HEADERS, (b"x-polychat-provider", _header_value(provider_name))]
         error: BaseException | None = None
-        usage: Any = None
         try:
             await send({"type": "http.response.start", "status": 200, "headers": headers})
             first = True
             async for chunk in stream:
-                if chunk.usage is not None:
-                    usage = chunk.usage
-                    if own_usage:
-                        if not chunk.choices:
-                            continue
-                        chunk = msgspec.structs.replace(chunk, usage=None)
+                if admission is not None:
+                    chunk = admission.observe(chunk)
+                    if chunk is None:
+                        continue
                 await send({"type": "http.response.body", "body": _sse.frame(chunk), "more_body": True})
                 if first:
                     first = False
@@ -377,7 +374,7 @@ class ChatEndpoint:
             await send({"type": "http.response.body", "body": stream_error_frame(e, gw.scrub), "more_body": False})
         finally:
             await stream.aclose()
-        return error, usage
+        return error
 
     def _log_failure(self, e: BaseException, status: int) -> None:
         # Provider failures are already logged (as warnings) by the failover engine; a client's mistake is not the
