@@ -35,6 +35,7 @@ from ._gateway import Call, refusal_error
 from ._limits import Admission, Refusal
 
 if TYPE_CHECKING:
+    from ..errors import Attempt
     from ._gateway import Gateway
 
 log = logging.getLogger("polychat.server")
@@ -255,6 +256,7 @@ class ChatEndpoint:
         if admission is not None and stream is True:
             admission.prepare_stream(kwargs)
         served = True
+        usage: Any = None
         metrics = gw.metrics
         label = gw.route_label(model)
         stream_label = "true" if stream is True else "false"
@@ -264,6 +266,7 @@ class ChatEndpoint:
         provider_name = "none"
         error: BaseException | None = None
         provider = None
+        attempts: list[Attempt] = []
         try:
             try:
                 provider, routed = gw.route(model)
@@ -286,13 +289,18 @@ class ChatEndpoint:
                 if isinstance(failed_by, str) and failed_by:
                     provider_name = failed_by
                     err.headers.append((b"x-polychat-provider", _header_value(failed_by)))
+                attempts = getattr(e, "attempts", None) or []
+                if attempts:
+                    err.headers.append(gw.attempts_header(attempts))
                 self._log_failure(e, status)
                 await send_error(send, err)
                 return
             if not stream:
                 provider_name = result.provider or "unknown"
+                attempts = result.attempts
+                usage = getattr(result, "usage", None)
                 if admission is not None:
-                    admission.usage = getattr(result, "usage", None)
+                    admission.usage = usage
                 body = _encode(result)
                 await send(
                     {
@@ -302,6 +310,7 @@ class ChatEndpoint:
                             (b"content-type", _JSON),
                             (b"content-length", str(len(body)).encode()),
                             (b"x-polychat-provider", _header_value(provider_name)),
+                            gw.attempts_header(attempts),
                             *_COMMON,
                         ],
                     }
@@ -309,7 +318,8 @@ class ChatEndpoint:
                 await send({"type": "http.response.body", "body": body})
                 return
             provider_name = result.provider or "unknown"
-            error = await self._stream(call, send, result, provider_name, label, t0, admission)
+            attempts = result.attempts  # the stream's own list: complete once the stream has ended
+            error, usage = await self._stream(call, send, result, provider_name, label, t0, admission)
         finally:
             if admission is not None:
                 admission.finish(served=served)
@@ -317,15 +327,14 @@ class ChatEndpoint:
             elapsed = time.perf_counter() - t0
             if call.reason == "disconnect":
                 status = 499
+            gw.observe_attempts(attempts)
+            gw.observe_usage(provider_name, usage)
             metrics.requests.inc((label, provider_name, stream_label, str(status)))
             metrics.duration.observe((label, provider_name, stream_label), elapsed)
             if call.reason == "shutdown":
                 metrics.errors.inc((label, provider_name, "ServerShutdown"))
             elif error is not None:
                 metrics.errors.inc((label, provider_name, type(error).__name__))
-                for attempt in getattr(error, "attempts", None) or ():
-                    if attempt.error is not None:
-                        metrics.failed_attempts.inc((attempt.provider, attempt.error_class))
             elif status == 200 and provider_name not in ("none", "unknown"):
                 first = gw.first_choice(provider)
                 if first is not None and first != provider_name:
@@ -340,19 +349,27 @@ class ChatEndpoint:
         label: str,
         t0: float,
         admission: Admission | None,
-    ) -> BaseException | None:
-        """Send the chunks; returns the error that ended the stream early (None: it completed)."""
+    ) -> tuple[BaseException | None, Any]:
+        """Send the chunks; returns the error that ended the stream early (None: it completed) and the usage the
+        stream reported (None: none came)."""
         gw = self.gw
-        headers = [*_SSE_HEADERS, (b"x-polychat-provider", _header_value(provider_name))]
+        headers = [
+            *_SSE_HEADERS,
+            (b"x-polychat-provider", _header_value(provider_name)),
+            gw.attempts_header(stream.attempts, provider_name),
+        ]
         error: BaseException | None = None
+        usage: Any = None
         try:
             await send({"type": "http.response.start", "status": 200, "headers": headers})
             first = True
             async for chunk in stream:
-                if admission is not None:
-                    chunk = admission.observe(chunk)
-                    if chunk is None:
-                        continue
+                if chunk.usage is not None:
+                    usage = chunk.usage
+                    if admission is not None:  # the key's settlement; its own usage request is not the client's
+                        chunk = admission.observe(chunk)
+                        if chunk is None:
+                            continue
                 await send({"type": "http.response.body", "body": _sse.frame(chunk), "more_body": True})
                 if first:
                     first = False
@@ -374,7 +391,7 @@ class ChatEndpoint:
             await send({"type": "http.response.body", "body": stream_error_frame(e, gw.scrub), "more_body": False})
         finally:
             await stream.aclose()
-        return error
+        return error, usage
 
     def _log_failure(self, e: BaseException, status: int) -> None:
         # Provider failures are already logged (as warnings) by the failover engine; a client's mistake is not the
