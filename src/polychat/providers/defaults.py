@@ -1,6 +1,7 @@
-"""The default chain: what ``Client()`` uses when no provider is given.
+"""The members of the default chain: what ``Client()`` uses when no provider is given.
 
-Remote providers whose credentials are present come first, in this order, then the embedded model last:
+:func:`polychat.routing.retry.default_chain` tries them in order. Remote providers whose credentials are present
+come first, in this order, then the embedded model last:
 
 1. ``OpenaiChat`` — when ``OPENAI_API_KEY`` or ``OPENAI_BASE_URL`` is set (or the client got ``api_key`` /
    ``base_url``); with no model given it asks for ``gpt-4o-mini``;
@@ -40,15 +41,6 @@ def default_members(*, api_key: Any = None, base_url: str | None = None) -> list
     # answers say model 'smollm2-135m'). Alone, an unknown model name is a clear 404.
     members.append(Local(any_model=bool(members)))
     return members
-
-
-def default_chain(*, api_key: Any = None, base_url: str | None = None) -> Provider:
-    from ..routing.retry import RetryProvider
-
-    members = default_members(api_key=api_key, base_url=base_url)
-    if len(members) == 1:
-        return members[0]
-    return RetryProvider(members, max_retries=1, name="default")
 
 
 def _native_members(api_key: Any) -> list[Provider]:

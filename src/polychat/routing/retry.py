@@ -481,6 +481,17 @@ def _chain(held: list[T], rest: Iterator[T]) -> Iterator[T]:
     yield from rest
 
 
+def default_chain(*, api_key: Any = None, base_url: str | None = None) -> Provider:
+    """What ``Client()`` uses when no provider is given: the members of
+    :func:`polychat.providers.defaults.default_members`, tried in that order."""
+    from ..providers.defaults import default_members
+
+    members = default_members(api_key=api_key, base_url=base_url)
+    if len(members) == 1:
+        return members[0]
+    return RetryProvider(members, max_retries=1, name="default")
+
+
 class IterListProvider(RetryProvider):
     """Try each provider once, in order (shuffled per request with ``shuffle=True``); no retries."""
 
