@@ -238,16 +238,10 @@ class Endpoint:
         metrics = gw.metrics
         stream = parsed.stream
         kwargs = parsed.kwargs
-        # A limited key's stream asks the upstream for its usage, to settle with the real count; the usage chunk is
-        # then the gateway's, not the client's, unless the client asked for it too.
-        own_usage = False
-        if admission is not None and admission.want_usage and stream is True:
-            options = kwargs.get("stream_options")
-            if options is None or (isinstance(options, dict) and not options.get("include_usage")):
-                kwargs["stream_options"] = {**(options or {}), "include_usage": True}
-                own_usage = True
-        usage: Any = None
+        if admission is not None and stream is True:
+            admission.prepare_stream(kwargs)
         served = True
+        usage: Any = None
         label = gw.route_label(parsed.model)
         stream_label = "true" if stream is True else "false"
         in_flight = (stream_label,)
@@ -290,6 +284,8 @@ class Endpoint:
             if not isinstance(result, AsyncStream):
                 attempts = result.attempts
                 usage = result.usage
+                if admission is not None:
+                    admission.usage = usage
                 body = dialect.completion(result, parsed)
                 await send(
                     {
@@ -308,10 +304,10 @@ class Endpoint:
                 await send({"type": "http.response.body", "body": body})
                 return
             attempts = result.attempts  # the stream's own list: complete once the stream has ended
-            error, usage = await self._stream(call, send, result, parsed, provider_name, label, t0, own_usage)
+            error, usage = await self._stream(call, send, result, parsed, provider_name, label, t0, admission)
         finally:
             if admission is not None:
-                admission.finish(usage, served=served)
+                admission.finish(served=served)
             metrics.in_flight.inc(in_flight, -1.0)
             elapsed = time.perf_counter() - t0
             if call.reason == "disconnect":
@@ -338,10 +334,10 @@ class Endpoint:
         provider_name: str,
         label: str,
         t0: float,
-        own_usage: bool,
+        admission: Admission | None,
     ) -> tuple[BaseException | None, Any]:
         """Send the chunks; returns the error that ended the stream early (None: it completed) and the usage the
-        stream reported (None: none came; a cancelled stream settles when ``_answer`` ends, with None)."""
+        stream reported (None: none came)."""
         gw, dialect = self.gw, self.dialect
         encoder = dialect.encoder(parsed)
         headers = [
@@ -358,10 +354,11 @@ class Endpoint:
             async for chunk in stream:
                 if chunk.usage is not None:
                     usage = chunk.usage
-                    if own_usage:
-                        if not chunk.choices:
+                    if admission is not None:  # the key's settlement; its own usage request is not the client's
+                        seen = admission.observe(chunk)
+                        if seen is None:
                             continue
-                        chunk = msgspec.structs.replace(chunk, usage=None)
+                        chunk = seen
                 if not started:
                     started = True
                     headers += dialect.headers(parsed, chunk)
