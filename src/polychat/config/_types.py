@@ -80,7 +80,7 @@ _SERVER_KEYS = (
     "shutdown_timeout",
 )
 _POLICY_KEYS = ("first_token_timeout", "idle_timeout", "deadline", "hedge_after", "resume")
-_DEFAULTS_KEYS = ("model", "provider", "timeout", "proxy", "max_retries", *_POLICY_KEYS)
+_DEFAULTS_KEYS = ("model", "provider", "fallback", "timeout", "proxy", "max_retries", *_POLICY_KEYS)
 _ROUTE_KEYS = ("chain", "max_retries", "shuffle", *_POLICY_KEYS)
 
 
@@ -145,7 +145,21 @@ class RouteSpec:
     policy: dict[str, Any] = field(default_factory=dict)
 
 
+#: What the built-in ``openai`` asks for when no model is given (the default chain asks for the same).
+DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
+
+#: Providers that exist without being declared: every remote type with a key variable (usable once that variable
+#: is set: the same providers, in the same order, as the default chain of
+#: :mod:`polychat.providers.defaults`), and the embedded model.
 _BUILTINS = {
-    "openai": ProviderSpec(name="openai", type="openai", builtin=True),
+    **{
+        name: ProviderSpec(
+            name=name, type=name, builtin=True, default_model=DEFAULT_OPENAI_MODEL if name == "openai" else None
+        )
+        for name, ptype in PROVIDER_TYPES.items()
+        if ptype.http and ptype.key_env
+    },
     "local": ProviderSpec(name="local", type="local", builtin=True),
 }
+#: Built-ins listed even when not configured (the others show up once their key is set).
+_ALWAYS_LISTED = ("openai", "anthropic", "gemini", "local")

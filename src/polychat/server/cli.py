@@ -136,19 +136,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
         sys.stderr.write("polychat: error: the gateway needs Starlette and uvicorn: pip install 'polychat[server]'\n")
         return EXIT_USAGE
 
+    # Bind here, so the banner shows the real port (``--port 0`` picks a free one) and a taken port is one line.
+    sock = _bind(settings.host, settings.port)
+    port = sock.getsockname()[1]
     shown = f"[{settings.host}]" if ":" in settings.host else settings.host
     notes = [f"auth: {'on, ' + str(len(keys)) + ' key(s)' if keys else 'off'}"]
     if not keys and settings.insecure and not _loopback(settings.host):
         notes.append("INSECURE: no API keys on a public address")
     notes.append(f"config: {config.path or 'none'}")
     sys.stderr.write(
-        f"polychat gateway: chat page http://{shown}:{settings.port}/  API http://{shown}:{settings.port}/v1  "
-        f"({'; '.join(notes)})\n"
+        f"polychat gateway: chat page http://{shown}:{port}/  API http://{shown}:{port}/v1  ({'; '.join(notes)})\n"
     )
     sys.stderr.flush()
     common: dict[str, Any] = {
         "host": settings.host,
-        "port": settings.port,
+        "port": port,
         "log_level": "debug" if settings.debug else "info",
         "access_log": settings.access_log,
         "server_header": False,
@@ -159,16 +161,38 @@ def cmd_serve(args: argparse.Namespace) -> int:
     }
     if settings.workers > 1:
         os.environ[SETTINGS_ENV] = settings.to_env()
-        uvicorn.run("polychat.server.app:app_from_env", factory=True, workers=settings.workers, **common)
+        uvicorn.run(
+            "polychat.server.app:app_from_env", factory=True, workers=settings.workers, fd=sock.fileno(), **common
+        )
         return EXIT_OK
     from .app import create_app
 
     app = create_app(settings, config)
     server = uvicorn.Server(uvicorn.Config(app, **common))
-    server.run()
+    server.run(sockets=[sock])
     if not server.started:
         return 1
     return EXIT_OK
+
+
+def _bind(host: str, port: int) -> Any:
+    """A listening socket on ``host:port`` (uvicorn's own options: SO_REUSEADDR, IPv6 when the host is one)."""
+    import socket
+
+    from ..cli import UsageError
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise UsageError(
+            f"cannot listen on {host}:{port}: {e.strerror or e} (pick another --port, or 0 for any free one)"
+        ) from None
+    sock.set_inheritable(True)
+    return sock
 
 
 def _loopback(host: str) -> bool:
