@@ -8,9 +8,10 @@ async share everything but the last call: the request building and routing live 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+import os
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 
 from . import _constants as C
 from ._context import CallContext
@@ -23,17 +24,33 @@ from .providers.base import Provider, as_provider
 from .routing.retry import RetryProvider
 from .types import ChatCompletion, ChatCompletionChunk, ModelList
 
+if TYPE_CHECKING:
+    import httpx
+
+    from .config import Config
+
 __all__ = ["AsyncClient", "AsyncStream", "Client", "Stream"]
 
 _T = TypeVar("_T")
-_END: Any = object()
+
+#: What ``provider=`` takes: a provider instance (a RetryProvider chain is one), or a class built from the environment.
+ProviderArg = Provider | type[Provider]
+#: ``messages=``: OpenAI-style message dicts.
+Messages = Sequence[Mapping[str, Any]]
+
+
+class _End:
+    """Marks "no first chunk held" (a stream that ended before its first chunk)."""
+
+
+_END = _End()
 
 
 class Stream(Generic[_T]):
     """The chunks of a streamed answer. Iterate it; ``close()`` (or leaving a ``with`` block) releases the
     connection at once, also when left early. ``provider`` names the provider of the latest chunk."""
 
-    def __init__(self, chunks: Iterator[_T], first: Any = _END) -> None:
+    def __init__(self, chunks: Iterator[_T], first: _T | _End = _END) -> None:
         self._chunks = chunks
         self._first = first
         self.provider: str | None = getattr(first, "provider", None)
@@ -43,9 +60,9 @@ class Stream(Generic[_T]):
 
     def __next__(self) -> _T:
         first = self._first
-        if first is not _END:
+        if not isinstance(first, _End):
             self._first = _END
-            return first  # type: ignore[no-any-return]
+            return first
         try:
             item = next(self._chunks)
         except StopIteration:
@@ -74,7 +91,7 @@ class Stream(Generic[_T]):
 class AsyncStream(Generic[_T]):
     """Async counterpart of :class:`Stream`: ``async for``, ``await aclose()``, ``async with``."""
 
-    def __init__(self, chunks: AsyncIterator[_T], first: Any = _END) -> None:
+    def __init__(self, chunks: AsyncIterator[_T], first: _T | _End = _END) -> None:
         self._chunks = chunks
         self._first = first
         self.provider: str | None = getattr(first, "provider", None)
@@ -84,9 +101,9 @@ class AsyncStream(Generic[_T]):
 
     async def __anext__(self) -> _T:
         first = self._first
-        if first is not _END:
+        if not isinstance(first, _End):
             self._first = _END
-            return first  # type: ignore[no-any-return]
+            return first
         try:
             item = await self._chunks.__anext__()
         except StopAsyncIteration:
@@ -111,7 +128,7 @@ class AsyncStream(Generic[_T]):
         await self.aclose()
 
 
-def _load_config(config: Any) -> Any:
+def _load_config(config: str | os.PathLike[str] | Config | Literal[False] | None) -> Config | None:
     """``config=``: None (no config file), a path, or a :class:`polychat.config.Config`."""
     if config is None or config is False:
         return None
@@ -123,23 +140,25 @@ def _load_config(config: Any) -> Any:
 
 
 class _BaseClient:
+    """What Client and AsyncClient share: the arguments (documented on :class:`Client`) and the call set-up."""
+
     def __init__(
         self,
-        provider: Any = None,
-        proxies: Any = None,
-        api_key: Any = None,
+        provider: ProviderArg | None = None,
+        proxies: str | Mapping[str, Any] | Literal[False] | None = None,
+        api_key: str | dict[str, str] | None = None,
         base_url: str | None = None,
-        timeout: Any = None,
+        timeout: float | httpx.Timeout | None = None,
         max_retries: int | None = None,
         *,
         trust_env: bool = True,
-        proxy: Any = None,
+        proxy: str | Mapping[str, Any] | Literal[False] | None = None,
         first_token_timeout: float | None = None,
         idle_timeout: float | None = None,
         deadline: float | None = None,
         hedge_after: float | None = None,
         resume: bool | None = None,
-        config: Any = None,
+        config: str | os.PathLike[str] | Config | Literal[False] | None = None,
     ) -> None:
         self.config = _load_config(config)
         if self.config is not None:
@@ -192,6 +211,11 @@ class _BaseClient:
                 raise ConfigError(f"{label} must be a positive number of seconds, got {value!r}")
         self.provider = self._resolve(provider) if provider is not None else None
         self._explicit_provider = self.provider
+        self._attach_namespaces()
+
+    def _attach_namespaces(self) -> None:
+        """Set ``chat`` and ``models`` (sync or async flavour)."""
+        raise NotImplementedError
 
     def _resolve(self, provider: Any) -> Provider:
         """A provider with this client's key and URL applied to class-given members, and retries around it."""
@@ -266,8 +290,21 @@ class Completions:
     def __init__(self, client: Client) -> None:
         self._client = client
 
+    @overload
     def create(
-        self, model: str, messages: list[dict[str, Any]], stream: bool = False, **kwargs: Any
+        self, model: str, messages: Messages, stream: Literal[False] = False, **kwargs: Any
+    ) -> ChatCompletion: ...
+    @overload
+    def create(
+        self, model: str, messages: Messages, stream: Literal[True], **kwargs: Any
+    ) -> Stream[ChatCompletionChunk]: ...
+    @overload
+    def create(
+        self, model: str, messages: Messages, stream: bool, **kwargs: Any
+    ) -> ChatCompletion | Stream[ChatCompletionChunk]: ...
+
+    def create(
+        self, model: str, messages: Messages, stream: bool = False, **kwargs: Any
     ) -> ChatCompletion | Stream[ChatCompletionChunk]:
         """Ask for a chat completion; with ``stream=True`` get a :class:`Stream` of chunks.
 
@@ -279,8 +316,7 @@ class Completions:
         if not stream:
             return provider.complete(request, ctx)
         chunks = provider.stream(request, ctx)
-        first = next(chunks, _END)
-        return Stream(chunks, first)
+        return Stream(chunks, next(chunks, _END))
 
 
 class Chat:
@@ -292,7 +328,7 @@ class Models:
     def __init__(self, client: Client) -> None:
         self._client = client
 
-    def list(self, *, provider: Any = None) -> ModelList:
+    def list(self, *, provider: ProviderArg | None = None) -> ModelList:
         listed = self._client._config_models(provider)
         if listed is not None:
             return listed
@@ -315,8 +351,10 @@ class Client(_BaseClient):
     answer the models they claim (see :mod:`polychat.config`).
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    chat: Chat
+    models: Models
+
+    def _attach_namespaces(self) -> None:
         self.chat = Chat(self)
         self.models = Models(self)
 
@@ -339,14 +377,28 @@ class AsyncCompletions:
     def __init__(self, client: AsyncClient) -> None:
         self._client = client
 
+    @overload
     async def create(
-        self, model: str, messages: list[dict[str, Any]], stream: bool = False, **kwargs: Any
+        self, model: str, messages: Messages, stream: Literal[False] = False, **kwargs: Any
+    ) -> ChatCompletion: ...
+    @overload
+    async def create(
+        self, model: str, messages: Messages, stream: Literal[True], **kwargs: Any
+    ) -> AsyncStream[ChatCompletionChunk]: ...
+    @overload
+    async def create(
+        self, model: str, messages: Messages, stream: bool, **kwargs: Any
+    ) -> ChatCompletion | AsyncStream[ChatCompletionChunk]: ...
+
+    async def create(
+        self, model: str, messages: Messages, stream: bool = False, **kwargs: Any
     ) -> ChatCompletion | AsyncStream[ChatCompletionChunk]:
         """Async :meth:`Completions.create`: ``stream = await create(..., stream=True)``, then ``async for``."""
         request, provider, ctx = self._client._prepare(model, messages, stream, kwargs)
         if not stream:
             return await provider.acomplete(request, ctx)
         chunks = provider.astream(request, ctx)
+        first: ChatCompletionChunk | _End
         try:
             first = await chunks.__anext__()
         except StopAsyncIteration:
@@ -363,7 +415,7 @@ class AsyncModels:
     def __init__(self, client: AsyncClient) -> None:
         self._client = client
 
-    async def list(self, *, provider: Any = None) -> ModelList:
+    async def list(self, *, provider: ProviderArg | None = None) -> ModelList:
         listed = self._client._config_models(provider)
         if listed is not None:
             return listed
@@ -374,8 +426,10 @@ class AsyncModels:
 class AsyncClient(_BaseClient):
     """The asynchronous client; the same arguments as :class:`Client`, awaited methods."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    chat: AsyncChat
+    models: AsyncModels
+
+    def _attach_namespaces(self) -> None:
         self.chat = AsyncChat(self)
         self.models = AsyncModels(self)
 

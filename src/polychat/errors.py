@@ -80,7 +80,8 @@ class APIError(PolychatError):
     """A provider could not give an answer.
 
     Attributes: ``message``, ``provider`` (name of the provider, or None), ``body`` (the decoded error body,
-    or None), ``code``, ``param`` and ``type`` from an OpenAI-style error body when there is one.
+    or None), ``code``, ``param`` and ``type`` from an OpenAI-style error body when there is one, and
+    ``attempts``: every try a failover chain made before raising this error (empty when no chain was involved).
     """
 
     #: Whether trying again (on this provider, after a pause) may succeed. Refined per class and per instance.
@@ -98,6 +99,7 @@ class APIError(PolychatError):
         self.message = message
         self.provider = provider
         self.body = body
+        self.attempts: list[Attempt] = []
         err = body.get("error") if isinstance(body, Mapping) else None
         if not isinstance(err, Mapping):
             err = body if isinstance(body, Mapping) else {}
@@ -271,10 +273,10 @@ class AllProvidersFailedError(APIError):
     """Every provider of a failover chain failed; ``attempts`` lists each try in order."""
 
     def __init__(self, attempts: Sequence[Attempt]) -> None:
-        self.attempts = list(attempts)
-        lines = "\n".join(f"  {i}. {a.describe()}" for i, a in enumerate(self.attempts, 1))
-        n = len(self.attempts)
+        lines = "\n".join(f"  {i}. {a.describe()}" for i, a in enumerate(attempts, 1))
+        n = len(attempts)
         super().__init__(f"All providers failed ({n} attempt{'s' if n != 1 else ''}):\n{lines}", retryable=False)
+        self.attempts = list(attempts)
 
 
 _STATUS_CLASSES: dict[int, type[APIStatusError]] = {

@@ -180,6 +180,9 @@ class ChatCompletionChunk(_Base):
     usage: CompletionUsage | None = None
     system_fingerprint: str | None = None
     service_tier: str | None = None
+    # Like ``provider``, not a field (never in dumps): after a stream was resumed on another provider (``resume=True``),
+    # the name of the provider that failed mid-answer; None on chunks of an uninterrupted answer.
+    resumed_from = cast("str | None", None)
 
 
 class Model(_Base):

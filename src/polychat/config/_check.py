@@ -16,13 +16,16 @@ from ..errors import ConfigError
 from ._types import (
     _BUILTINS,
     _DEFAULTS_KEYS,
+    _GATEWAY_KEY_KEYS,
     _HTTP_KEYS,
     _POLICY_KEYS,
     _ROUTE_KEYS,
     _SERVER_KEYS,
     _TOP_KEYS,
     PROVIDER_TYPES,
+    REDIS_FAILURE_MODES,
     ConfigFileError,
+    GatewayKeySpec,
     ProviderSpec,
     RouteSpec,
 )
@@ -200,12 +203,55 @@ def _check_server(doc: dict[str, Any], c: _Checker) -> dict[str, Any]:
             out[key] = c.count(value, where)
         elif key == "shutdown_timeout":
             out[key] = c.seconds(value, where)
+        elif key == "redis_url":
+            url = c.string(value, where)
+            if not re.match(r"^(redis|rediss|unix)://", url):
+                raise c.error(where, f"must be a redis://, rediss:// or unix:// URL, got {redact_url(url)!r}")
+            out[key] = url
+        elif key == "redis_failure":
+            mode = c.string(value, where)
+            if mode not in REDIS_FAILURE_MODES:
+                raise c.error(where, f"must be one of {', '.join(map(repr, REDIS_FAILURE_MODES))}, got {mode!r}")
+            out[key] = mode
+        elif key == "keys":
+            out[key] = _check_gateway_keys(value, c)
     if out.get("api_keys") and not out.get("allow_plaintext_key"):
         raise c.error(
             ("server", "api_keys"),
             "gateway keys in the config file are refused: put them in an environment variable and write "
             'api_keys_env = "POLYCHAT_GATEWAY_KEYS" (or set allow_plaintext_key = true)',
         )
+    return out
+
+
+def _check_gateway_keys(value: Any, c: _Checker) -> dict[str, GatewayKeySpec]:
+    """``[server.keys.NAME]`` tables: each key's token comes from an environment variable, never from the file."""
+    base = ("server", "keys")
+    out: dict[str, GatewayKeySpec] = {}
+    for name, raw in c.table(value, base).items():
+        where = (*base, name)
+        c.name(name, where, "key")
+        table = c.table(raw, where)
+        c.keys(table, _GATEWAY_KEY_KEYS, where)
+        if "key_env" not in table:
+            raise c.error(
+                where, "missing key 'key_env' (the NAME of the variable holding the token, e.g. \"TEAM_A_KEY\")"
+            )
+        env = c.string(table["key_env"], (*where, "key_env"))
+        if not _ENV_NAME_RE.match(env):
+            raise c.error(
+                (*where, "key_env"),
+                "must be the NAME of an environment variable holding the token (like TEAM_A_KEY), not the token",
+            )
+        limits: dict[str, int] = {}
+        for limit in ("requests_per_minute", "tokens_per_minute", "budget_tokens"):
+            if limit in table:
+                n = c.count(table[limit], (*where, limit))
+                if n < 1:
+                    raise c.error((*where, limit), "must be a whole number >= 1 (leave it out for no limit)")
+                limits[limit] = n
+        models = c.strings(table["models"], (*where, "models")) if "models" in table else None
+        out[name] = GatewayKeySpec(name=name, key_env=env, models=models, **limits)
     return out
 
 

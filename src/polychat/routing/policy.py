@@ -183,7 +183,7 @@ class FailoverPlan(Struct):
         last = failures[-1].error if failures else None
         if self._deadline_hit and (last is None or not isinstance(last, APITimeoutError)):
             err = APITimeoutError("Timed out: the overall deadline passed before any provider answered")
-            err.attempts = list(self.attempts)  # type: ignore[attr-defined]
+            err.attempts = list(self.attempts)
             if failures:
                 summary = AllProvidersFailedError(self.attempts)
                 err.message += ":\n" + summary.message.split(":\n", 1)[1]
@@ -191,7 +191,8 @@ class FailoverPlan(Struct):
         if last is None:
             return AllProvidersFailedError(self.attempts)
         if len({a.provider for a in failures}) == 1:
-            last.attempts = list(self.attempts)  # type: ignore[attr-defined]
+            if isinstance(last, APIError):
+                last.attempts = list(self.attempts)
             return last
         summary = AllProvidersFailedError(self.attempts)
         if (
@@ -206,6 +207,6 @@ class FailoverPlan(Struct):
                 body=last.body,
                 headers=last.headers,
             )
-            same.attempts = summary.attempts  # type: ignore[attr-defined]
+            same.attempts = summary.attempts
             return same
         return summary

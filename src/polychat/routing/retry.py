@@ -57,7 +57,7 @@ class _Resumer:
         self.decided = self.window == 0
 
     def feed(self, chunk: ChatCompletionChunk) -> list[ChatCompletionChunk]:
-        chunk.resumed_from = self.resumed_from  # type: ignore[attr-defined]
+        chunk.resumed_from = self.resumed_from
         if self.decided:
             return [chunk]
         self.held.append(chunk)

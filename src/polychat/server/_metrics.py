@@ -7,8 +7,11 @@ never from raw client input, so a client cannot blow up the series count.
 
 Families (all prefixed ``polychat_gateway_``): ``requests_total``, ``errors_total``, ``rejected_total``,
 ``request_duration_seconds`` and ``time_to_first_token_seconds`` (histograms), ``fallback_answers_total``,
-``failed_attempts_total``, ``in_flight``, ``draining``; and ``polychat_breaker_state`` / ``polychat_breaker_failures``
-from the circuit breakers.
+``failed_attempts_total``, ``in_flight``, ``draining``; ``polychat_breaker_state`` / ``polychat_breaker_failures``
+from the circuit breakers; and per named key (``polychat_key_``): ``requests_total``, ``tokens_total`` (by kind),
+``budget_used_tokens``, ``reserved_tokens``, ``refused_total`` (by limit). Breakers and key usage come from the
+shared store when the gateway has Redis, so they are global across workers and replicas; the gateway's own
+families stay per process.
 """
 
 from __future__ import annotations
@@ -139,8 +142,9 @@ class Metrics:
         self.draining = Gauge(p + "draining", "1 while the gateway is shutting down.", ())
         self.draining.set((), 0)
 
-    def render(self, breakers: Iterable[tuple[str, str, int]] = ()) -> str:
-        """The exposition text; ``breakers``: (provider, state, consecutive failures) for each known endpoint."""
+    def render(self, breakers: Iterable[tuple[str, str, int]] = (), keys: Iterable[tuple[str, Any]] = ()) -> str:
+        """The exposition text; ``breakers``: (provider, state, consecutive failures) for each known endpoint;
+        ``keys``: (name, :class:`~polychat.server._limits.KeyUsage`) for each named key."""
         out: list[str] = []
         for family in (
             self.requests,
@@ -168,7 +172,44 @@ class Metrics:
         )
         for provider, _, failures in rows:
             out.append(f"polychat_breaker_failures{_labels(('provider',), (provider,))} {failures}\n")
+        _render_keys(list(keys), out)
         return "".join(out)
+
+
+def _render_keys(keys: list[tuple[str, Any]], out: list[str]) -> None:
+    if not keys:
+        return
+    k = ("key",)
+    out.append(
+        "# HELP polychat_key_requests_total Requests admitted per named gateway key.\n"
+        "# TYPE polychat_key_requests_total counter\n"
+    )
+    out.extend(f"polychat_key_requests_total{_labels(k, (name,))} {u.requests}\n" for name, u in keys)
+    out.append(
+        "# HELP polychat_key_tokens_total Tokens settled per named gateway key, by kind (prompt, completion, total).\n"
+        "# TYPE polychat_key_tokens_total counter\n"
+    )
+    for name, u in keys:
+        for kind in ("prompt", "completion", "total"):
+            value = getattr(u, kind + "_tokens")
+            out.append(f"polychat_key_tokens_total{_labels(('key', 'kind'), (name, kind))} {value}\n")
+    out.append(
+        "# HELP polychat_key_budget_used_tokens Tokens charged against the key's budget.\n"
+        "# TYPE polychat_key_budget_used_tokens gauge\n"
+    )
+    out.extend(f"polychat_key_budget_used_tokens{_labels(k, (name,))} {u.used}\n" for name, u in keys)
+    out.append(
+        "# HELP polychat_key_reserved_tokens Tokens reserved by the key's requests in flight.\n"
+        "# TYPE polychat_key_reserved_tokens gauge\n"
+    )
+    out.extend(f"polychat_key_reserved_tokens{_labels(k, (name,))} {u.reserved}\n" for name, u in keys)
+    out.append(
+        "# HELP polychat_key_refused_total Requests refused by a limit of the key (requests, tokens, budget, "
+        "too_large).\n# TYPE polychat_key_refused_total counter\n"
+    )
+    for name, u in keys:
+        for limit, count in sorted(u.refused.items()):
+            out.append(f"polychat_key_refused_total{_labels(('key', 'limit'), (name, limit))} {count}\n")
 
 
 def breaker_rows(

@@ -39,7 +39,7 @@ from ..config import Config, load_config
 from ._chat import ChatEndpoint, send_error
 from ._errors import make_error
 from ._gateway import Gateway
-from ._settings import ServerSettings, gateway_keys, merge_config
+from ._settings import ServerSettings, gateway_keys, merge_config, named_keys
 
 __all__ = ["app_from_env", "create_app"]
 
@@ -155,7 +155,12 @@ def create_app(settings: ServerSettings | None = None, config: Config | None = N
     config = config if config is not None else load_config(settings.config_path)
     settings = merge_config(settings, config)
     keys = gateway_keys(config)
-    gw = Gateway(settings, config, keys)
+    named = named_keys(config)
+    if settings.redis_url:
+        from ..routing.breaker_redis import share_breakers
+
+        share_breakers(settings.redis_url)
+    gw = Gateway(settings, config, keys, named)
     _install_log_scrubbing(list(gw.scrub.secrets))
     static = _Static()
 
@@ -188,7 +193,7 @@ def create_app(settings: ServerSettings | None = None, config: Config | None = N
         if err is not None:
             return err
         return Response(
-            gw.render_metrics(),
+            await gw.render_metrics(),
             media_type="text/plain; version=0.0.4; charset=utf-8",
             headers={"cache-control": "no-store"},
         )
