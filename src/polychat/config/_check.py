@@ -379,7 +379,8 @@ def _check(doc: dict[str, Any], c: _Checker) -> tuple[dict[str, Any], dict[str, 
                     f"known providers: {', '.join(known)}",
                 )
             target = known[pname]
-            if not model and target.type != "local" and not target.effective_default_model:
+            # (built-in providers' classes have default models of their own)
+            if not model and target.type != "local" and not target.builtin and not target.effective_default_model:
                 raise c.error(
                     (*base, "chain"),
                     f"{entry!r}: provider {pname!r} has no default model; write '{pname}:MODEL'",

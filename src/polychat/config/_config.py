@@ -127,8 +127,13 @@ class Config:
             return self.provider(pname), self.specs[pname].effective_default_model or ""
         owners = [name for name, spec in self.declared.items() if model in spec.models]
         if not owners:
-            # Models of built-in providers that /v1/models lists (e.g. the embedded model's) go to their owner.
-            owners = [m.owned_by for m in self.model_list() if m.id == model and m.owned_by in _BUILTINS][:1]
+            # The embedded model's name goes to it even when the default chain is remote providers (those, and
+            # their own model names, are the default chain's: it ends with the fallback, when one is set).
+            owners = [
+                m.owned_by
+                for m in self.model_list()
+                if m.id == model and m.owned_by in _BUILTINS and _BUILTINS[m.owned_by].type == "local"
+            ][:1]
         if len(owners) == 1:
             return self.provider(owners[0]), model
         if owners:
