@@ -147,7 +147,9 @@ def test_resolution_rules(monkeypatch: pytest.MonkeyPatch) -> None:
     assert config.resolve(None, "backup") == (backup, "gpt-4o")  # --provider alone: its default, not "fast"
     assert config.resolve("x", "work") == (work, "x")
     assert config.resolve(None, "fast") == config.route("fast")
-    with pytest.raises(ConfigError, match="unknown provider 'nope'; known: openai, anthropic, gemini, local, work, backup, fast"):
+    with pytest.raises(
+        ConfigError, match="unknown provider 'nope'; known: openai, anthropic, gemini, local, work, backup, fast"
+    ):
         config.resolve(None, "nope")
 
 
