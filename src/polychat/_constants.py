@@ -4,9 +4,8 @@ from __future__ import annotations
 
 #: Seconds to establish a connection (TCP + TLS + proxy handshake).
 CONNECT_TIMEOUT = 5.0
-#: Seconds to wait for any single network read (also the longest pause between stream chunks by default).
+#: Seconds to wait for any single network read or write (also the longest pause between stream chunks by default).
 READ_TIMEOUT = 600.0
-WRITE_TIMEOUT = 600.0
 POOL_TIMEOUT = 10.0
 
 #: Retries per provider for retryable errors when a bare provider is used (same default as the openai package).
@@ -25,3 +24,7 @@ MAX_KEEPALIVE_CONNECTIONS = 20
 KEEPALIVE_EXPIRY = 30.0
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
+
+#: What the default chain (and the built-in ``openai`` provider of the config) asks OpenAI for when no model is
+#: given.
+DEFAULT_OPENAI_MODEL = "gpt-4o-mini"

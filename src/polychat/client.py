@@ -17,11 +17,12 @@ from . import _constants as C
 from ._context import CallContext
 from ._http import TransportPool, make_timeout
 from ._proxy import parse_proxy
+from ._record import CallRecord
 from ._redact import mask_secret
 from ._request import ChatRequest, build_request
-from .errors import ConfigError
+from .errors import Attempt, ConfigError
 from .providers.base import Provider, as_provider
-from .routing.retry import RetryProvider
+from .routing.retry import RetryProvider, default_chain
 from .types import ChatCompletion, ChatCompletionChunk, ModelList
 
 if TYPE_CHECKING:
@@ -46,14 +47,28 @@ class _End:
 _END = _End()
 
 
+def _finished(record: CallRecord, result: ChatCompletion) -> ChatCompletion:
+    result.attempts = record.attempts
+    record.finish(result)
+    return result
+
+
 class Stream(Generic[_T]):
     """The chunks of a streamed answer. Iterate it; ``close()`` (or leaving a ``with`` block) releases the
-    connection at once, also when left early. ``provider`` names the provider of the latest chunk."""
+    connection at once, also when left early. ``provider`` names the provider of the latest chunk; ``attempts``
+    lists every provider attempt that has ended (all of them, once the stream has)."""
 
-    def __init__(self, chunks: Iterator[_T], first: _T | _End = _END) -> None:
+    def __init__(self, chunks: Iterator[_T], first: _T | _End = _END, record: CallRecord | None = None) -> None:
         self._chunks = chunks
         self._first = first
+        self._record = record
         self.provider: str | None = getattr(first, "provider", None)
+        if record is not None and record.trace is not None and first is not _END:
+            record.chunk(first)
+
+    @property
+    def attempts(self) -> list[Attempt]:
+        return self._record.attempts if self._record is not None else []
 
     def __iter__(self) -> Stream[_T]:
         return self
@@ -68,7 +83,13 @@ class Stream(Generic[_T]):
         except StopIteration:
             self.close()
             raise
+        except BaseException as e:
+            if self._record is not None:
+                self._record.finish(error=e)
+            raise
         self.provider = getattr(item, "provider", self.provider)
+        if self._record is not None and self._record.trace is not None:
+            self._record.chunk(item)
         return item
 
     def close(self) -> None:
@@ -76,6 +97,8 @@ class Stream(Generic[_T]):
         close = getattr(self._chunks, "close", None)
         if close is not None:
             close()
+        if self._record is not None:
+            self._record.finish()
 
     def __enter__(self) -> Stream[_T]:
         return self
@@ -91,10 +114,17 @@ class Stream(Generic[_T]):
 class AsyncStream(Generic[_T]):
     """Async counterpart of :class:`Stream`: ``async for``, ``await aclose()``, ``async with``."""
 
-    def __init__(self, chunks: AsyncIterator[_T], first: _T | _End = _END) -> None:
+    def __init__(self, chunks: AsyncIterator[_T], first: _T | _End = _END, record: CallRecord | None = None) -> None:
         self._chunks = chunks
         self._first = first
+        self._record = record
         self.provider: str | None = getattr(first, "provider", None)
+        if record is not None and record.trace is not None and first is not _END:
+            record.chunk(first)
+
+    @property
+    def attempts(self) -> list[Attempt]:
+        return self._record.attempts if self._record is not None else []
 
     def __aiter__(self) -> AsyncStream[_T]:
         return self
@@ -109,14 +139,24 @@ class AsyncStream(Generic[_T]):
         except StopAsyncIteration:
             await self.aclose()
             raise
+        except BaseException as e:
+            if self._record is not None:
+                self._record.finish(error=e)
+            raise
         self.provider = getattr(item, "provider", self.provider)
+        if self._record is not None and self._record.trace is not None:
+            self._record.chunk(item)
         return item
 
     async def aclose(self) -> None:
         self._first = _END
         aclose = getattr(self._chunks, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        try:
+            if aclose is not None:
+                await aclose()
+        finally:
+            if self._record is not None:
+                self._record.finish()
 
     async def close(self) -> None:
         await self.aclose()
@@ -230,8 +270,6 @@ class _BaseClient:
             if self.config is not None and self.api_key is None and self.base_url is None:
                 chain = self.config.default_chain()  # with the config's [defaults] fallback, if any
             else:
-                from .providers.defaults import default_chain
-
                 chain = default_chain(api_key=self.api_key, base_url=self.base_url)
             self.provider = self._resolve(chain)
         return self.provider
@@ -269,6 +307,7 @@ class _BaseClient:
             call_timeout=make_timeout(call_timeout) if call_timeout is not None else None,
             options=options,
             client_policy=self.policy,
+            record=CallRecord(request),
         )
         return request, provider, ctx
 
@@ -313,10 +352,17 @@ class Completions:
         and ``allow_empty=``. Anything else is an :class:`~polychat.errors.InvalidRequestError`.
         """
         request, provider, ctx = self._client._prepare(model, messages, stream, kwargs)
-        if not stream:
-            return provider.complete(request, ctx)
-        chunks = provider.stream(request, ctx)
-        return Stream(chunks, next(chunks, _END))
+        record = ctx.record
+        assert record is not None
+        try:
+            if not stream:
+                return _finished(record, provider.complete(request, ctx))
+            chunks = provider.stream(request, ctx)
+            first = next(chunks, _END)
+        except BaseException as e:
+            record.finish(error=e)
+            raise
+        return Stream(chunks, first, record)
 
 
 class Chat:
@@ -395,15 +441,21 @@ class AsyncCompletions:
     ) -> ChatCompletion | AsyncStream[ChatCompletionChunk]:
         """Async :meth:`Completions.create`: ``stream = await create(..., stream=True)``, then ``async for``."""
         request, provider, ctx = self._client._prepare(model, messages, stream, kwargs)
-        if not stream:
-            return await provider.acomplete(request, ctx)
-        chunks = provider.astream(request, ctx)
+        record = ctx.record
+        assert record is not None
         first: ChatCompletionChunk | _End
         try:
-            first = await chunks.__anext__()
-        except StopAsyncIteration:
-            first = _END
-        return AsyncStream(chunks, first)
+            if not stream:
+                return _finished(record, await provider.acomplete(request, ctx))
+            chunks = provider.astream(request, ctx)
+            try:
+                first = await chunks.__anext__()
+            except StopAsyncIteration:
+                first = _END
+        except BaseException as e:
+            record.finish(error=e)
+            raise
+        return AsyncStream(chunks, first, record)
 
 
 class AsyncChat:

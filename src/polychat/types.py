@@ -11,9 +11,12 @@ Fields that a server sends and these classes do not list (vendor extensions) are
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
+
+if TYPE_CHECKING:
+    from .errors import Attempt
 
 __all__ = [
     "ChatCompletion",
@@ -128,6 +131,10 @@ class Choice(_Base):
 
 
 class ChatCompletion(_Base):
+    # Set by the client on every answer (kept out of dumps like ``provider``): each provider attempt of the call,
+    # the failed ones and hedges that lost included, ending with the one that answered.
+    attempts = cast("list[Attempt]", ())
+
     id: str = ""
     object: str = "chat.completion"
     created: int = 0

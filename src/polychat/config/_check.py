@@ -12,7 +12,7 @@ from typing import Any
 
 from .._proxy import ProxyConfig, parse_proxy
 from .._redact import redact_url
-from ..errors import ConfigError
+from ..errors import ConfigError, ConfigFileError
 from ._types import (
     _BUILTINS,
     _DEFAULTS_KEYS,
@@ -24,7 +24,6 @@ from ._types import (
     _TOP_KEYS,
     PROVIDER_TYPES,
     REDIS_FAILURE_MODES,
-    ConfigFileError,
     GatewayKeySpec,
     ProviderSpec,
     RouteSpec,
@@ -197,7 +196,7 @@ def _check_server(doc: dict[str, Any], c: _Checker) -> dict[str, Any]:
             out[key] = c.string(value, where)
         elif key in ("api_keys", "cors_origins", "allowed_hosts"):
             out[key] = list(c.strings(value, where))
-        elif key == "allow_plaintext_key":
+        elif key in ("allow_plaintext_key", "otel"):
             out[key] = c.boolean(value, where)
         elif key == "max_body_bytes":
             out[key] = c.count(value, where)

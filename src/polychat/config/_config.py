@@ -177,7 +177,7 @@ class Config:
         than the one asked for is something the user asks for (a route, or ``fallback``), never a silent default.
         """
         if self._default_chain is None:
-            from ..providers.defaults import default_chain
+            from ..routing.retry import default_chain
 
             chain = default_chain()
             if self.fallback is not None:

@@ -1,5 +1,5 @@
 """The config file's vocabulary: provider types (:data:`PROVIDER_TYPES`, one row each), the keys each table
-allows, the checked forms of providers and routes, and :class:`ConfigFileError`.
+allows, the checked forms of providers and routes.
 
 Kept apart so the checker and :class:`~polychat.config.Config` share one table (tests add rows to it).
 """
@@ -10,8 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._constants import DEFAULT_OPENAI_MODEL
 from .._proxy import ProxyConfig
-from ..errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,7 @@ _SERVER_KEYS = (
     "allowed_hosts",
     "max_body_bytes",
     "shutdown_timeout",
+    "otel",
     "redis_url",
     "redis_failure",
     "keys",
@@ -89,20 +90,6 @@ REDIS_FAILURE_MODES = ("closed", "open")
 _POLICY_KEYS = ("first_token_timeout", "idle_timeout", "deadline", "hedge_after", "resume")
 _DEFAULTS_KEYS = ("model", "provider", "fallback", "timeout", "proxy", "max_retries", *_POLICY_KEYS)
 _ROUTE_KEYS = ("chain", "max_retries", "shuffle", *_POLICY_KEYS)
-
-
-class ConfigFileError(ConfigError):
-    """A config file problem; ``path``, ``line`` (1-based, or None when it could not be found) and ``key``
-    (dotted, e.g. ``providers.work.base_url``) say where."""
-
-    def __init__(self, message: str, *, path: str | None, line: int | None = None, key: str | None = None) -> None:
-        where = path or "<config>"
-        if line is not None:
-            where += f":{line}"
-        super().__init__(f"{where}: {key + ': ' if key else ''}{message}")
-        self.path = path
-        self.line = line
-        self.key = key
 
 
 @dataclass(frozen=True)
@@ -168,9 +155,6 @@ class GatewayKeySpec:
     def limited(self) -> bool:
         return any(v is not None for v in (self.requests_per_minute, self.tokens_per_minute, self.budget_tokens))
 
-
-#: What the built-in ``openai`` asks for when no model is given (the default chain asks for the same).
-DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
 
 #: Providers that exist without being declared: every remote type with a key variable (usable once that variable
 #: is set: the same providers, in the same order, as the default chain of

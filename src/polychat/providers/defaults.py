@@ -1,6 +1,7 @@
-"""The default chain: what ``Client()`` uses when no provider is given.
+"""The members of the default chain: what ``Client()`` uses when no provider is given.
 
-Remote providers whose credentials are present, in this order:
+:func:`polychat.routing.retry.default_chain` tries them in order: remote providers whose credentials are
+present, in this order:
 
 1. ``OpenaiChat`` — when ``OPENAI_API_KEY`` or ``OPENAI_BASE_URL`` is set (or the client got ``api_key`` /
    ``base_url``); with no model given it asks for ``gpt-4o-mini``;
@@ -27,7 +28,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ..config._types import DEFAULT_OPENAI_MODEL as DEFAULT_OPENAI_MODEL
+from .._constants import DEFAULT_OPENAI_MODEL as DEFAULT_OPENAI_MODEL
 from .base import Provider
 
 
@@ -69,15 +70,6 @@ def missing_credentials(name: str) -> str | None:
     if preset.endpoint_env and not os.environ.get(preset.endpoint_env):
         return f"{preset.endpoint_env} not set"
     return None
-
-
-def default_chain(*, api_key: Any = None, base_url: str | None = None) -> Provider:
-    from ..routing.retry import RetryProvider
-
-    members = default_members(api_key=api_key, base_url=base_url)
-    if len(members) == 1:
-        return members[0]
-    return RetryProvider(members, max_retries=1, name="default")
 
 
 def _native_members(api_key: Any) -> list[Provider]:

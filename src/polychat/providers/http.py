@@ -28,7 +28,7 @@ from .._http import (
 )
 from .._proxy import ProxyConfig, parse_proxy
 from .._redact import mask_secret
-from ..routing.timeouts import Watch, shutdown_socket
+from .._timeouts import Watch, shutdown_socket
 from .base import Provider
 
 if TYPE_CHECKING:

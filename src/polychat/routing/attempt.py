@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from .._timeouts import Limits, Watch, within
 from ..errors import APIError, APITimeoutError, EmptyResponseError
-from .timeouts import Limits, Watch, within
 
 if TYPE_CHECKING:
     from .._context import CallContext
@@ -103,6 +103,7 @@ class SyncAttempt:
             for chunk in self._chunks:
                 held.append(chunk)
                 if has_content(chunk):
+                    self.step.first_token_at = time.monotonic()
                     self.watch.phase = "idle"
                     self.watch.pause()  # the caller is about to hold these chunks
                     return held
@@ -140,7 +141,7 @@ class AsyncAttempt:
         self.provider = step.provider
         self.request = request
         self.limits = policy.limits(step.provider, stream=stream)
-        self.ctx = ctx
+        self.ctx = ctx.for_provider()
         self.started = time.monotonic()
         self._chunks: AsyncIterator[ChatCompletionChunk] | None = None
         self._phase = "first token"
@@ -185,6 +186,7 @@ class AsyncAttempt:
                 raise self._timeout(e) from e
             held.append(chunk)
             if has_content(chunk):
+                self.step.first_token_at = time.monotonic()
                 self._phase = "idle"
                 return held
 

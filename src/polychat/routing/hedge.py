@@ -55,7 +55,7 @@ async def race(
             policy.hedge_after,
             hedge.provider.name,
         )
-        plan.started(hedge)
+        plan.started(hedge, "hedge")
         tasks[asyncio.ensure_future(run(hedge))] = hedge
     last_error: BaseException | None = None
     started = time.monotonic()
@@ -85,6 +85,8 @@ async def race(
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+            for loser in tasks.values():
+                plan.lost(loser)
     if hedge is not None:
         plan.advance_past(hedge.index)
     assert last_error is not None
@@ -117,5 +119,5 @@ async def race_complete(
     winner, result, _ = await race(
         chain, plan, step, policy, run, lambda r: policy.allow_empty or not completion_empty(r)
     )
-    plan.succeeded(winner, 0.0)
+    plan.succeeded(winner, 0.0, result)
     return result

@@ -35,6 +35,7 @@ from ._gateway import Call, refusal_error
 from ._limits import Admission, Refusal
 
 if TYPE_CHECKING:
+    from ..errors import Attempt
     from ._gateway import Gateway
 
 log = logging.getLogger("polychat.server")
@@ -271,6 +272,7 @@ class ChatEndpoint:
         provider_name = "none"
         error: BaseException | None = None
         provider = None
+        attempts: list[Attempt] = []
         try:
             try:
                 provider, routed = gw.route(model)
@@ -295,11 +297,15 @@ class ChatEndpoint:
                 if isinstance(failed_by, str) and failed_by:
                     provider_name = failed_by
                     err.headers.append((b"x-polychat-provider", _header_value(failed_by)))
+                attempts = getattr(e, "attempts", None) or []
+                if attempts:
+                    err.headers.append(gw.attempts_header(attempts))
                 self._log_failure(e, status)
                 await send_error(send, err)
                 return
             if not stream:
                 provider_name = result.provider or "unknown"
+                attempts = result.attempts
                 usage = getattr(result, "usage", None)
                 body = _encode(result)
                 await send(
@@ -310,6 +316,7 @@ class ChatEndpoint:
                             (b"content-type", _JSON),
                             (b"content-length", str(len(body)).encode()),
                             (b"x-polychat-provider", _header_value(provider_name)),
+                            gw.attempts_header(attempts),
                             *_COMMON,
                         ],
                     }
@@ -317,6 +324,7 @@ class ChatEndpoint:
                 await send({"type": "http.response.body", "body": body})
                 return
             provider_name = result.provider or "unknown"
+            attempts = result.attempts  # the stream's own list: complete once the stream has ended
             error, usage = await self._stream(call, send, result, provider_name, label, t0, own_usage)
         finally:
             if admission is not None:
@@ -325,15 +333,14 @@ class ChatEndpoint:
             elapsed = time.perf_counter() - t0
             if call.reason == "disconnect":
                 status = 499
+            gw.observe_attempts(attempts)
+            gw.observe_usage(provider_name, usage)
             metrics.requests.inc((label, provider_name, stream_label, str(status)))
             metrics.duration.observe((label, provider_name, stream_label), elapsed)
             if call.reason == "shutdown":
                 metrics.errors.inc((label, provider_name, "ServerShutdown"))
             elif error is not None:
                 metrics.errors.inc((label, provider_name, type(error).__name__))
-                for attempt in getattr(error, "attempts", None) or ():
-                    if attempt.error is not None:
-                        metrics.failed_attempts.inc((attempt.provider, attempt.error_class))
             elif status == 200 and provider_name not in ("none", "unknown"):
                 first = gw.first_choice(provider)
                 if first is not None and first != provider_name:
@@ -345,7 +352,11 @@ class ChatEndpoint:
         """Send the chunks; returns the error that ended the stream early (None: it completed) and the usage the
         stream reported (None: none came; a cancelled stream settles when ``_answer`` ends, with None)."""
         gw = self.gw
-        headers = [*_SSE_HEADERS, (b"x-polychat-provider", _header_value(provider_name))]
+        headers = [
+            *_SSE_HEADERS,
+            (b"x-polychat-provider", _header_value(provider_name)),
+            gw.attempts_header(stream.attempts, provider_name),
+        ]
         error: BaseException | None = None
         usage: Any = None
         try:

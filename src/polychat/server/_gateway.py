@@ -32,6 +32,7 @@ from ._settings import ServerSettings, is_loopback
 
 if TYPE_CHECKING:
     from ..config._types import GatewayKeySpec
+    from ..errors import Attempt
     from ..providers.base import Provider
 
 log = logging.getLogger("polychat.server")
@@ -190,6 +191,41 @@ class Gateway:
             return None
         members = p.members()
         return members[0].name if members else None
+
+    # -- attempts: response header and metrics -------------------------------------------------------------------
+
+    @staticmethod
+    def attempts_header(attempts: list[Attempt], answering: str | None = None) -> tuple[bytes, bytes]:
+        """``x-polychat-attempts``: every provider attempt of the call, in order, as ``provider=outcome``
+        (``failed:ErrorClass[:status]`` for failures); ``answering`` (a stream still running) is added as ``ok``.
+        Provider names come from the server's config, never from the client."""
+        parts = []
+        for a in attempts:
+            what = a.outcome
+            if a.error is not None:
+                what += ":" + a.error_class + (f":{a.status_code}" if a.status_code is not None else "")
+            if a.kind != "attempt":
+                what += f" ({a.kind})"
+            parts.append(f"{a.provider}={what}")
+        if answering is not None:
+            parts.append(f"{answering}=ok")
+        return b"x-polychat-attempts", ", ".join(parts).encode("latin-1", "replace")
+
+    def observe_attempts(self, attempts: list[Attempt]) -> None:
+        """Count a finished call's attempts (successful calls too: a failover that worked is still a failure)."""
+        m = self.metrics
+        for a in attempts:
+            m.attempts.inc((a.provider, a.outcome))
+            if a.error is not None:
+                m.failed_attempts.inc((a.provider, a.error_class))
+            if a.ttft is not None:
+                m.attempt_ttft.observe((a.provider,), a.ttft)
+
+    def observe_usage(self, provider: str, usage: Any) -> None:
+        if usage is None:
+            return
+        self.metrics.tokens.inc((provider, "input"), usage.prompt_tokens or 0)
+        self.metrics.tokens.inc((provider, "output"), usage.completion_tokens or 0)
 
     # -- metrics --------------------------------------------------------------------------------------------------
 

@@ -6,12 +6,13 @@ bounded sets — route aliases and model names from the config, provider names, 
 never from raw client input, so a client cannot blow up the series count.
 
 Families (all prefixed ``polychat_gateway_``): ``requests_total``, ``errors_total``, ``rejected_total``,
-``request_duration_seconds`` and ``time_to_first_token_seconds`` (histograms), ``fallback_answers_total``,
-``failed_attempts_total``, ``in_flight``, ``draining``; ``polychat_breaker_state`` / ``polychat_breaker_failures``
-from the circuit breakers; and per named key (``polychat_key_``): ``requests_total``, ``tokens_total`` (by kind),
-``budget_used_tokens``, ``reserved_tokens``, ``refused_total`` (by limit). Breakers and key usage come from the
-shared store when the gateway has Redis, so they are global across workers and replicas; the gateway's own
-families stay per process.
+``request_duration_seconds`` and ``time_to_first_token_seconds`` (histograms), ``fallback_answers_total``;
+per provider attempt, successful requests included: ``attempts_total`` (by outcome), ``failed_attempts_total``
+(by error class), ``attempt_time_to_first_token_seconds`` and ``tokens_total`` (input/output); ``in_flight``,
+``draining``; ``polychat_breaker_state`` / ``polychat_breaker_failures`` from the circuit breakers; and per named
+key (``polychat_key_``): ``requests_total``, ``tokens_total`` (by kind), ``budget_used_tokens``,
+``reserved_tokens``, ``refused_total`` (by limit). Breakers and key usage come from the shared store when the
+gateway has Redis, so they are global across workers and replicas; the gateway's own families stay per process.
 """
 
 from __future__ import annotations
@@ -131,11 +132,25 @@ class Metrics:
             "Answers given by a provider other than the first of the route's chain (a failover happened).",
             ("route", "provider"),
         )
+        self.attempts = Counter(
+            p + "attempts_total",
+            "Provider attempts, by provider and outcome (ok, failed, lost: a hedge the other side won, closed: the "
+            "client stopped first), in successful and failed requests alike.",
+            ("provider", "outcome"),
+        )
         self.failed_attempts = Counter(
             p + "failed_attempts_total",
-            "Failed provider attempts inside requests that failed as a whole, by provider and error class.",
+            "Failed provider attempts, by provider and error class (also those a failover recovered from).",
             ("provider", "error"),
         )
+        self.attempt_ttft = Histogram(
+            p + "attempt_time_to_first_token_seconds", "Time from the start of a provider attempt to its first "
+            "content chunk (streams).", ("provider",),
+        )  # fmt: skip
+        self.tokens = Counter(
+            p + "tokens_total", "Tokens reported by providers in answers, by provider and type (input, output).",
+            ("provider", "type"),
+        )  # fmt: skip
         self.in_flight = Gauge(p + "in_flight", "Chat completion requests in progress.", ("stream",))
         self.in_flight.set(("true",), 0)
         self.in_flight.set(("false",), 0)
@@ -153,7 +168,10 @@ class Metrics:
             self.duration,
             self.ttft,
             self.fallbacks,
+            self.attempts,
             self.failed_attempts,
+            self.attempt_ttft,
+            self.tokens,
             self.in_flight,
             self.draining,
         ):

@@ -63,6 +63,8 @@ class ServerSettings:
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
     access_log: bool = True
     debug: bool = False
+    #: Export OpenTelemetry traces over OTLP, configured from the standard OTEL_* environment variables.
+    otel: bool = False
     #: Shared state (breakers, limits, usage) in Redis; None: everything stays in this process.
     redis_url: str | None = field(default=None, repr=False)
     #: While Redis is unreachable, limited keys are refused ("closed") or pass unaccounted until it is back ("open").
@@ -171,6 +173,8 @@ def merge_config(settings: ServerSettings, config: Any, environ: Mapping[str, st
         settings.allowed_hosts = [str(h) for h in table["allowed_hosts"]]
     if settings.max_body_bytes == DEFAULT_MAX_BODY and isinstance(table.get("max_body_bytes"), int):
         settings.max_body_bytes = int(table["max_body_bytes"])
+    if not settings.otel and table.get("otel") is True:
+        settings.otel = True
     if settings.shutdown_timeout == DEFAULT_SHUTDOWN_TIMEOUT and isinstance(
         table.get("shutdown_timeout"), (int, float)
     ):

@@ -39,6 +39,7 @@ from ..config import Config, load_config
 from ._chat import ChatEndpoint, send_error
 from ._errors import make_error
 from ._gateway import Gateway
+from ._otel import TraceLayer
 from ._settings import ServerSettings, gateway_keys, merge_config, named_keys
 
 __all__ = ["app_from_env", "create_app"]
@@ -162,6 +163,11 @@ def create_app(settings: ServerSettings | None = None, config: Config | None = N
         share_breakers(settings.redis_url)
     gw = Gateway(settings, config, keys, named)
     _install_log_scrubbing(list(gw.scrub.secrets))
+    tracer_provider = None
+    if settings.otel:
+        from ._otel import configure
+
+        tracer_provider = configure()
     static = _Static()
 
     async def models(request: Request) -> Response:
@@ -228,6 +234,8 @@ def create_app(settings: ServerSettings | None = None, config: Config | None = N
             yield
         finally:
             await gw.aclose()
+            if tracer_provider is not None:
+                tracer_provider.force_flush()
 
     middleware = []
     if gw.cors_origins:
@@ -237,7 +245,7 @@ def create_app(settings: ServerSettings | None = None, config: Config | None = N
                 allow_origins=sorted(gw.cors_origins),
                 allow_methods=["GET", "POST", "OPTIONS"],
                 allow_headers=["authorization", "content-type"],
-                expose_headers=["x-polychat-provider"],
+                expose_headers=["x-polychat-provider", "x-polychat-attempts"],
                 max_age=600,
             )
         )
@@ -256,7 +264,7 @@ def create_app(settings: ServerSettings | None = None, config: Config | None = N
         lifespan=lifespan,
     )
     app.state.gateway = gw
-    return _HostGuard(app, gw)
+    return _HostGuard(TraceLayer(app), gw)
 
 
 def app_from_env() -> Any:

@@ -36,6 +36,9 @@ Clients: any OpenAI client with base_url=http://127.0.0.1:{DEFAULT_PORT}/v1; "mo
 from the config, or "provider:model"; with no config, the embedded model answers. The response header
 x-polychat-provider names the provider that answered.
 
+Tracing: --otel (or [server] otel = true) exports OpenTelemetry spans over OTLP to OTEL_EXPORTER_OTLP_ENDPOINT
+(default http://localhost:4318); a caller's traceparent header becomes the parent of the request's spans.
+
 Several workers or replicas: give them one Redis (--redis-url) and they share circuit breakers, the limits of
 named keys ([server.keys.NAME] in the config) and usage; without it each process counts on its own.
 
@@ -92,6 +95,12 @@ def register(sub: Any) -> None:
         help=f"on SIGTERM, time in-flight requests get to finish (default: {DEFAULT_SHUTDOWN_TIMEOUT:g})",
     )
     g.add_argument("--no-access-log", action="store_true", help="do not log a line per request")
+    g.add_argument(
+        "--otel",
+        action="store_true",
+        help="export OpenTelemetry traces over OTLP, configured by the standard OTEL_* variables "
+        "(OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_SERVICE_NAME...); needs pip install 'polychat[otel]'",
+    )
     g = p.add_argument_group("shared state (several workers or replicas)")
     g.add_argument(
         "--redis-url",
@@ -136,6 +145,7 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         shutdown_timeout=args.shutdown_timeout,
         access_log=not args.no_access_log,
         debug=bool(args.debug),
+        otel=bool(args.otel),
         redis_url=args.redis_url or None,
     )
 
@@ -174,6 +184,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not keys and settings.insecure and not _loopback(settings.host):
         notes.append("INSECURE: no API keys on a public address")
     notes.append(f"config: {config.path or 'none'}")
+    if settings.otel:
+        from ._otel import OtelUnavailableError, exporter_class
+
+        try:
+            exporter_class()  # fail here, with a clear message, rather than in each worker
+        except OtelUnavailableError as e:
+            raise UsageError(str(e)) from None
+        notes.append("traces: OTLP")
     sys.stderr.write(
         f"polychat gateway: chat page http://{shown}:{port}/  API http://{shown}:{port}/v1  ({'; '.join(notes)})\n"
     )
