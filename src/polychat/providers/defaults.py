@@ -14,11 +14,11 @@ present, in this order:
 
 ``Local`` — the embedded SmolLM2 model — is the chain only when none of these is configured: the offline default,
 so an answer is possible with no key and no network (it needs the ``polychat[local]`` extra: without it, and with
-no key either, building the chain raises a ``ConfigError`` saying what to install or which key to set). It is *not* a silent last resort behind remote providers:
-someone whose key is wrong, or who asked for ``gpt-4o-mini``, must learn that, not get an answer from a 135M model
-(that substitution is something the user asks for: a config route or ``[defaults] fallback``, or
-``Local(any_model=True)`` in a chain of one's own). Failing over between the providers that *are* configured is
-the point of the chain.
+no key either, building the chain raises a ``ConfigError`` saying what to install or which key to set). It is
+*not* a silent last resort behind remote providers: someone whose key is wrong, or who asked for ``gpt-4o-mini``,
+must learn that, not get an answer from a 135M model (that substitution is something the user asks for: a config
+route or ``[defaults] fallback``, or ``Local(any_model=True)`` in a chain of one's own). Failing over between the
+providers that *are* configured is the point of the chain.
 
 A client-wide ``api_key`` string and ``base_url`` apply to OpenaiChat only. Each member asks for its own default
 model when the call names none.
