@@ -4,7 +4,6 @@ real llama.cpp server, the embedded model, the fake Anthropic upstream (pass-thr
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,7 +12,7 @@ import httpx
 import pytest
 
 from polychat.protocols.anthropic_messages import to_chat
-from tests.support.fake_anthropic import SIGNATURE, Fail, FakeAnthropic, thinking_answer
+from tests.support.fake_anthropic import SIGNATURE, Fail, FakeAnthropic, check_grammar, sse_events, thinking_answer
 from tests.support.faults import FaultServer
 from tests.support.gateway import Gateway
 from tests.support.protocol_gateway import FIRST_TEXT, UPSTREAM_KEY, protocol_gateway_config
@@ -54,38 +53,6 @@ def gw(fake: FakeAnthropic, fault: FaultServer, llama_server: LlamaServer) -> It
 def client(gw: Gateway) -> Iterator[anthropic.Anthropic]:
     with anthropic.Anthropic(base_url=gw.url, api_key="client-key", max_retries=0, timeout=120) as c:
         yield c
-
-
-def sse_events(body: str) -> list[tuple[str, dict[str, Any]]]:
-    """(event, data) pairs of an SSE body, checking that every event names itself as its data's type."""
-    out = []
-    for block in body.strip().split("\n\n"):
-        lines = dict(line.split(": ", 1) for line in block.split("\n"))
-        data = json.loads(lines["data"])
-        assert data["type"] == lines["event"], block
-        out.append((lines["event"], data))
-    return out
-
-
-def check_grammar(events: list[tuple[str, dict[str, Any]]]) -> None:
-    """Anthropic's stream grammar: message_start, then blocks opened, filled and closed one at a time with
-    increasing indexes, then one message_delta and message_stop; ping anywhere."""
-    names = [n for n, _ in events if n != "ping"]
-    assert names[0] == "message_start" and names[-2:] == ["message_delta", "message_stop"], names
-    open_index: int | None = None
-    expected = 0
-    for name, data in events[1:-2]:
-        if name == "content_block_start":
-            assert open_index is None and data["index"] == expected
-            open_index = data["index"]
-        elif name == "content_block_delta":
-            assert data["index"] == open_index
-        elif name == "content_block_stop":
-            assert data["index"] == open_index
-            open_index, expected = None, expected + 1
-        else:
-            assert name == "ping", name
-    assert open_index is None
 
 
 def post(gw: Gateway, body: dict[str, Any], **headers: str) -> httpx.Response:

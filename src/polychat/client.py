@@ -20,6 +20,7 @@ from ._proxy import parse_proxy
 from ._record import CallRecord
 from ._redact import mask_secret
 from ._request import ChatRequest, build_request
+from ._responses import AsyncResponses, Responses
 from .errors import Attempt, ConfigError
 from .providers.base import Provider, as_provider
 from .routing.retry import RetryProvider, default_chain
@@ -403,6 +404,7 @@ class Client(_BaseClient):
     def _attach_namespaces(self) -> None:
         self.chat = Chat(self)
         self.models = Models(self)
+        self.responses = Responses(self)
 
     def close(self) -> None:
         self._pool.close()
@@ -484,6 +486,7 @@ class AsyncClient(_BaseClient):
     def _attach_namespaces(self) -> None:
         self.chat = AsyncChat(self)
         self.models = AsyncModels(self)
+        self.responses = AsyncResponses(self)
 
     async def close(self) -> None:
         await self._pool.aclose()

@@ -96,6 +96,41 @@ def message_of(events: list[Event]) -> dict[str, Any]:
     return message
 
 
+# -- checks of what a client receives -------------------------------------------------------------------------
+
+
+def sse_events(body: str) -> list[tuple[str, dict[str, Any]]]:
+    """(event, data) pairs of an SSE body, checking that every event names itself as its data's type."""
+    out = []
+    for block in body.strip().split("\n\n"):
+        lines = dict(line.split(": ", 1) for line in block.split("\n"))
+        data = json.loads(lines["data"])
+        assert data["type"] == lines["event"], block
+        out.append((lines["event"], data))
+    return out
+
+
+def check_grammar(events: list[tuple[str, dict[str, Any]]]) -> None:
+    """Anthropic's stream grammar: message_start, then blocks opened, filled and closed one at a time with
+    increasing indexes, then one message_delta and message_stop; ping anywhere."""
+    names = [n for n, _ in events if n != "ping"]
+    assert names[0] == "message_start" and names[-2:] == ["message_delta", "message_stop"], names
+    open_index: int | None = None
+    expected = 0
+    for name, data in events[1:-2]:
+        if name == "content_block_start":
+            assert open_index is None and data["index"] == expected
+            open_index = data["index"]
+        elif name == "content_block_delta":
+            assert data["index"] == open_index
+        elif name == "content_block_stop":
+            assert data["index"] == open_index
+            open_index, expected = None, expected + 1
+        else:
+            assert name == "ping", name
+    assert open_index is None
+
+
 @dataclass
 class Answer:
     """Answer with ``events`` (streamed, or assembled into one message when the request does not stream)."""

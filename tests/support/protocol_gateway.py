@@ -5,6 +5,7 @@ Models (each a provider of its own, so circuit breakers of one test never touch 
 
 * ``llama-smol`` — the llama.cpp server; ``local`` — the embedded model;
 * ``claude-fake`` — the fake Anthropic upstream answering with thinking + text; ``claude-busy`` — it answers 529;
+  ``claude-sonnet-4-5-20250929`` — its ``session`` scenario, for the recorded Claude Code session;
 * routes: ``dead-first`` (a closed port, then llama.cpp), ``cut-resume`` / ``cut-stop`` (an Anthropic upstream
   that drops the connection after the first text delta, then llama.cpp; ``resume`` on / off), ``oai-cut-resume``
   / ``oai-cut-stop`` (the same with the fault server's OpenAI stream reset after 3 chunks), ``busy-then-claude``.
@@ -17,6 +18,8 @@ from tests.support.faults import FaultServer, ResetAfter
 from tests.support.servers import LlamaServer, free_port
 
 UPSTREAM_KEY = "sk-ant-upstream-SECRET-0123456789"
+#: The model the recorded Claude Code session asks for (tests/fixtures/sessions/claude_code.json).
+SESSION_MODEL = "claude-sonnet-4-5-20250929"
 #: Events of the fake answer up to and including the first text delta (message_start ... text_delta).
 FIRST_TEXT = 9
 
@@ -37,6 +40,7 @@ def protocol_gateway_config(fake: FakeAnthropic, fault: FaultServer, llama: Llam
         provider(name, "anthropic", fake.scenario(name, CutAfter(FIRST_TEXT)), [], "FAKE_ANTHROPIC_KEY")
     for name in ("ocutr", "ocuts"):
         provider(name, "openai", fault.scenario(name, ResetAfter(3)), [])
+    provider("session", "anthropic", fake.scenario("session", Answer()), [SESSION_MODEL], "FAKE_ANTHROPIC_KEY")
     provider("refused", "openai", f"http://127.0.0.1:{free_port()}/v1", [])
 
     def route(name: str, chain: list[str], **extra: object) -> None:

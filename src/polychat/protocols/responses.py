@@ -396,8 +396,18 @@ def to_response(completion: ChatCompletion, model: str, echo: Mapping[str, Any])
     )
 
 
+#: One stream event, as its JSON object (``type``, ``sequence_number``, ...).
+Event = dict[str, Any]
+
+
+def sse(events: list[Event]) -> bytes:
+    """Events as server-sent events (``event: TYPE`` + ``data: JSON``)."""
+    return b"".join(b"event: " + e["type"].encode() + b"\ndata: " + dumps(e) + b"\n\n" for e in events)
+
+
 class ResponseStream:
-    """One answer's chunks → Responses stream events (bytes), ``sequence_number`` counting from 0."""
+    """One answer's chunks → Responses stream events, ``sequence_number`` counting from 0. The objects are built
+    as the answer goes and may change afterwards: encode or convert them at once."""
 
     def __init__(self, model: str, echo: Mapping[str, Any]) -> None:
         self.model = model
@@ -413,10 +423,9 @@ class ResponseStream:
         self.finish: str | None = None
         self.usage: dict[str, Any] | None = None
 
-    def _event(self, out: list[bytes], kind: str, **fields: Any) -> None:
-        payload = {"type": kind, "sequence_number": self.seq, **fields}
+    def _event(self, out: list[Event], kind: str, **fields: Any) -> None:
+        out.append({"type": kind, "sequence_number": self.seq, **fields})
         self.seq += 1
-        out.append(b"event: " + kind.encode() + b"\ndata: " + dumps(payload) + b"\n\n")
 
     def _response(self, status: str, **kw: Any) -> dict[str, Any]:
         output = self.output if status != "in_progress" else []
@@ -424,13 +433,13 @@ class ResponseStream:
             self.id, self.created_at, self.model, self.echo, status=status, output=list(output), usage=self.usage, **kw
         )
 
-    def _start(self, out: list[bytes]) -> None:
+    def _start(self, out: list[Event]) -> None:
         if not self.started:
             self.started = True
             self._event(out, "response.created", response=self._response("in_progress"))
             self._event(out, "response.in_progress", response=self._response("in_progress"))
 
-    def _close_text(self, out: list[bytes]) -> None:
+    def _close_text(self, out: list[Event]) -> None:
         if self.text is None:
             return
         index = len(self.output) - 1
@@ -444,7 +453,7 @@ class ResponseStream:
         self._event(out, "response.output_item.done", output_index=index, item=self.output[index])
         self.text = None
 
-    def _close_call(self, out: list[bytes]) -> None:
+    def _close_call(self, out: list[Event]) -> None:
         if self.open_call is None:
             return
         index, self.open_call = self.open_call, None
@@ -459,8 +468,8 @@ class ResponseStream:
         )
         self._event(out, "response.output_item.done", output_index=index, item=item)
 
-    def chunk(self, chunk: ChatCompletionChunk) -> bytes:
-        out: list[bytes] = []
+    def chunk(self, chunk: ChatCompletionChunk) -> list[Event]:
+        out: list[Event] = []
         self._start(out)
         if chunk.model and self.model != chunk.model and not self.output:
             self.model = chunk.model
@@ -510,10 +519,10 @@ class ResponseStream:
                     )
             if choice.finish_reason:
                 self.finish = choice.finish_reason
-        return b"".join(out)
+        return out
 
-    def end(self) -> bytes:
-        out: list[bytes] = []
+    def end(self) -> list[Event]:
+        out: list[Event] = []
         self._start(out)
         self._close_text(out)
         self._close_call(out)
@@ -522,11 +531,11 @@ class ResponseStream:
             self._event(out, "response.incomplete", response=self._response("incomplete", incomplete=reason))
         else:
             self._event(out, "response.completed", response=self._response("completed"))
-        return b"".join(out)
+        return out
 
-    def failed(self, status: int, message: str, code: str | None) -> bytes:
+    def failed(self, status: int, message: str, code: str | None) -> list[Event]:
         """``error`` and ``response.failed`` for a failure after the stream started."""
-        out: list[bytes] = []
+        out: list[Event] = []
         self._start(out)
         if self.text is not None:  # what was said before the failure stays in the failed response
             index = len(self.output) - 1
@@ -536,4 +545,4 @@ class ResponseStream:
         self._event(out, "error", code=code, message=message, param=None)
         error = {"code": code, "message": message}
         self._event(out, "response.failed", response=self._response("failed", error=error))
-        return b"".join(out)
+        return out

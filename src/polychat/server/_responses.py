@@ -21,15 +21,27 @@ if TYPE_CHECKING:
     from ._gateway import Gateway
 
 
-class _Stream(rp.ResponseStream):
+class _Stream:
+    """The Responses events of one answer, as server-sent events."""
+
+    def __init__(self, model: str, echo: dict[str, Any]) -> None:
+        self.events = rp.ResponseStream(model, echo)
+
+    def chunk(self, chunk: ChatCompletionChunk) -> bytes:
+        return rp.sse(self.events.chunk(chunk))
+
+    def end(self) -> bytes:
+        return rp.sse(self.events.end())
+
     def fail(self, err: HTTPError) -> bytes:
         data = loads_or_text(err.body)
         error = data.get("error") if isinstance(data, dict) else None
         error = error if isinstance(error, dict) else {}
-        message = error.get("message")
-        code = error.get("code")
-        return self.failed(
-            err.status, message if isinstance(message, str) else str(data), code if isinstance(code, str) else None
+        message, code = error.get("message"), error.get("code")
+        return rp.sse(
+            self.events.failed(
+                err.status, message if isinstance(message, str) else str(data), code if isinstance(code, str) else None
+            )
         )
 
 
