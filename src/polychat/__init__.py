@@ -27,6 +27,7 @@ _LAZY = {
 _ERRORS = (
     "PolychatError",
     "InvalidRequestError",
+    "UnsupportedParameterError",
     "ConfigError",
     "APIError",
     "APIStatusError",
@@ -75,6 +76,7 @@ if TYPE_CHECKING:  # the `X as X` form marks re-exports for type checkers (mypy 
     from .errors import RateLimitError as RateLimitError
     from .errors import StreamInterruptedError as StreamInterruptedError
     from .errors import UnprocessableEntityError as UnprocessableEntityError
+    from .errors import UnsupportedParameterError as UnsupportedParameterError
     from .routing.retry import IterListProvider as IterListProvider
     from .routing.retry import RetryProvider as RetryProvider
     from .types import ChatCompletion as ChatCompletion
