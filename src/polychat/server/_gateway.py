@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from ..client import AsyncClient
-from ..config import PROVIDER_TYPES, Config
+from ..config import Config
 from ._auth import KeyRing
 from ._errors import HTTPError, Scrubber, make_error
 from ._metrics import Metrics, breaker_rows
@@ -241,7 +241,7 @@ def build_models(config: Config) -> list[dict[str, Any]]:
         names.append("local")
     for name in names:
         spec = config.specs[name]
-        if PROVIDER_TYPES[spec.type].http:
+        if config.type_of(spec).http:
             for model_id in spec.models:
                 add(model_id, name)
             if spec.effective_default_model:
