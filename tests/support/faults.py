@@ -294,6 +294,9 @@ class FaultServer:
         finally:
             for t in (eof, waiter):
                 t.cancel()
+            # let the cancelled read finish before the connection reads its next request (else: "readuntil()
+            # called while another coroutine is already waiting")
+            await asyncio.gather(eof, waiter, return_exceptions=True)
         return eof in done
 
     async def _wait_release(

@@ -327,7 +327,7 @@ class RetryProvider(Provider):
                 from . import _bridge  # asyncio loads only when a sync call hedges
 
                 try:
-                    step, held, arest, aclose = _bridge.run(race_open(self, plan, step, req, ctx, policy))
+                    step, held, arest, aclose, t0 = _bridge.run(race_open(self, plan, step, req, ctx, policy))
                 except APIError:
                     continue
                 rest, close = _bridge.iterate(arest), lambda aclose=aclose: _bridge.run(aclose())  # type: ignore[misc]
@@ -339,8 +339,8 @@ class RetryProvider(Provider):
                     attempt.close()
                     self._fail(plan, step, e, attempt.elapsed)
                     continue
-                rest, close = attempt.rest(), attempt.close
-            t0 = time.monotonic()
+                rest, close, t0 = attempt.rest(), attempt.close, attempt.started
+            # Times are counted from the attempt's start: success and failure alike include the first token.
             try:
                 run.check_opened(step, held)
                 for chunk in _chain(held, rest):
@@ -396,7 +396,7 @@ class RetryProvider(Provider):
             plan.started(step)
             if run.hedging(step):
                 try:
-                    step, held, rest, aclose = await race_open(self, plan, step, req, ctx, policy)
+                    step, held, rest, aclose, t0 = await race_open(self, plan, step, req, ctx, policy)
                 except APIError:
                     continue
             else:
@@ -407,8 +407,7 @@ class RetryProvider(Provider):
                     await attempt.close()
                     self._fail(plan, step, e, attempt.elapsed)
                     continue
-                rest, aclose = attempt.rest(), attempt.close
-            t0 = time.monotonic()
+                rest, aclose, t0 = attempt.rest(), attempt.close, attempt.started
             try:
                 run.check_opened(step, held)
                 for chunk in held:

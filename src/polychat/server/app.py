@@ -33,8 +33,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from .._redact import redact_text
+from .._redact import redact_query, redact_text
 from ..config import Config, load_config
+from . import _limits
 from ._chat import ChatEndpoint, send_error
 from ._errors import make_error
 from ._gateway import Gateway
@@ -113,9 +114,8 @@ class _HostGuard:
 
 
 def _install_log_scrubbing(secrets: list[str]) -> None:
-    """Secrets never reach a log line: a filter on every handler that polychat's and uvicorn's records pass."""
-    if not secrets:
-        return
+    """Secrets never reach a log line: a filter on every handler that polychat's and uvicorn's records pass (known
+    secrets, and the value of any key-like query parameter, so a wrong key in ``?api_key=`` is not logged either)."""
 
     class _Scrub(logging.Filter):
         def filter(self, record: logging.LogRecord) -> bool:
@@ -123,7 +123,7 @@ def _install_log_scrubbing(secrets: list[str]) -> None:
                 message = record.getMessage()
             except Exception:  # pragma: no cover - a broken record is the logging module's to report
                 return True
-            record.msg, record.args = redact_text(message, secrets), None
+            record.msg, record.args = redact_query(redact_text(message, secrets)), None
             if record.exc_info and not record.exc_text:
                 record.exc_text = redact_text(logging.Formatter().formatException(record.exc_info), secrets)
             return True
@@ -151,6 +151,10 @@ def create_app(settings: ServerSettings | None = None, config: Config | None = N
     keys = gateway_keys(config)
     gw = Gateway(settings, config, keys)
     _install_log_scrubbing(list(gw.scrub.secrets))
+    _limits.configure(
+        _limits.Limits(settings.max_connections, settings.header_timeout, settings.max_header_bytes),
+        lambda reason: gw.metrics.rejected.inc((reason,)),
+    )
     static = _Static()
 
     async def models(request: Request) -> Response:
@@ -212,6 +216,9 @@ def create_app(settings: ServerSettings | None = None, config: Config | None = N
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # Again now: uvicorn configures logging after the app is built in a single process, replacing the handlers
+        # the filters were on (with --workers, the app is built after).
+        _install_log_scrubbing(list(gw.scrub.secrets))
         gw.install_signal_hooks(asyncio.get_running_loop())
         try:
             yield
