@@ -2,10 +2,11 @@
 # The benchmark, from nothing to the table:  bash bench/run.sh [--quick] [run.py options]
 #
 # 1. the project's venv (.venv) via scripts/setup.sh, plus the gateway's extra (polychat[server]);
-# 2. bench/.venv-peers: the peers and tools (openai, litellm[proxy], g4f[api], aiohttp, matplotlib, pyinstrument,
-#    py-spy), never installed into polychat's own environment;
+# 2. bench/.venv-peers: the peers and tools (openai, litellm[proxy], g4f[api], langchain-openai, aiohttp, matplotlib,
+#    pyinstrument, py-spy), never installed into polychat's own environment;
 # 3. bench/run.py: prints the table and writes bench/results/latest.{md,json,png}.
 #
+# --setup-only: stop after step 2 (bench/failover/run.sh uses this).
 # Environment: BENCH_PYTHON (interpreter for the peers' venv, default python3), BENCH_PEERS_FORCE=1 (reinstall).
 set -euo pipefail
 export PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -17,7 +18,7 @@ PYTHON="${BENCH_PYTHON:-python3}"
 # Pinned so that a rerun measures the same peers; bump deliberately.
 PEER_PACKAGES=(
     "openai==3.57.0" "litellm[proxy]==1.108.7" "g4f[api]==8.8.6" "aiohttp==3.14.5" "uvloop"
-    "matplotlib" "pyinstrument" "py-spy" "msgspec"
+    "matplotlib" "pyinstrument" "py-spy" "msgspec" "langchain-openai==1.7.4" "langchain-core==1.8.1"
 )
 
 log() { printf 'bench: %s\n' "$*" >&2; }
@@ -46,6 +47,9 @@ if [ "${BENCH_PEERS_FORCE:-0}" = 1 ] || [ ! -f "$stamp" ] || [ "$(cat "$stamp")"
     printf '%s\n' "$want" >"$stamp"
 fi
 
+if [ "${1:-}" = "--setup-only" ]; then
+    exit 0
+fi
 load="$(cut -d' ' -f1 /proc/loadavg)"
 log "load average now: $load (for stable numbers run on an idle machine)"
 exec "$PEERS/bin/python" "$BENCH/run.py" "$@"

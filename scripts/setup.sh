@@ -3,7 +3,7 @@
 #
 #   bash scripts/setup.sh          # venv + `pip install -e .`
 #   bash scripts/setup.sh --test   # also the test extras and the Debian packages the tests start
-#                                  # (tinyproxy, microsocks, chromium)
+#                                  # (tinyproxy, microsocks, chromium, redis-server)
 #
 # Environment:
 #   POLYCHAT_VENV          venv path (default: <repo>/.venv)
@@ -20,7 +20,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 
 LLAMA_CPP_VERSION="0.3.36"
 PORTABLE_CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
-TEST_APT_PACKAGES=(tinyproxy microsocks chromium)
+TEST_APT_PACKAGES=(tinyproxy microsocks chromium redis-server)
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${POLYCHAT_VENV:-$ROOT/.venv}"

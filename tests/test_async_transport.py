@@ -56,7 +56,7 @@ def no_aiohttp(monkeypatch: pytest.MonkeyPatch) -> None:
 async def ask(client: AsyncClient, *, stream: bool, **kw: Any) -> str:
     r = await client.chat.completions.create(model="m", messages=MSGS, stream=stream, **kw)
     if not stream:
-        return r.content  # type: ignore[union-attr,return-value]
+        return r.content
     return "".join([c.choices[0].delta.content or "" async for c in r if c.choices])  # type: ignore[union-attr]
 
 
@@ -87,7 +87,7 @@ def test_direct_async_calls_go_through_aiohttp(
 def test_sync_calls_stay_on_httpx(faults: FaultServer, clean_env: pytest.MonkeyPatch, no_aiohttp: None) -> None:
     url = faults.scenario("s", Ok(text="sync"))
     with Client(provider=OpenaiChat(base_url=url)) as client:
-        assert client.chat.completions.create(model="m", messages=MSGS).content == "sync"  # type: ignore[union-attr]
+        assert client.chat.completions.create(model="m", messages=MSGS).content == "sync"
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -252,7 +252,7 @@ def test_cancelled_stream_mid_body_hangs_up(faults: FaultServer, clean_env: pyte
             stream = await client.chat.completions.create(model="m", messages=MSGS, stream=True)
 
             async def drain() -> None:
-                async for _ in stream:  # type: ignore[union-attr]
+                async for _ in stream:
                     pass
 
             task = asyncio.create_task(drain())
@@ -260,7 +260,7 @@ def test_cancelled_stream_mid_body_hangs_up(faults: FaultServer, clean_env: pyte
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
-            await stream.aclose()  # type: ignore[union-attr]
+            await stream.aclose()
             rec = faults.requests("mid")[0]
             await asyncio.to_thread(wait_until, lambda: rec.closed is not None, timeout=3, what="hang-up")
 
@@ -319,7 +319,7 @@ def test_sync_hedging_uses_aiohttp_on_the_bridge_loop_and_close_releases_it(
     )
     client = Client(provider=chain)
     stream = client.chat.completions.create(model="m", messages=MSGS, stream=True)
-    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "fast"  # type: ignore[union-attr]
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "fast"
     aio = client._pool._aio
     assert aio is not None and aio._sessions
     session = next(iter(aio._sessions.values()))

@@ -475,7 +475,7 @@ def test_pinned_route_through_a_client() -> None:
         stream = client.chat.completions.create(
             model="alias", messages=[{"role": "user", "content": "hi"}], stream=True, provider=chain
         )
-        assert [c.model for c in stream] == ["real-model"] * 3  # type: ignore[union-attr]
+        assert [c.model for c in stream] == ["real-model"] * 3
 
 
 def test_server_table_is_checked_and_redacted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -74,7 +74,7 @@ def run(flavour: str, provider: Any, *, stream: bool, **call: Any) -> Result:
                 for c in r:  # type: ignore[union-attr]
                     res.chunks.append(c)
                     res.text += c.choices[0].delta.content or "" if c.choices else ""
-                res.provider = r.provider  # type: ignore[union-attr]
+                res.provider = r.provider
             else:
                 res.text, res.provider = r.content, r.provider  # type: ignore[union-attr]
         except errors.PolychatError as e:
@@ -91,7 +91,7 @@ def run(flavour: str, provider: Any, *, stream: bool, **call: Any) -> Result:
                     async for c in r:  # type: ignore[union-attr]
                         res.chunks.append(c)
                         res.text += c.choices[0].delta.content or "" if c.choices else ""
-                    res.provider = r.provider  # type: ignore[union-attr]
+                    res.provider = r.provider
                 else:
                     res.text, res.provider = r.content, r.provider  # type: ignore[union-attr]
             except errors.PolychatError as e:
@@ -207,7 +207,7 @@ def test_seed_single_provider_retry_max_retries_5(faults: FaultServer, flavour: 
     res = run(flavour, chain(a2, b, single_provider_retry=True, max_retries=5), stream=True)
     assert isinstance(res.error, errors.InternalServerError)
     assert len(faults.requests("a2")) == 6 and not faults.requests("b")
-    assert len(res.error.attempts) == 6  # type: ignore[attr-defined]
+    assert len(res.error.attempts) == 6
 
 
 # -- client errors -----------------------------------------------------------------------------------------------
@@ -293,7 +293,7 @@ def test_slow_consumer_is_not_an_idle_timeout(faults: FaultServer, flavour: str)
         client = Client(provider=provider)
         stream = client.chat.completions.create(model="m", messages=MSGS, stream=True)
         got = []
-        for c in stream:  # type: ignore[union-attr]
+        for c in stream:
             got.append(c.choices[0].delta.content or "" if c.choices else "")
             threading.Event().wait(0.3)  # a slow consumer (not synchronisation: the test is about slowness)
         assert "".join(got) == "one two three"
@@ -303,7 +303,7 @@ def test_slow_consumer_is_not_an_idle_timeout(faults: FaultServer, flavour: str)
             async with AsyncClient(provider=provider) as client:
                 stream = await client.chat.completions.create(model="m", messages=MSGS, stream=True)
                 text = ""
-                async for c in stream:  # type: ignore[union-attr]
+                async for c in stream:
                     text += c.choices[0].delta.content or "" if c.choices else ""
                     await asyncio.sleep(0.3)
                 return text

@@ -23,20 +23,20 @@ def test_dead_remote_then_llama_server(llama_server: LlamaServer) -> None:
         [dead(), OpenaiChat(base_url=llama_server.base_url, name="llama.cpp")], breaker=CircuitBreaker()
     )
     stream = Client(provider=provider).chat.completions.create(model="m", messages=MSGS, stream=True, max_tokens=8)
-    text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)  # type: ignore[union-attr]
-    assert text.strip() and stream.provider == "llama.cpp"  # type: ignore[union-attr]
+    text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert text.strip() and stream.provider == "llama.cpp"
 
 
 def test_dead_remote_then_embedded_model_sync_and_async() -> None:
     provider = RetryProvider([dead(), Local()], breaker=CircuitBreaker())
     r = Client(provider=provider).chat.completions.create(model="", messages=MSGS, max_tokens=8)
-    assert r.content.strip() and r.provider == "Local"  # type: ignore[union-attr]
+    assert r.content.strip() and r.provider == "Local"
 
     async def go() -> tuple[str, str | None]:
         async with AsyncClient(provider=provider) as client:
             stream = await client.chat.completions.create(model="", messages=MSGS, stream=True, max_tokens=8)
-            text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])  # type: ignore[union-attr]
-            return text, stream.provider  # type: ignore[union-attr]
+            text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+            return text, stream.provider
 
     text, who = asyncio.run(go())
     assert text.strip() and who == "Local"
@@ -45,7 +45,7 @@ def test_dead_remote_then_embedded_model_sync_and_async() -> None:
 def test_embedded_model_as_last_resort_answers_any_model_name() -> None:
     provider = RetryProvider([dead(), Local(any_model=True)], breaker=CircuitBreaker())
     r = Client(provider=provider).chat.completions.create(model="gpt-4o-mini", messages=MSGS, max_tokens=4)
-    assert r.provider == "Local" and r.model == "smollm2-135m"  # type: ignore[union-attr]
+    assert r.provider == "Local" and r.model == "smollm2-135m"
     strict = RetryProvider([dead(), Local()], breaker=CircuitBreaker())
     with pytest.raises(errors.AllProvidersFailedError, match="NotFoundError 404"):
         Client(provider=strict).chat.completions.create(model="gpt-4o-mini", messages=MSGS, max_tokens=4)
@@ -56,4 +56,4 @@ def test_default_chain_falls_back_to_embedded_model(monkeypatch: pytest.MonkeyPa
         monkeypatch.delenv(k, raising=False)
     monkeypatch.setenv("OPENAI_BASE_URL", f"http://127.0.0.1:{free_port()}/v1")  # a configured remote that is down
     r = Client().chat.completions.create(model="gpt-4o-mini", messages=MSGS, max_tokens=4)
-    assert r.provider == "Local"  # type: ignore[union-attr]
+    assert r.provider == "Local"

@@ -360,7 +360,7 @@ def test_closing_while_the_prompt_is_read_stops_between_pieces(local: Local, eng
     messages = [{"role": "user", "content": "The quick brown fox jumps over the lazy dog. " * 150}]
     request, _ = build_request("", messages, True, {"max_tokens": 4, "seed": 1})
     before = engine.tokens_generated
-    chunks = local.stream(request, None)  # type: ignore[arg-type]  # Local needs no call context
+    chunks = local.stream(request, None)  # Local needs no call context
     first = next(chunks)  # the role chunk comes as the job starts, before the prompt is read
     assert first.choices[0].delta.role == "assistant"
     chunks.close()

@@ -291,13 +291,13 @@ def test_stream_without_done_or_finish_reason_is_truncated(faults: FaultServer) 
     url = faults.scenario("trunc", Truncate(n=0))
     client = Client(provider=OpenaiChat(base_url=url), max_retries=0)
     with pytest.raises(errors.APIConnectionError, match="cut short"):
-        list(client.chat.completions.create(model="m", messages=MSGS, stream=True))  # type: ignore[arg-type]
+        list(client.chat.completions.create(model="m", messages=MSGS, stream=True))
 
 
 def test_stream_with_finish_reason_but_no_done_is_complete(faults: FaultServer) -> None:
     url = faults.scenario("nodone", Ok(text="a b", send_done=False))
     client = Client(provider=OpenaiChat(base_url=url), max_retries=0)
-    chunks = list(client.chat.completions.create(model="m", messages=MSGS, stream=True))  # type: ignore[arg-type]
+    chunks = list(client.chat.completions.create(model="m", messages=MSGS, stream=True))
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "a b"
 
 
@@ -319,4 +319,4 @@ def test_last_error_after_retries_carries_attempts(faults: FaultServer) -> None:
     client = Client(provider=OpenaiChat(base_url=url), max_retries=1)
     with pytest.raises(errors.InternalServerError) as exc:
         client.chat.completions.create(model="m", messages=MSGS)
-    assert len(exc.value.attempts) == 2  # type: ignore[attr-defined]
+    assert len(exc.value.attempts) == 2

@@ -28,7 +28,7 @@ def via_tinyproxy(faults: FaultServer, scenario: str) -> bool:
 
 def stream_text(client: Client, **kw: Any) -> str:
     stream = client.chat.completions.create(model="m", messages=MSGS, stream=True, max_tokens=8, **kw)
-    return "".join(c.choices[0].delta.content or "" for c in stream if c.choices)  # type: ignore[union-attr]
+    return "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
 
 
 # -- every way to say it -----------------------------------------------------------------------------------------
@@ -46,28 +46,28 @@ def test_seed_dict_uses_the_http_key_for_plain_http(faults: FaultServer, tinypro
     dead = f"http://127.0.0.1:{free_port()}"
     # 'http' goes through tinyproxy; 'https' points at a dead port and must not be used for an http:// upstream.
     client = Client(provider=OpenaiChat(base_url=url), proxies={"http": tinyproxy.url, "https": dead})
-    assert client.chat.completions.create(model="m", messages=MSGS).content == "dict"  # type: ignore[union-attr]
+    assert client.chat.completions.create(model="m", messages=MSGS).content == "dict"
     assert via_tinyproxy(faults, "d")
 
 
 def test_all_key_is_the_fallback(faults: FaultServer, tinyproxy: TinyProxy) -> None:
     url = faults.scenario("all", Ok(text="all"))
     client = Client(provider=OpenaiChat(base_url=url), proxies={"all": tinyproxy.url})
-    assert client.chat.completions.create(model="m", messages=MSGS).content == "all"  # type: ignore[union-attr]
+    assert client.chat.completions.create(model="m", messages=MSGS).content == "all"
     assert via_tinyproxy(faults, "all")
 
 
 def test_only_https_key_leaves_http_direct(faults: FaultServer, tinyproxy: TinyProxy) -> None:
     url = faults.scenario("h", Ok(text="direct"))
     client = Client(provider=OpenaiChat(base_url=url), proxies={"https": tinyproxy.url})
-    assert client.chat.completions.create(model="m", messages=MSGS).content == "direct"  # type: ignore[union-attr]
+    assert client.chat.completions.create(model="m", messages=MSGS).content == "direct"
     assert "via" not in faults.requests("h")[0].headers
 
 
 def test_no_proxy_key_exempts_hosts(faults: FaultServer, tinyproxy: TinyProxy) -> None:
     url = faults.scenario("np", Ok(text="exempt"))
     client = Client(provider=OpenaiChat(base_url=url), proxies={"all": tinyproxy.url, "no_proxy": "127.0.0.1"})
-    assert client.chat.completions.create(model="m", messages=MSGS).content == "exempt"  # type: ignore[union-attr]
+    assert client.chat.completions.create(model="m", messages=MSGS).content == "exempt"
     assert "via" not in faults.requests("np")[0].headers
 
 
@@ -82,7 +82,7 @@ def test_socks5_with_auth_streams(llama_server: LlamaServer, microsocks: MicroSo
 def test_socks5h_scheme(faults: FaultServer, microsocks: MicroSocks) -> None:
     url = faults.scenario("s5h", Ok(text="remote dns"))
     client = Client(provider=OpenaiChat(base_url=url), proxies=microsocks.url.replace("socks5://", "socks5h://"))
-    assert client.chat.completions.create(model="m", messages=MSGS).content == "remote dns"  # type: ignore[union-attr]
+    assert client.chat.completions.create(model="m", messages=MSGS).content == "remote dns"
     assert f"127.0.0.1:{faults.port}" in microsocks.connections_logged()
 
 
@@ -99,7 +99,7 @@ def test_async_client_through_both_proxies(faults: FaultServer, tinyproxy: TinyP
     async def go(proxy: str) -> str:
         async with AsyncClient(provider=OpenaiChat(base_url=url), proxies=proxy) as client:
             stream = await client.chat.completions.create(model="m", messages=MSGS, stream=True)
-            return "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])  # type: ignore[union-attr]
+            return "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
 
     assert asyncio.run(go(tinyproxy.url)) == "async proxied"
     assert via_tinyproxy(faults, "as")
@@ -143,8 +143,8 @@ def test_providers_in_one_chain_leave_through_their_own_proxies(
     before = len(microsocks.connections_logged())
     client = Client(provider=provider)
     stream = client.chat.completions.create(model="m", messages=MSGS, stream=True, max_tokens=8)
-    text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)  # type: ignore[union-attr]
-    assert text.strip() and stream.provider == "B"  # type: ignore[union-attr]
+    text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert text.strip() and stream.provider == "B"
     assert via_tinyproxy(faults, "a") and len(faults.requests("a")) == 1
     assert microsocks.connections_logged()[before:] == [f"127.0.0.1:{llama_server.port}"]
 
@@ -171,7 +171,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
 def test_env_http_proxy_is_honoured(faults: FaultServer, tinyproxy: TinyProxy, clean_env: pytest.MonkeyPatch) -> None:
     url = faults.scenario("env", Ok(text="env"))
     clean_env.setenv("HTTP_PROXY", tinyproxy.url)
-    assert Client(provider=OpenaiChat(base_url=url)).chat.completions.create(model="m", messages=MSGS).content == "env"  # type: ignore[union-attr]
+    assert Client(provider=OpenaiChat(base_url=url)).chat.completions.create(model="m", messages=MSGS).content == "env"
     assert via_tinyproxy(faults, "env")
 
 
@@ -179,7 +179,7 @@ def test_env_all_proxy_socks(faults: FaultServer, microsocks: MicroSocks, clean_
     url = faults.scenario("envs", Ok(text="env socks"))
     clean_env.setenv("ALL_PROXY", microsocks.url)
     before = len(microsocks.connections_logged())
-    assert Client(provider=OpenaiChat(base_url=url)).chat.completions.create(model="m", messages=MSGS).content  # type: ignore[union-attr]
+    assert Client(provider=OpenaiChat(base_url=url)).chat.completions.create(model="m", messages=MSGS).content
     assert len(microsocks.connections_logged()) == before + 1
 
 
@@ -187,7 +187,7 @@ def test_trust_env_false_ignores_env(faults: FaultServer, clean_env: pytest.Monk
     url = faults.scenario("te", Ok(text="direct"))
     clean_env.setenv("HTTP_PROXY", f"http://127.0.0.1:{free_port()}")  # dead: would fail if used
     client = Client(provider=OpenaiChat(base_url=url), trust_env=False)
-    assert client.chat.completions.create(model="m", messages=MSGS).content == "direct"  # type: ignore[union-attr]
+    assert client.chat.completions.create(model="m", messages=MSGS).content == "direct"
 
 
 def test_false_and_empty_dict_force_direct(faults: FaultServer, clean_env: pytest.MonkeyPatch) -> None:
@@ -195,14 +195,14 @@ def test_false_and_empty_dict_force_direct(faults: FaultServer, clean_env: pytes
     clean_env.setenv("HTTP_PROXY", f"http://127.0.0.1:{free_port()}")
     for setting in (False, {}):
         client = Client(provider=OpenaiChat(base_url=url), proxies=setting)
-        assert client.chat.completions.create(model="m", messages=MSGS).content == "direct"  # type: ignore[union-attr]
+        assert client.chat.completions.create(model="m", messages=MSGS).content == "direct"
 
 
 def test_env_no_proxy(faults: FaultServer, tinyproxy: TinyProxy, clean_env: pytest.MonkeyPatch) -> None:
     url = faults.scenario("envnp", Ok(text="exempt"))
     clean_env.setenv("HTTP_PROXY", tinyproxy.url)
     clean_env.setenv("NO_PROXY", "127.0.0.1")
-    assert Client(provider=OpenaiChat(base_url=url)).chat.completions.create(model="m", messages=MSGS).content  # type: ignore[union-attr]
+    assert Client(provider=OpenaiChat(base_url=url)).chat.completions.create(model="m", messages=MSGS).content
     assert "via" not in faults.requests("envnp")[0].headers
 
 
@@ -210,7 +210,7 @@ def test_explicit_proxy_beats_env(faults: FaultServer, tinyproxy: TinyProxy, cle
     url = faults.scenario("ex", Ok(text="explicit"))
     clean_env.setenv("HTTP_PROXY", f"http://127.0.0.1:{free_port()}")
     client = Client(provider=OpenaiChat(base_url=url), proxies={"http": tinyproxy.url})
-    assert client.chat.completions.create(model="m", messages=MSGS).content == "explicit"  # type: ignore[union-attr]
+    assert client.chat.completions.create(model="m", messages=MSGS).content == "explicit"
     assert via_tinyproxy(faults, "ex")
 
 
@@ -257,7 +257,7 @@ def test_proxy_down_fails_over_to_another_route(faults: FaultServer, llama_serve
     )
     client = Client(provider=provider)
     r = client.chat.completions.create(model="m", messages=MSGS, max_tokens=4)
-    assert r.provider == "direct"  # type: ignore[union-attr]
+    assert r.provider == "direct"
 
 
 # -- secrets -----------------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from ._http import TransportPool, make_timeout
 from ._proxy import ProxyConfig
 
 if TYPE_CHECKING:
+    from ._record import CallRecord
     from .providers.base import Provider
     from .routing.timeouts import Watch
 
@@ -31,6 +32,8 @@ class CallContext(Struct, frozen=True):
     client_policy: dict[str, Any] = field(default_factory=dict)
     #: The deadlines of the current attempt, set by the failover engine (None when a provider is called directly).
     watch: Watch | None = None
+    #: What the call did (attempts, spans); the outermost failover chain reports to it.
+    record: CallRecord | None = None
 
     def proxy_for(self, provider: Provider) -> ProxyConfig | None:
         if self.call_proxy is not None:
@@ -56,5 +59,9 @@ class CallContext(Struct, frozen=True):
     def with_options(self, **options: Any) -> CallContext:
         return replace(self, options={**self.options, **options})
 
-    def for_attempt(self, watch: Watch) -> CallContext:
-        return replace(self, watch=watch)
+    def for_attempt(self, watch: Watch | None) -> CallContext:
+        # A chain nested inside this attempt must not report to the call's record: the attempt already does.
+        return replace(self, watch=watch, record=None)
+
+    def for_provider(self) -> CallContext:
+        return self if self.record is None else replace(self, record=None)

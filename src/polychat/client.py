@@ -8,50 +8,88 @@ async share everything but the last call: the request building and routing live 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+import os
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 
 from . import _constants as C
 from ._context import CallContext
 from ._http import TransportPool, make_timeout
 from ._proxy import parse_proxy
+from ._record import CallRecord
 from ._redact import mask_secret
 from ._request import ChatRequest, build_request
-from .errors import ConfigError
+from .errors import Attempt, ConfigError
 from .providers.base import Provider, as_provider
 from .routing.retry import RetryProvider
 from .types import ChatCompletion, ChatCompletionChunk, ModelList
 
+if TYPE_CHECKING:
+    import httpx
+
+    from .config import Config
+
 __all__ = ["AsyncClient", "AsyncStream", "Client", "Stream"]
 
 _T = TypeVar("_T")
-_END: Any = object()
+
+#: What ``provider=`` takes: a provider instance (a RetryProvider chain is one), or a class built from the environment.
+ProviderArg = Provider | type[Provider]
+#: ``messages=``: OpenAI-style message dicts.
+Messages = Sequence[Mapping[str, Any]]
+
+
+class _End:
+    """Marks "no first chunk held" (a stream that ended before its first chunk)."""
+
+
+_END = _End()
+
+
+def _finished(record: CallRecord, result: ChatCompletion) -> ChatCompletion:
+    result.attempts = record.attempts
+    record.finish(result)
+    return result
 
 
 class Stream(Generic[_T]):
     """The chunks of a streamed answer. Iterate it; ``close()`` (or leaving a ``with`` block) releases the
-    connection at once, also when left early. ``provider`` names the provider of the latest chunk."""
+    connection at once, also when left early. ``provider`` names the provider of the latest chunk; ``attempts``
+    lists every provider attempt that has ended (all of them, once the stream has)."""
 
-    def __init__(self, chunks: Iterator[_T], first: Any = _END) -> None:
+    def __init__(self, chunks: Iterator[_T], first: _T | _End = _END, record: CallRecord | None = None) -> None:
         self._chunks = chunks
         self._first = first
+        self._record = record
         self.provider: str | None = getattr(first, "provider", None)
+        if record is not None and record.trace is not None and first is not _END:
+            record.chunk(first)
+
+    @property
+    def attempts(self) -> list[Attempt]:
+        return self._record.attempts if self._record is not None else []
 
     def __iter__(self) -> Stream[_T]:
         return self
 
     def __next__(self) -> _T:
         first = self._first
-        if first is not _END:
+        if not isinstance(first, _End):
             self._first = _END
-            return first  # type: ignore[no-any-return]
+            return first
         try:
             item = next(self._chunks)
         except StopIteration:
             self.close()
             raise
+        except BaseException as e:
+            if self._record is not None:
+                self._record.finish(error=e)
+            raise
         self.provider = getattr(item, "provider", self.provider)
+        if self._record is not None and self._record.trace is not None:
+            self._record.chunk(item)
         return item
 
     def close(self) -> None:
@@ -59,6 +97,8 @@ class Stream(Generic[_T]):
         close = getattr(self._chunks, "close", None)
         if close is not None:
             close()
+        if self._record is not None:
+            self._record.finish()
 
     def __enter__(self) -> Stream[_T]:
         return self
@@ -74,32 +114,49 @@ class Stream(Generic[_T]):
 class AsyncStream(Generic[_T]):
     """Async counterpart of :class:`Stream`: ``async for``, ``await aclose()``, ``async with``."""
 
-    def __init__(self, chunks: AsyncIterator[_T], first: Any = _END) -> None:
+    def __init__(self, chunks: AsyncIterator[_T], first: _T | _End = _END, record: CallRecord | None = None) -> None:
         self._chunks = chunks
         self._first = first
+        self._record = record
         self.provider: str | None = getattr(first, "provider", None)
+        if record is not None and record.trace is not None and first is not _END:
+            record.chunk(first)
+
+    @property
+    def attempts(self) -> list[Attempt]:
+        return self._record.attempts if self._record is not None else []
 
     def __aiter__(self) -> AsyncStream[_T]:
         return self
 
     async def __anext__(self) -> _T:
         first = self._first
-        if first is not _END:
+        if not isinstance(first, _End):
             self._first = _END
-            return first  # type: ignore[no-any-return]
+            return first
         try:
             item = await self._chunks.__anext__()
         except StopAsyncIteration:
             await self.aclose()
             raise
+        except BaseException as e:
+            if self._record is not None:
+                self._record.finish(error=e)
+            raise
         self.provider = getattr(item, "provider", self.provider)
+        if self._record is not None and self._record.trace is not None:
+            self._record.chunk(item)
         return item
 
     async def aclose(self) -> None:
         self._first = _END
         aclose = getattr(self._chunks, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        try:
+            if aclose is not None:
+                await aclose()
+        finally:
+            if self._record is not None:
+                self._record.finish()
 
     async def close(self) -> None:
         await self.aclose()
@@ -111,7 +168,7 @@ class AsyncStream(Generic[_T]):
         await self.aclose()
 
 
-def _load_config(config: Any) -> Any:
+def _load_config(config: str | os.PathLike[str] | Config | Literal[False] | None) -> Config | None:
     """``config=``: None (no config file), a path, or a :class:`polychat.config.Config`."""
     if config is None or config is False:
         return None
@@ -123,23 +180,25 @@ def _load_config(config: Any) -> Any:
 
 
 class _BaseClient:
+    """What Client and AsyncClient share: the arguments (documented on :class:`Client`) and the call set-up."""
+
     def __init__(
         self,
-        provider: Any = None,
-        proxies: Any = None,
-        api_key: Any = None,
+        provider: ProviderArg | None = None,
+        proxies: str | Mapping[str, Any] | Literal[False] | None = None,
+        api_key: str | dict[str, str] | None = None,
         base_url: str | None = None,
-        timeout: Any = None,
+        timeout: float | httpx.Timeout | None = None,
         max_retries: int | None = None,
         *,
         trust_env: bool = True,
-        proxy: Any = None,
+        proxy: str | Mapping[str, Any] | Literal[False] | None = None,
         first_token_timeout: float | None = None,
         idle_timeout: float | None = None,
         deadline: float | None = None,
         hedge_after: float | None = None,
         resume: bool | None = None,
-        config: Any = None,
+        config: str | os.PathLike[str] | Config | Literal[False] | None = None,
     ) -> None:
         self.config = _load_config(config)
         if self.config is not None:
@@ -192,6 +251,11 @@ class _BaseClient:
                 raise ConfigError(f"{label} must be a positive number of seconds, got {value!r}")
         self.provider = self._resolve(provider) if provider is not None else None
         self._explicit_provider = self.provider
+        self._attach_namespaces()
+
+    def _attach_namespaces(self) -> None:
+        """Set ``chat`` and ``models`` (sync or async flavour)."""
+        raise NotImplementedError
 
     def _resolve(self, provider: Any) -> Provider:
         """A provider with this client's key and URL applied to class-given members, and retries around it."""
@@ -235,6 +299,7 @@ class _BaseClient:
             call_timeout=make_timeout(call_timeout) if call_timeout is not None else None,
             options=options,
             client_policy=self.policy,
+            record=CallRecord(request),
         )
         return request, provider, ctx
 
@@ -256,8 +321,21 @@ class Completions:
     def __init__(self, client: Client) -> None:
         self._client = client
 
+    @overload
     def create(
-        self, model: str, messages: list[dict[str, Any]], stream: bool = False, **kwargs: Any
+        self, model: str, messages: Messages, stream: Literal[False] = False, **kwargs: Any
+    ) -> ChatCompletion: ...
+    @overload
+    def create(
+        self, model: str, messages: Messages, stream: Literal[True], **kwargs: Any
+    ) -> Stream[ChatCompletionChunk]: ...
+    @overload
+    def create(
+        self, model: str, messages: Messages, stream: bool, **kwargs: Any
+    ) -> ChatCompletion | Stream[ChatCompletionChunk]: ...
+
+    def create(
+        self, model: str, messages: Messages, stream: bool = False, **kwargs: Any
     ) -> ChatCompletion | Stream[ChatCompletionChunk]:
         """Ask for a chat completion; with ``stream=True`` get a :class:`Stream` of chunks.
 
@@ -266,11 +344,17 @@ class Completions:
         and ``allow_empty=``. Anything else is an :class:`~polychat.errors.InvalidRequestError`.
         """
         request, provider, ctx = self._client._prepare(model, messages, stream, kwargs)
-        if not stream:
-            return provider.complete(request, ctx)
-        chunks = provider.stream(request, ctx)
-        first = next(chunks, _END)
-        return Stream(chunks, first)
+        record = ctx.record
+        assert record is not None
+        try:
+            if not stream:
+                return _finished(record, provider.complete(request, ctx))
+            chunks = provider.stream(request, ctx)
+            first = next(chunks, _END)
+        except BaseException as e:
+            record.finish(error=e)
+            raise
+        return Stream(chunks, first, record)
 
 
 class Chat:
@@ -282,7 +366,7 @@ class Models:
     def __init__(self, client: Client) -> None:
         self._client = client
 
-    def list(self, *, provider: Any = None) -> ModelList:
+    def list(self, *, provider: ProviderArg | None = None) -> ModelList:
         p, ctx = self._client._models_context(provider)
         return ModelList(data=p.list_models(ctx))
 
@@ -302,8 +386,10 @@ class Client(_BaseClient):
     answer the models they claim (see :mod:`polychat.config`).
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    chat: Chat
+    models: Models
+
+    def _attach_namespaces(self) -> None:
         self.chat = Chat(self)
         self.models = Models(self)
 
@@ -326,19 +412,39 @@ class AsyncCompletions:
     def __init__(self, client: AsyncClient) -> None:
         self._client = client
 
+    @overload
     async def create(
-        self, model: str, messages: list[dict[str, Any]], stream: bool = False, **kwargs: Any
+        self, model: str, messages: Messages, stream: Literal[False] = False, **kwargs: Any
+    ) -> ChatCompletion: ...
+    @overload
+    async def create(
+        self, model: str, messages: Messages, stream: Literal[True], **kwargs: Any
+    ) -> AsyncStream[ChatCompletionChunk]: ...
+    @overload
+    async def create(
+        self, model: str, messages: Messages, stream: bool, **kwargs: Any
+    ) -> ChatCompletion | AsyncStream[ChatCompletionChunk]: ...
+
+    async def create(
+        self, model: str, messages: Messages, stream: bool = False, **kwargs: Any
     ) -> ChatCompletion | AsyncStream[ChatCompletionChunk]:
         """Async :meth:`Completions.create`: ``stream = await create(..., stream=True)``, then ``async for``."""
         request, provider, ctx = self._client._prepare(model, messages, stream, kwargs)
-        if not stream:
-            return await provider.acomplete(request, ctx)
-        chunks = provider.astream(request, ctx)
+        record = ctx.record
+        assert record is not None
+        first: ChatCompletionChunk | _End
         try:
-            first = await chunks.__anext__()
-        except StopAsyncIteration:
-            first = _END
-        return AsyncStream(chunks, first)
+            if not stream:
+                return _finished(record, await provider.acomplete(request, ctx))
+            chunks = provider.astream(request, ctx)
+            try:
+                first = await chunks.__anext__()
+            except StopAsyncIteration:
+                first = _END
+        except BaseException as e:
+            record.finish(error=e)
+            raise
+        return AsyncStream(chunks, first, record)
 
 
 class AsyncChat:
@@ -350,7 +456,7 @@ class AsyncModels:
     def __init__(self, client: AsyncClient) -> None:
         self._client = client
 
-    async def list(self, *, provider: Any = None) -> ModelList:
+    async def list(self, *, provider: ProviderArg | None = None) -> ModelList:
         p, ctx = self._client._models_context(provider)
         return ModelList(data=await p.alist_models(ctx))
 
@@ -358,8 +464,10 @@ class AsyncModels:
 class AsyncClient(_BaseClient):
     """The asynchronous client; the same arguments as :class:`Client`, awaited methods."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    chat: AsyncChat
+    models: AsyncModels
+
+    def _attach_namespaces(self) -> None:
         self.chat = AsyncChat(self)
         self.models = AsyncModels(self)
 

@@ -80,7 +80,8 @@ class APIError(PolychatError):
     """A provider could not give an answer.
 
     Attributes: ``message``, ``provider`` (name of the provider, or None), ``body`` (the decoded error body,
-    or None), ``code``, ``param`` and ``type`` from an OpenAI-style error body when there is one.
+    or None), ``code``, ``param`` and ``type`` from an OpenAI-style error body when there is one, and
+    ``attempts``: every try a failover chain made before raising this error (empty when no chain was involved).
     """
 
     #: Whether trying again (on this provider, after a pause) may succeed. Refined per class and per instance.
@@ -98,6 +99,7 @@ class APIError(PolychatError):
         self.message = message
         self.provider = provider
         self.body = body
+        self.attempts: list[Attempt] = []
         err = body.get("error") if isinstance(body, Mapping) else None
         if not isinstance(err, Mapping):
             err = body if isinstance(body, Mapping) else {}
@@ -241,7 +243,13 @@ class StreamInterruptedError(APIError):
 
 
 class Attempt(msgspec.Struct, frozen=True):
-    """One try of one provider, as recorded by a failover chain."""
+    """One try of one provider, as recorded by a failover chain.
+
+    ``kind``: "attempt", "hedge" (raced against a slow provider) or "resume" (continuing an interrupted stream).
+    ``outcome``: "ok" (it answered), "failed" (``error`` says why), "lost" (a hedge race the other side won; it was
+    cancelled) or "closed" (the caller stopped the call while it ran). ``ttft``: seconds to its first content
+    chunk (streams).
+    """
 
     provider: str
     model: str
@@ -249,12 +257,28 @@ class Attempt(msgspec.Struct, frozen=True):
     status_code: int | None
     retryable: bool
     elapsed: float
+    kind: str = "attempt"
+    outcome: str = ""
+    ttft: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.outcome:
+            msgspec.structs.force_setattr(self, "outcome", "ok" if self.error is None else "failed")
 
     @property
     def error_class(self) -> str:
-        return type(self.error).__name__ if self.error is not None else "ok"
+        if self.error is not None:
+            return type(self.error).__name__
+        return "ok" if self.outcome == "ok" else self.outcome
 
     def describe(self) -> str:
+        if self.error is None:
+            what = {"ok": "answered", "lost": "lost the hedge race", "closed": "closed by the caller"}
+            first = f", first token after {self.ttft * 1000:.0f} ms" if self.ttft is not None else ""
+            return (
+                f"{self.provider} (model {self.model!r}): {what.get(self.outcome, self.outcome)}"
+                f"{' (' + self.kind + ')' if self.kind != 'attempt' else ''} after {self.elapsed * 1000:.0f} ms{first}"
+            )
         status = f" {self.status_code}" if self.status_code is not None else ""
         msg = getattr(self.error, "message", None) or str(self.error)
         kind = "retryable" if self.retryable else "not retryable"
@@ -268,10 +292,10 @@ class AllProvidersFailedError(APIError):
     """Every provider of a failover chain failed; ``attempts`` lists each try in order."""
 
     def __init__(self, attempts: Sequence[Attempt]) -> None:
-        self.attempts = list(attempts)
-        lines = "\n".join(f"  {i}. {a.describe()}" for i, a in enumerate(self.attempts, 1))
-        n = len(self.attempts)
+        lines = "\n".join(f"  {i}. {a.describe()}" for i, a in enumerate(attempts, 1))
+        n = len(attempts)
         super().__init__(f"All providers failed ({n} attempt{'s' if n != 1 else ''}):\n{lines}", retryable=False)
+        self.attempts = list(attempts)
 
 
 _STATUS_CLASSES: dict[int, type[APIStatusError]] = {

@@ -11,9 +11,12 @@ Fields that a server sends and these classes do not list (vendor extensions) are
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
+
+if TYPE_CHECKING:
+    from .errors import Attempt
 
 __all__ = [
     "ChatCompletion",
@@ -128,6 +131,10 @@ class Choice(_Base):
 
 
 class ChatCompletion(_Base):
+    # Set by the client on every answer (kept out of dumps like ``provider``): each provider attempt of the call,
+    # the failed ones and hedges that lost included, ending with the one that answered.
+    attempts = cast("list[Attempt]", ())
+
     id: str = ""
     object: str = "chat.completion"
     created: int = 0
@@ -180,6 +187,9 @@ class ChatCompletionChunk(_Base):
     usage: CompletionUsage | None = None
     system_fingerprint: str | None = None
     service_tier: str | None = None
+    # Like ``provider``, not a field (never in dumps): after a stream was resumed on another provider (``resume=True``),
+    # the name of the provider that failed mid-answer; None on chunks of an uninterrupted answer.
+    resumed_from = cast("str | None", None)
 
 
 class Model(_Base):

@@ -21,6 +21,9 @@ from typing import Any
 
 # -- behaviours --------------------------------------------------------------------------------------------------
 
+#: What the misbehaving streams say before they misbehave, unless given a ``text``.
+FILLER = "alpha beta gamma delta epsilon zeta"
+
 
 @dataclass
 class Ok:
@@ -32,6 +35,10 @@ class Ok:
     finish_reason: str = "stop"
     send_done: bool = True
     usage: bool = True
+    #: Answer a resume: when the request carries an assistant message that begins ``text``, send only the rest.
+    continues: bool = False
+    #: Refuse a trailing assistant message (prefill) with 400, as OpenAI-compatible servers without prefill do.
+    reject_prefill: bool = False
 
 
 @dataclass
@@ -66,6 +73,7 @@ class Stall:
 
     after_chunks: int | None = None
     keepalive: float | None = None
+    text: str = FILLER
 
 
 @dataclass
@@ -73,6 +81,7 @@ class Malformed:
     """A 200 stream whose ``after_chunks``-th event is not JSON (or a non-stream body that is not JSON)."""
 
     after_chunks: int = 0
+    text: str = FILLER
 
 
 @dataclass
@@ -83,6 +92,7 @@ class ErrorFrame:
     type: str = "server_error"
     code: Any = None
     message: str = "upstream exploded"
+    text: str = FILLER
 
 
 @dataclass
@@ -90,6 +100,7 @@ class Truncate:
     """Stream ``n`` chunks then end the body cleanly but with neither [DONE] nor a finish_reason."""
 
     n: int = 2
+    text: str = FILLER
 
 
 @dataclass
@@ -146,7 +157,21 @@ def _completion(cid: str, model: str, text: str, finish: str = "stop") -> bytes:
 
 def _words(text: str) -> list[str]:
     parts = text.split(" ")
-    return [p if i == 0 else " " + p for i, p in enumerate(parts)]
+    return [w for w in (p if i == 0 else " " + p for i, p in enumerate(parts)) if w]
+
+
+def _prefill(body: Any) -> str | None:
+    """The partial answer a resume request carries (its last assistant message), if any."""
+    messages = body.get("messages") if isinstance(body, dict) else None
+    for m in reversed(messages or []):
+        if isinstance(m, dict) and m.get("role") == "assistant" and isinstance(m.get("content"), str):
+            return str(m["content"])
+    return None
+
+
+def _trailing_assistant(body: Any) -> bool:
+    messages = body.get("messages") if isinstance(body, dict) else None
+    return bool(messages) and isinstance(messages[-1], dict) and messages[-1].get("role") == "assistant"
 
 
 class FaultServer:
@@ -294,8 +319,7 @@ class FaultServer:
         finally:
             for t in (eof, waiter):
                 t.cancel()
-            # let the cancelled read finish before the connection reads its next request (else: "readuntil()
-            # called while another coroutine is already waiting")
+            # Let the cancelled read finish, or the next request's readuntil() finds the reader still taken.
             await asyncio.gather(eof, waiter, return_exceptions=True)
         return eof in done
 
@@ -352,6 +376,25 @@ class FaultServer:
             return False
         if isinstance(b, Ok) and b.delay_first and await self._pause(reader, b.delay_first):
             return False
+        if isinstance(b, Ok) and b.reject_prefill and _trailing_assistant(body):
+            data = json.dumps(
+                {
+                    "error": {
+                        "message": "the last message must have the user role (assistant prefill is not supported)",
+                        "type": "invalid_request_error",
+                        "param": "messages",
+                        "code": None,
+                    }
+                }
+            ).encode()
+            await self._send_head(writer, 400, {}, len(data))
+            writer.write(data)
+            await writer.drain()
+            return True
+        if isinstance(b, Ok) and b.continues:
+            done = _prefill(body)
+            if done and b.text.startswith(done):
+                b = Ok(**{**b.__dict__, "text": b.text[len(done) :], "continues": False})
 
         if not stream:
             if isinstance(b, Malformed):
@@ -376,7 +419,7 @@ class FaultServer:
             writer.write(_chunk(cid, model, {}, "stop") + b"data: [DONE]\n\n")
             await writer.drain()
             return False
-        text = b.text if isinstance(b, (Ok, ResetAfter)) else "alpha beta gamma delta epsilon zeta"
+        text = getattr(b, "text", FILLER)
         words = _words(text)
         limit = {ResetAfter: getattr(b, "n", 0), Truncate: getattr(b, "n", 0)}.get(type(b), len(words))
         stop_at = getattr(b, "after_chunks", None)

@@ -15,6 +15,7 @@ COMMANDS = [
     "polychat.cli:register_providers",
     "polychat.cli:register_config",
     "polychat.server.cli:register",
+    "polychat.cli._keys:register_keys",
 ]
 
 Handler = Callable[[argparse.Namespace], int]

@@ -8,16 +8,15 @@ import argparse
 import contextlib
 import sys
 import time
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from ._errors import EXIT_OK, UsageError, _describe_error
 from ._term import _dim, _error, _status
 
 if TYPE_CHECKING:
-    from ..client import Client, Stream
+    from ..client import Client
     from ..config import Config
     from ..providers.base import Provider
-    from ..types import ChatCompletion, ChatCompletionChunk
 
 
 class ChatSession:
@@ -94,11 +93,8 @@ class ChatSession:
         open_line = False
         try:
             if self.args.no_stream:
-                completion = cast(
-                    "ChatCompletion",
-                    self.client.chat.completions.create(
-                        model=self.model, messages=self.messages, stream=False, **self._params()
-                    ),
+                completion = self.client.chat.completions.create(
+                    model=self.model, messages=self.messages, stream=False, **self._params()
                 )
                 _status.clear()
                 answered_by, model = completion.provider, completion.model or model
@@ -111,11 +107,8 @@ class ChatSession:
                     open_line = not completion.content.endswith("\n")
                 out.flush()
             else:
-                stream = cast(
-                    "Stream[ChatCompletionChunk]",
-                    self.client.chat.completions.create(
-                        model=self.model, messages=self.messages, stream=True, **self._params()
-                    ),
+                stream = self.client.chat.completions.create(
+                    model=self.model, messages=self.messages, stream=True, **self._params()
                 )
                 with stream:
                     _status.clear()

@@ -16,12 +16,15 @@ from ..errors import ConfigError
 from ._types import (
     _BUILTINS,
     _DEFAULTS_KEYS,
+    _GATEWAY_KEY_KEYS,
     _HTTP_KEYS,
     _POLICY_KEYS,
     _ROUTE_KEYS,
     _SERVER_KEYS,
     _TOP_KEYS,
+    REDIS_FAILURE_MODES,
     ConfigFileError,
+    GatewayKeySpec,
     ProviderSpec,
     RouteSpec,
     provider_type,
@@ -195,7 +198,7 @@ def _check_server(doc: dict[str, Any], c: _Checker) -> dict[str, Any]:
             out[key] = c.string(value, where)
         elif key in ("api_keys", "cors_origins", "allowed_hosts"):
             out[key] = list(c.strings(value, where))
-        elif key == "allow_plaintext_key":
+        elif key in ("allow_plaintext_key", "otel"):
             out[key] = c.boolean(value, where)
         elif key in ("max_body_bytes", "max_connections", "max_header_bytes"):
             out[key] = c.count(value, where)
@@ -203,12 +206,55 @@ def _check_server(doc: dict[str, Any], c: _Checker) -> dict[str, Any]:
                 raise c.error(where, "must be a whole number >= 1")
         elif key in ("shutdown_timeout", "header_timeout"):
             out[key] = c.seconds(value, where)
+        elif key == "redis_url":
+            url = c.string(value, where)
+            if not re.match(r"^(redis|rediss|unix)://", url):
+                raise c.error(where, f"must be a redis://, rediss:// or unix:// URL, got {redact_url(url)!r}")
+            out[key] = url
+        elif key == "redis_failure":
+            mode = c.string(value, where)
+            if mode not in REDIS_FAILURE_MODES:
+                raise c.error(where, f"must be one of {', '.join(map(repr, REDIS_FAILURE_MODES))}, got {mode!r}")
+            out[key] = mode
+        elif key == "keys":
+            out[key] = _check_gateway_keys(value, c)
     if out.get("api_keys") and not out.get("allow_plaintext_key"):
         raise c.error(
             ("server", "api_keys"),
             "gateway keys in the config file are refused: put them in an environment variable and write "
             'api_keys_env = "POLYCHAT_GATEWAY_KEYS" (or set allow_plaintext_key = true)',
         )
+    return out
+
+
+def _check_gateway_keys(value: Any, c: _Checker) -> dict[str, GatewayKeySpec]:
+    """``[server.keys.NAME]`` tables: each key's token comes from an environment variable, never from the file."""
+    base = ("server", "keys")
+    out: dict[str, GatewayKeySpec] = {}
+    for name, raw in c.table(value, base).items():
+        where = (*base, name)
+        c.name(name, where, "key")
+        table = c.table(raw, where)
+        c.keys(table, _GATEWAY_KEY_KEYS, where)
+        if "key_env" not in table:
+            raise c.error(
+                where, "missing key 'key_env' (the NAME of the variable holding the token, e.g. \"TEAM_A_KEY\")"
+            )
+        env = c.string(table["key_env"], (*where, "key_env"))
+        if not _ENV_NAME_RE.match(env):
+            raise c.error(
+                (*where, "key_env"),
+                "must be the NAME of an environment variable holding the token (like TEAM_A_KEY), not the token",
+            )
+        limits: dict[str, int] = {}
+        for limit in ("requests_per_minute", "tokens_per_minute", "budget_tokens"):
+            if limit in table:
+                n = c.count(table[limit], (*where, limit))
+                if n < 1:
+                    raise c.error((*where, limit), "must be a whole number >= 1 (leave it out for no limit)")
+                limits[limit] = n
+        models = c.strings(table["models"], (*where, "models")) if "models" in table else None
+        out[name] = GatewayKeySpec(name=name, key_env=env, models=models, **limits)
     return out
 
 

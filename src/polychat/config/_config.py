@@ -8,6 +8,7 @@ import importlib
 import importlib.util
 import logging
 import os
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
@@ -262,6 +263,11 @@ class Config:
         keys_env = self.server.get("api_keys_env")
         if keys_env and os.environ.get(keys_env):
             out.extend(k.strip() for k in os.environ[keys_env].split(","))
+        for key in self.server.get("keys", {}).values():
+            out.append(os.environ.get(key.key_env, "").strip())
+        redis_url = self.server.get("redis_url")
+        if redis_url:
+            out.extend(url_passwords(redis_url))
         return [s for s in dict.fromkeys(out) if s]
 
     def redacted(self) -> dict[str, Any]:
@@ -309,6 +315,15 @@ class Config:
             server = dict(self.server)
             if "api_keys" in server:
                 server["api_keys"] = [mask_secret(k) for k in server["api_keys"]]
+            if "redis_url" in server:
+                server["redis_url"] = redact_url(server["redis_url"])
+            if "keys" in server:
+                server["keys"] = {
+                    name: {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(spec).items() if v is not None}
+                    for name, spec in server["keys"].items()
+                }
+                for entry in server["keys"].values():
+                    del entry["name"]
             out["server"] = server
         return out
 
@@ -329,10 +344,14 @@ def proxy_passwords(proxy: ProxyConfig | None) -> list[str]:
     """The passwords inside a proxy setting, raw and percent-decoded."""
     out: list[str] = []
     for _, url in proxy.routes if proxy is not None else ():
-        try:
-            password = urlsplit(url).password
-        except ValueError:
-            continue
-        if password:
-            out.extend({password, unquote(password)})
+        out.extend(url_passwords(url))
     return out
+
+
+def url_passwords(url: str) -> list[str]:
+    """The password inside a URL (proxy, Redis), raw and percent-decoded; empty when there is none."""
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return []
+    return sorted({password, unquote(password)}) if password else []

@@ -122,7 +122,15 @@ _SERVER_KEYS = (
     "max_connections",
     "header_timeout",
     "max_header_bytes",
+    "otel",
+    "redis_url",
+    "redis_failure",
+    "keys",
 )
+#: ``[server.keys.NAME]``: a named gateway key and its limits.
+_GATEWAY_KEY_KEYS = ("key_env", "models", "requests_per_minute", "tokens_per_minute", "budget_tokens")
+#: ``[server] redis_failure``: what limits do while Redis is unreachable.
+REDIS_FAILURE_MODES = ("closed", "open")
 _POLICY_KEYS = ("first_token_timeout", "idle_timeout", "deadline", "hedge_after", "resume")
 _DEFAULTS_KEYS = ("model", "provider", "timeout", "proxy", "max_retries", *_POLICY_KEYS)
 _ROUTE_KEYS = ("chain", "max_retries", "shuffle", *_POLICY_KEYS)
@@ -188,6 +196,23 @@ class RouteSpec:
     shuffle: bool = False
     #: Failover settings of this chain (first_token_timeout, idle_timeout, deadline, hedge_after, resume).
     policy: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GatewayKeySpec:
+    """A named gateway key (``[server.keys.NAME]``): the variable holding the bearer token, the models it may use
+    (None: every model) and its limits (None: unlimited)."""
+
+    name: str
+    key_env: str
+    models: tuple[str, ...] | None = None
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+    budget_tokens: int | None = None
+
+    @property
+    def limited(self) -> bool:
+        return any(v is not None for v in (self.requests_per_minute, self.tokens_per_minute, self.budget_tokens))
 
 
 _BUILTINS = {

@@ -2,6 +2,7 @@
 
 from ..errors import EmptyResponseError
 from .breaker import DEFAULT_BREAKER, BreakerStore, CircuitBreaker, InMemoryBreakerStore
+from .breaker_redis import RedisBreakerStore, share_breakers
 from .policy import FailoverPlan, backoff_delay
 from .retry import IterListProvider, RetryProvider
 
@@ -13,6 +14,8 @@ __all__ = [
     "FailoverPlan",
     "InMemoryBreakerStore",
     "IterListProvider",
+    "RedisBreakerStore",
     "RetryProvider",
     "backoff_delay",
+    "share_breakers",
 ]

@@ -106,6 +106,7 @@ class SyncAttempt:
             for chunk in self._chunks:
                 held.append(chunk)
                 if has_content(chunk):
+                    self.step.first_token_at = time.monotonic()
                     self.watch.phase = "idle"
                     self.watch.pause()  # the caller is about to hold these chunks
                     return held
@@ -149,7 +150,7 @@ class AsyncAttempt:
         self.provider = step.provider
         self.request = request
         self.limits = policy.limits(step.provider, stream=stream)
-        self.ctx = ctx
+        self.ctx = ctx.for_provider()
         self.started = time.monotonic()
         self._chunks: AsyncIterator[ChatCompletionChunk] | None = None
         self._phase = "first token"
@@ -194,6 +195,7 @@ class AsyncAttempt:
                 raise self._timeout(e) from e
             held.append(chunk)
             if has_content(chunk):
+                self.step.first_token_at = time.monotonic()
                 self._phase = "idle"
                 return held
 

@@ -58,7 +58,7 @@ async def race(
             policy.hedge_after,
             hedge.provider.name,
         )
-        plan.started(hedge)
+        plan.started(hedge, "hedge")
         started[hedge.index] = time.monotonic()
         tasks[asyncio.ensure_future(run(hedge))] = hedge
     last_error: BaseException | None = None
@@ -89,6 +89,8 @@ async def race(
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+            for loser in tasks.values():
+                plan.lost(loser)
     if hedge is not None:
         plan.advance_past(hedge.index)
     assert last_error is not None
@@ -123,5 +125,5 @@ async def race_complete(
     winner, result, _, started = await race(
         chain, plan, step, policy, run, lambda r: policy.allow_empty or not completion_empty(r)
     )
-    plan.succeeded(winner, time.monotonic() - started)
+    plan.succeeded(winner, time.monotonic() - started, result)
     return result

@@ -20,7 +20,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from msgspec import Struct, field
 
@@ -36,7 +36,10 @@ from ..errors import (
 )
 
 if TYPE_CHECKING:
+    from .._proxy import ProxyConfig
+    from .._record import CallRecord
     from ..providers.base import Provider
+    from ..types import ChatCompletion
     from .breaker import CircuitBreaker
 
 
@@ -55,6 +58,11 @@ class Step(Struct):
     delay: float
     index: int
     retry: int
+    #: "attempt", "hedge" or "resume"; set when the step starts.
+    kind: str = "attempt"
+    #: time.monotonic() when it started and when its first content chunk arrived (set by the attempt).
+    started_at: float = 0.0
+    first_token_at: float | None = None
 
 
 class FailoverPlan(Struct):
@@ -67,6 +75,10 @@ class FailoverPlan(Struct):
     deadline_at: float | None = None
     retry_after_cap: float = C.RETRY_AFTER_CAP
     attempts: list[Attempt] = field(default_factory=list)
+    #: The call's record (``response.attempts``, tracing); None for a chain called inside another chain.
+    record: CallRecord | None = None
+    #: The proxy route in force for each provider (for the record), given by the shell.
+    proxy_of: Any = None
     _order: list[Provider] = field(default_factory=list)
     _deferred: set[int] = field(default_factory=set)
     _index: int = 0
@@ -122,13 +134,8 @@ class FailoverPlan(Struct):
     # -- results ---------------------------------------------------------------------------------------------------
 
     def failed(self, step: Step, error: BaseException, elapsed: float, *, may_retry: bool = True) -> None:
-        status = error.status_code if isinstance(error, APIStatusError) else None
         retryable = is_retryable(error)
-        self.attempts.append(
-            Attempt(
-                step.provider.name, self.model or step.provider.default_model or "", error, status, retryable, elapsed
-            )
-        )
+        self._ended(step, elapsed, "failed", error, retryable)
         if self.breaker is not None:
             self.breaker.failure(step.provider.breaker_key, error)
         if not may_retry or step.index != self._index:
@@ -163,12 +170,39 @@ class FailoverPlan(Struct):
         self._retry = 0
         self._next_delay = 0.0
 
-    def succeeded(self, step: Step, elapsed: float) -> None:
-        self.attempts.append(Attempt(step.provider.name, self.model, None, None, False, elapsed))
+    def succeeded(self, step: Step, elapsed: float, result: ChatCompletion | None = None) -> None:
+        self._ended(step, elapsed, "ok", result=result)
         if self.breaker is not None:
             self.breaker.success(step.provider.breaker_key)
 
-    def started(self, step: Step) -> None:
+    def lost(self, step: Step) -> None:
+        """A hedge race's other side won: ``step`` was cancelled (not a failure: nothing counts against it)."""
+        self._ended(step, time.monotonic() - step.started_at if step.started_at else 0.0, "lost")
+
+    def _ended(
+        self,
+        step: Step,
+        elapsed: float,
+        outcome: str,
+        error: BaseException | None = None,
+        retryable: bool = False,
+        result: ChatCompletion | None = None,
+    ) -> None:
+        model = self.model or step.provider.default_model or ""
+        if self.record is not None:  # it times the attempt itself and tells the call's trace
+            attempt = self.record.ended(step, model, error, outcome, retryable, result)
+        else:
+            status = error.status_code if isinstance(error, APIStatusError) else None
+            attempt = Attempt(
+                step.provider.name, model, error, status, retryable, elapsed, kind=step.kind, outcome=outcome
+            )
+        self.attempts.append(attempt)
+
+    def started(self, step: Step, kind: str = "attempt") -> None:
+        step.kind = kind
+        if self.record is not None:
+            proxy: ProxyConfig | None = self.proxy_of(step.provider) if self.proxy_of is not None else None
+            self.record.started(step, self, proxy)
         if self.breaker is not None:
             self.breaker.acquire(step.provider.breaker_key)
 
@@ -185,7 +219,7 @@ class FailoverPlan(Struct):
         last = failures[-1].error if failures else None
         if self._deadline_hit and (last is None or not isinstance(last, APITimeoutError)):
             err = APITimeoutError("Timed out: the overall deadline passed before any provider answered")
-            err.attempts = list(self.attempts)  # type: ignore[attr-defined]
+            err.attempts = list(self.attempts)
             if failures:
                 summary = AllProvidersFailedError(self.attempts)
                 err.message += ":\n" + summary.message.split(":\n", 1)[1]
@@ -193,7 +227,8 @@ class FailoverPlan(Struct):
         if last is None:
             return AllProvidersFailedError(self.attempts)
         if len({a.provider for a in failures}) == 1:
-            last.attempts = list(self.attempts)  # type: ignore[attr-defined]
+            if isinstance(last, APIError):
+                last.attempts = list(self.attempts)
             return last
         summary = AllProvidersFailedError(self.attempts)
         if (
@@ -208,6 +243,6 @@ class FailoverPlan(Struct):
                 body=last.body,
                 headers=last.headers,
             )
-            same.attempts = summary.attempts  # type: ignore[attr-defined]
+            same.attempts = summary.attempts
             return same
         return summary

@@ -10,7 +10,6 @@ from __future__ import annotations
 from msgspec.structs import replace
 
 from .._request import ChatRequest
-from ..providers.base import Provider
 
 CONTINUE_INSTRUCTION = (
     "Your previous answer was cut off. Continue it exactly where it stopped, without repeating any of it "
@@ -22,9 +21,11 @@ OVERLAP_WINDOW = 2000
 MIN_OVERLAP = 4
 
 
-def continuation_request(request: ChatRequest, partial: str, provider: Provider) -> ChatRequest:
+def continuation_request(request: ChatRequest, partial: str, *, prefill: bool) -> ChatRequest:
+    """The request that continues ``partial``: as an assistant prefill when the provider takes one (its
+    ``capabilities.prefill``, and it has not refused one in this call), else followed by an instruction to go on."""
     messages = [*request.messages, {"role": "assistant", "content": partial}]
-    if not provider.capabilities.prefill:
+    if not prefill:
         messages.append({"role": "user", "content": CONTINUE_INSTRUCTION})
     return replace(request, messages=messages)
 

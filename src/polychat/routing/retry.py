@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import _constants as C
-from ..errors import APIError, ConfigError, StreamInterruptedError
+from ..errors import APIError, BadRequestError, ConfigError, StreamInterruptedError
 from ..providers.base import Capabilities, Provider, as_provider
 from .attempt import (
     AsyncAttempt,
@@ -57,7 +57,7 @@ class _Resumer:
         self.decided = self.window == 0
 
     def feed(self, chunk: ChatCompletionChunk) -> list[ChatCompletionChunk]:
-        chunk.resumed_from = self.resumed_from  # type: ignore[attr-defined]
+        chunk.resumed_from = self.resumed_from
         if self.decided:
             return [chunk]
         self.held.append(chunk)
@@ -95,17 +95,40 @@ class _StreamRun:
         self.chain = chain
         self.request = request
         self.policy = chain.resolve(ctx)
-        self.plan = chain.plan(request, self.policy)
+        self.plan = chain.plan(request, self.policy, ctx)
         self.partial: list[str] = []
         self.resumer: _Resumer | None = None
         self.last_step: Step | None = None
+        #: Providers that refused the partial answer as an assistant prefill during this call.
+        self.no_prefill: set[str] = set()
+        self.prefilled = False
 
     def request_for(self, step: Step) -> ChatRequest:
         if not self.partial or self.last_step is None:
             return self.request
         text = "".join(self.partial)
         self.resumer = _Resumer(text, self.last_step.provider.name)
-        return continuation_request(self.request, text, step.provider)
+        self.prefilled = step.provider.capabilities.prefill and step.provider.breaker_key not in self.no_prefill
+        return continuation_request(self.request, text, prefill=self.prefilled)
+
+    def open_failed(self, step: Step, error: APIError, elapsed: float) -> None:
+        """The attempt failed before its first content. A provider that claims prefill but refuses it (a 400 on
+        the continuation) is asked again at once with a continuation instruction instead: the plan is left as it
+        is, so its next step is this one again."""
+        if self.prefilled and isinstance(error, BadRequestError) and step.provider.breaker_key not in self.no_prefill:
+            self.no_prefill.add(step.provider.breaker_key)
+            log.warning(
+                "polychat: %s refused the partial answer as a prefill (%s); asking it to continue instead",
+                step.provider.name,
+                error,
+            )
+            return
+        self.chain._fail(self.plan, step, error, elapsed)
+
+    @property
+    def kind(self) -> str:
+        """What the next attempt is: the first try of the answer, or a continuation of it."""
+        return "attempt" if self.resumer is None else "resume"
 
     def hedging(self, step: Step) -> bool:
         return self.policy.hedge_after is not None and self.plan.hedge_step(step) is not None
@@ -244,7 +267,7 @@ class RetryProvider(Provider):
             return cached
         return resolve_policy(defaults, ctx.options)
 
-    def plan(self, request: ChatRequest, policy: Policy) -> FailoverPlan:
+    def plan(self, request: ChatRequest, policy: Policy, ctx: CallContext | None = None) -> FailoverPlan:
         order = list(self.providers)
         if self.shuffle:
             self._rng.shuffle(order)
@@ -257,6 +280,8 @@ class RetryProvider(Provider):
             breaker=self.breaker,
             deadline_at=policy.deadline_at,
             retry_after_cap=self.retry_after_cap,
+            record=ctx.record if ctx is not None else None,
+            proxy_of=ctx.proxy_for if ctx is not None and ctx.record is not None else None,
         )
 
     def _note(self, step: Step, error: BaseException, plan: FailoverPlan) -> None:
@@ -288,7 +313,7 @@ class RetryProvider(Provider):
 
     def complete(self, request: ChatRequest, ctx: CallContext) -> ChatCompletion:
         policy = self.resolve(ctx)
-        plan = self.plan(request, policy)
+        plan = self.plan(request, policy, ctx)
         while (step := plan.next_step()) is not None:
             if step.delay:
                 time.sleep(step.delay)
@@ -308,7 +333,7 @@ class RetryProvider(Provider):
             except APIError as e:
                 self._fail(plan, step, e, attempt.elapsed)
                 continue
-            plan.succeeded(step, attempt.elapsed)
+            plan.succeeded(step, attempt.elapsed, result)
             return result
         raise plan.error()
 
@@ -319,7 +344,7 @@ class RetryProvider(Provider):
             if step.delay:
                 time.sleep(step.delay)
             req = run.request_for(step)
-            plan.started(step)
+            plan.started(step, run.kind)
             # Open: up to the first content chunk. Failures here are invisible to the caller.
             rest: Iterator[ChatCompletionChunk]
             close: Callable[[], None]
@@ -337,7 +362,7 @@ class RetryProvider(Provider):
                     held = attempt.open()
                 except APIError as e:
                     attempt.close()
-                    self._fail(plan, step, e, attempt.elapsed)
+                    run.open_failed(step, e, attempt.elapsed)
                     continue
                 rest, close, t0 = attempt.rest(), attempt.close, attempt.started
             # Times are counted from the attempt's start: success and failure alike include the first token.
@@ -360,7 +385,7 @@ class RetryProvider(Provider):
 
     async def acomplete(self, request: ChatRequest, ctx: CallContext) -> ChatCompletion:
         policy = self.resolve(ctx)
-        plan = self.plan(request, policy)
+        plan = self.plan(request, policy, ctx)
         while (step := plan.next_step()) is not None:
             if step.delay:
                 import asyncio
@@ -380,7 +405,7 @@ class RetryProvider(Provider):
             except APIError as e:
                 self._fail(plan, step, e, attempt.elapsed)
                 continue
-            plan.succeeded(step, attempt.elapsed)
+            plan.succeeded(step, attempt.elapsed, result)
             return result
         raise plan.error()
 
@@ -393,7 +418,7 @@ class RetryProvider(Provider):
 
                 await asyncio.sleep(step.delay)
             req = run.request_for(step)
-            plan.started(step)
+            plan.started(step, run.kind)
             if run.hedging(step):
                 try:
                     step, held, rest, aclose, t0 = await race_open(self, plan, step, req, ctx, policy)
@@ -405,7 +430,7 @@ class RetryProvider(Provider):
                     held = await attempt.open()
                 except APIError as e:
                     await attempt.close()
-                    self._fail(plan, step, e, attempt.elapsed)
+                    run.open_failed(step, e, attempt.elapsed)
                     continue
                 rest, aclose, t0 = attempt.rest(), attempt.close, attempt.started
             try:

@@ -31,9 +31,11 @@ from .._request import CALL_OPTIONS, PARAMS
 from ..errors import InvalidRequestError, PolychatError
 from . import _sse
 from ._errors import HTTPError, from_exception, make_error, stream_error_frame
-from ._gateway import Call
+from ._gateway import Call, refusal_error
+from ._limits import Admission, Refusal
 
 if TYPE_CHECKING:
+    from ..errors import Attempt
     from ._gateway import Gateway
 
 log = logging.getLogger("polychat.server")
@@ -128,13 +130,16 @@ class ChatEndpoint:
         if isinstance(parsed, HTTPError):
             return await send_error(send, parsed)
         model, messages, stream, kwargs = parsed
+        admission = await gw.admit(authorization, model, messages, kwargs)
+        if isinstance(admission, Refusal):
+            return await send_error(send, refusal_error(admission))
 
         task = asyncio.current_task()
         call = Call(task)
         watcher = asyncio.ensure_future(_watch_disconnect(receive, call))
         gw.inflight.add(call)
         try:
-            await self._answer(call, send, model, messages, stream, kwargs, t0)
+            await self._answer(call, send, model, messages, stream, kwargs, t0, admission)
         except asyncio.CancelledError:
             if call.reason is None:
                 raise
@@ -242,9 +247,27 @@ class ChatEndpoint:
     # -- answer ---------------------------------------------------------------------------------------------------
 
     async def _answer(
-        self, call: Call, send: Send, model: Any, messages: Any, stream: Any, kwargs: dict[str, Any], t0: float
+        self,
+        call: Call,
+        send: Send,
+        model: Any,
+        messages: Any,
+        stream: Any,
+        kwargs: dict[str, Any],
+        t0: float,
+        admission: Admission | None,
     ) -> None:
         gw = self.gw
+        # A limited key's stream asks the upstream for its usage, to settle with the real count; the usage chunk is
+        # then the gateway's, not the client's, unless the client asked for it too.
+        own_usage = False
+        if admission is not None and admission.want_usage and stream is True:
+            options = kwargs.get("stream_options")
+            if options is None or (isinstance(options, dict) and not options.get("include_usage")):
+                kwargs["stream_options"] = {**(options or {}), "include_usage": True}
+                own_usage = True
+        usage: Any = None
+        served = True
         metrics = gw.metrics
         label = gw.route_label(model)
         stream_label = "true" if stream is True else "false"
@@ -254,6 +277,7 @@ class ChatEndpoint:
         provider_name = "none"
         error: BaseException | None = None
         provider = None
+        attempts: list[Attempt] = []
         try:
             try:
                 provider, routed = gw.route(model)
@@ -269,17 +293,23 @@ class ChatEndpoint:
                 raise
             except Exception as e:
                 error = e
+                served = False
                 err = from_exception(e, gw.scrub)
                 status = err.status
                 failed_by = getattr(e, "provider", None)
                 if isinstance(failed_by, str) and failed_by:
                     provider_name = failed_by
                     err.headers.append((b"x-polychat-provider", _header_value(failed_by)))
+                attempts = getattr(e, "attempts", None) or []
+                if attempts:
+                    err.headers.append(gw.attempts_header(attempts))
                 self._log_failure(e, status)
                 await send_error(send, err)
                 return
             if not stream:
                 provider_name = result.provider or "unknown"
+                attempts = result.attempts
+                usage = getattr(result, "usage", None)
                 body = _encode(result)
                 await send(
                     {
@@ -289,6 +319,7 @@ class ChatEndpoint:
                             (b"content-type", _JSON),
                             (b"content-length", str(len(body)).encode()),
                             (b"x-polychat-provider", _header_value(provider_name)),
+                            gw.attempts_header(attempts),
                             *_COMMON,
                         ],
                     }
@@ -296,37 +327,51 @@ class ChatEndpoint:
                 await send({"type": "http.response.body", "body": body})
                 return
             provider_name = result.provider or "unknown"
-            error = await self._stream(call, send, result, provider_name, label, t0)
+            attempts = result.attempts  # the stream's own list: complete once the stream has ended
+            error, usage = await self._stream(call, send, result, provider_name, label, t0, own_usage)
         finally:
+            if admission is not None:
+                admission.finish(usage, served=served)
             metrics.in_flight.inc(in_flight, -1.0)
             elapsed = time.perf_counter() - t0
             if call.reason == "disconnect":
                 status = 499
+            gw.observe_attempts(attempts)
+            gw.observe_usage(provider_name, usage)
             metrics.requests.inc((label, provider_name, stream_label, str(status)))
             metrics.duration.observe((label, provider_name, stream_label), elapsed)
             if call.reason == "shutdown":
                 metrics.errors.inc((label, provider_name, "ServerShutdown"))
             elif error is not None:
                 metrics.errors.inc((label, provider_name, type(error).__name__))
-                for attempt in getattr(error, "attempts", None) or ():
-                    if attempt.error is not None:
-                        metrics.failed_attempts.inc((attempt.provider, attempt.error_class))
             elif status == 200 and provider_name not in ("none", "unknown"):
                 first = gw.first_choice(provider)
                 if first is not None and first != provider_name:
                     metrics.fallbacks.inc((label, provider_name))
 
     async def _stream(
-        self, call: Call, send: Send, stream: Any, provider_name: str, label: str, t0: float
-    ) -> BaseException | None:
-        """Send the chunks; returns the error that ended the stream early (None: it completed)."""
+        self, call: Call, send: Send, stream: Any, provider_name: str, label: str, t0: float, own_usage: bool
+    ) -> tuple[BaseException | None, Any]:
+        """Send the chunks; returns the error that ended the stream early (None: it completed) and the usage the
+        stream reported (None: none came; a cancelled stream settles when ``_answer`` ends, with None)."""
         gw = self.gw
-        headers = [*_SSE_HEADERS, (b"x-polychat-provider", _header_value(provider_name))]
+        headers = [
+            *_SSE_HEADERS,
+            (b"x-polychat-provider", _header_value(provider_name)),
+            gw.attempts_header(stream.attempts, provider_name),
+        ]
         error: BaseException | None = None
+        usage: Any = None
         try:
             await send({"type": "http.response.start", "status": 200, "headers": headers})
             first = True
             async for chunk in stream:
+                if chunk.usage is not None:
+                    usage = chunk.usage
+                    if own_usage:
+                        if not chunk.choices:
+                            continue
+                        chunk = msgspec.structs.replace(chunk, usage=None)
                 await send({"type": "http.response.body", "body": _sse.frame(chunk), "more_body": True})
                 if first:
                     first = False
@@ -348,7 +393,7 @@ class ChatEndpoint:
             await send({"type": "http.response.body", "body": stream_error_frame(e, gw.scrub), "more_body": False})
         finally:
             await stream.aclose()
-        return error
+        return error, usage
 
     def _log_failure(self, e: BaseException, status: int) -> None:
         # Provider failures are already logged (as warnings) by the failover engine; a client's mistake is not the

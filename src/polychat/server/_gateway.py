@@ -24,12 +24,15 @@ import msgspec
 
 from ..client import AsyncClient
 from ..config import Config
-from ._auth import KeyRing
+from ._auth import DENIED, KeyRing
 from ._errors import HTTPError, Scrubber, make_error
+from ._limits import Admission, Limiter, MemoryLimits, Refusal
 from ._metrics import Metrics, breaker_rows
 from ._settings import ServerSettings, is_loopback
 
 if TYPE_CHECKING:
+    from ..config._types import GatewayKeySpec
+    from ..errors import Attempt
     from ..providers.base import Provider
 
 log = logging.getLogger("polychat.server")
@@ -59,13 +62,23 @@ class Call:
 class Gateway:
     """Everything the endpoints share. Built by :func:`polychat.server.app.create_app`."""
 
-    def __init__(self, settings: ServerSettings, config: Config, keys: list[str]) -> None:
+    def __init__(
+        self,
+        settings: ServerSettings,
+        config: Config,
+        keys: list[str],
+        named: dict[str, GatewayKeySpec] | None = None,
+    ) -> None:
         self.settings = settings
         self.config = config
-        self.keys = KeyRing(keys)
+        named = named or {}
+        self.keys = KeyRing(keys, named)
         self.client = AsyncClient(**config.client_kwargs())
         self.metrics = Metrics()
-        self.scrub = Scrubber([*config.secrets(), *keys])
+        self.scrub = Scrubber([*config.secrets(), *keys, *named, *_url_secrets(settings.redis_url)])
+        self.limiter = Limiter(
+            {s.name: s for s in named.values()}, _limit_backend(settings), failure=settings.redis_failure
+        )
         self.draining = False
         self.inflight: set[Call] = set()
         self.models = build_models(config)
@@ -116,6 +129,21 @@ class Gateway:
             )
         return None
 
+    async def admit(
+        self, authorization: bytes | None, model: Any, messages: Any, kwargs: dict[str, Any]
+    ) -> Admission | Refusal | None:
+        """The shared hook of every route that serves a model, after :meth:`check_api` passed: the presented key's
+        allowlist and limits. An :class:`Admission` must be finished when the answer is over; a
+        :class:`Refusal` is to be sent in the route's protocol (:func:`refusal_error` for OpenAI's); None: the
+        key has nothing to account."""
+        spec = self.keys.match(authorization)
+        if spec is None or spec is DENIED:
+            return None
+        verdict = await self.limiter.admit(spec, model, messages, kwargs)
+        if isinstance(verdict, Refusal):
+            self.metrics.rejected.inc((verdict.code,))
+        return verdict
+
     def _origin_ok(self, origin: bytes, host: bytes | None) -> bool:
         value = origin.decode("latin-1").rstrip("/")
         if value in self.cors_origins or "*" in self.cors_origins:
@@ -153,9 +181,44 @@ class Gateway:
         members = p.members()
         return members[0].name if members else None
 
+    # -- attempts: response header and metrics -------------------------------------------------------------------
+
+    @staticmethod
+    def attempts_header(attempts: list[Attempt], answering: str | None = None) -> tuple[bytes, bytes]:
+        """``x-polychat-attempts``: every provider attempt of the call, in order, as ``provider=outcome``
+        (``failed:ErrorClass[:status]`` for failures); ``answering`` (a stream still running) is added as ``ok``.
+        Provider names come from the server's config, never from the client."""
+        parts = []
+        for a in attempts:
+            what = a.outcome
+            if a.error is not None:
+                what += ":" + a.error_class + (f":{a.status_code}" if a.status_code is not None else "")
+            if a.kind != "attempt":
+                what += f" ({a.kind})"
+            parts.append(f"{a.provider}={what}")
+        if answering is not None:
+            parts.append(f"{answering}=ok")
+        return b"x-polychat-attempts", ", ".join(parts).encode("latin-1", "replace")
+
+    def observe_attempts(self, attempts: list[Attempt]) -> None:
+        """Count a finished call's attempts (successful calls too: a failover that worked is still a failure)."""
+        m = self.metrics
+        for a in attempts:
+            m.attempts.inc((a.provider, a.outcome))
+            if a.error is not None:
+                m.failed_attempts.inc((a.provider, a.error_class))
+            if a.ttft is not None:
+                m.attempt_ttft.observe((a.provider,), a.ttft)
+
+    def observe_usage(self, provider: str, usage: Any) -> None:
+        if usage is None:
+            return
+        self.metrics.tokens.inc((provider, "input"), usage.prompt_tokens or 0)
+        self.metrics.tokens.inc((provider, "output"), usage.completion_tokens or 0)
+
     # -- metrics --------------------------------------------------------------------------------------------------
 
-    def render_metrics(self) -> str:
+    async def render_metrics(self) -> str:
         from ..routing.breaker import DEFAULT_BREAKER
 
         names = self._breaker_names()
@@ -165,7 +228,8 @@ class Gateway:
         def name_of(key: str) -> str:
             return names.get(key) or self.scrub.client(key)
 
-        return self.metrics.render(breaker_rows(items, name_of, DEFAULT_BREAKER.state))
+        usage = await self.limiter.usage_rows()
+        return self.metrics.render(breaker_rows(items, name_of, DEFAULT_BREAKER.state), usage)
 
     def _breaker_names(self) -> dict[str, str]:
         out: dict[str, str] = {}
@@ -222,7 +286,32 @@ class Gateway:
             call.stop("shutdown")
 
     async def aclose(self) -> None:
+        await self.limiter.aclose(self.settings.shutdown_timeout)
         await self.client.close()
+
+
+def refusal_error(refusal: Refusal) -> HTTPError:
+    """A limit's refusal as OpenAI's error answer (429 with ``Retry-After``, 403, 503)."""
+    headers: list[tuple[bytes, bytes]] = []
+    if refusal.retry_after is not None:
+        headers.append((b"retry-after", str(refusal.retry_after).encode()))
+    if not refusal.retryable:
+        headers.append((b"x-should-retry", b"false"))
+    return make_error(refusal.status, refusal.message, type=refusal.type, code=refusal.code, headers=headers)
+
+
+def _limit_backend(settings: ServerSettings) -> Any:
+    if settings.redis_url:
+        from ._limits_redis import RedisLimits
+
+        return RedisLimits.from_url(settings.redis_url)
+    return MemoryLimits()
+
+
+def _url_secrets(url: str | None) -> list[str]:
+    from ..config._config import url_passwords
+
+    return url_passwords(url) if url else []
 
 
 def build_models(config: Config) -> list[dict[str, Any]]:

@@ -1,91 +1,468 @@
-"""Connection limits uvicorn does not have: a connection cap, a deadline for request headers, a header size limit.
+"""Per-key limits of the gateway: model allowlists, requests and tokens per minute, token budgets — exact.
 
-Without them an unauthenticated client can starve the gateway before any API key is checked: a thousand idle
-sockets use up the file descriptors (authorised clients then cannot even be accepted), a slow drip of header
-bytes holds a connection forever, and one huge header is buffered and parsed whole. uvicorn's ``limit_concurrency``
-does not help (it answers 503 only after the headers arrived); its keep-alive timeout only runs between requests.
+Why reservations: a limit checked before the call and counted after it lets every concurrent request through
+while the counter still looks low (LiteLLM's overspent budgets). Here a request first *reserves* its worst case —
+an upper bound of its prompt plus ``max_tokens`` (times ``n``) — in one atomic step that checks every limit of its
+key; after the call the reservation is *settled* to the real usage the upstream reported (or kept whole when no
+usage came back, e.g. a stream the client abandoned), or *refunded* when nothing was served. Concurrent requests
+can therefore never overshoot, across any number of workers and replicas sharing the same backend.
 
-So the HTTP protocol uvicorn uses (httptools when installed, else h11) is wrapped once, for any worker
-(:class:`polychat.server._protocol.GuardedHTTPProtocol`, imported by uvicorn by name):
+* The prompt bound counts UTF-8 bytes: byte-level BPE tokenizers never make more tokens than bytes, and the JSON
+  framing pays for chat-template tokens. It is generous; settling gives the difference back at once.
+* A key with a token limit and a request without ``max_tokens`` gets ``max_tokens`` set to what it reserved
+  (:data:`DEFAULT_COMPLETION_RESERVE`, or less when the limit is smaller): the upstream then cannot exceed it.
+* Windows slide (the last 60 s, not calendar minutes), so no boundary lets twice the limit through.
 
-* **header deadline** (``header_timeout``): from the moment a connection opens, or its previous response ended,
-  the request's headers must be complete within this many seconds, else ``408`` and close. An idle keep-alive
-  connection is one waiting for headers, so it ends the same way;
-* **header size** (``max_header_bytes``): more header bytes than this without the blank line that ends them:
-  ``431`` and close, before the parser buffers more;
-* **connection cap** (``max_connections``): when one more connection would exceed it, the connection that has
-  waited longest for its headers is closed to make room (an idle or slow client loses its place, a client that is
-  sending a request does not); when every connection is busy with a request, the new one is closed at once.
-  :func:`fit_file_limit` makes sure the process may open that many sockets (with room for upstream connections).
+Backends: :class:`MemoryLimits` (one process; what ``--workers N`` without Redis gets: N separate counters) and
+:class:`polychat.server._limits_redis.RedisLimits` (Lua scripts, one round trip per step, shared by every process
+on the same Redis). Both implement :class:`LimitBackend`; the tests run the same cases against each.
 
-The limits are counted in :class:`polychat.server._metrics` as rejections (``header_timeout``, ``header_too_large``,
-``connection_cap``).
+:class:`Limiter` is the front the endpoints call (:meth:`Limiter.admit` before a model call, then
+:meth:`Admission.finish`); any route that serves a model goes through it, so limits cover all of them.
 """
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+import os
+import time
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
-from ._settings import DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HEADER_BYTES
+import msgspec
+
+from ..config._types import GatewayKeySpec
 
 log = logging.getLogger("polychat.server")
 
-#: File descriptors kept free for upstream connections, log files and the embedded model.
-_FD_RESERVE = 256
+#: ``max_tokens`` given to requests of token-limited keys that did not set one (their reservation).
+DEFAULT_COMPLETION_RESERVE = 4096
+#: Sliding window of the per-minute limits, in milliseconds.
+WINDOW_MS = 60_000
+#: A reservation not settled within this long (its gateway died) is charged in full by the next request.
+LEASE_MS = 3_600_000
+#: Retry-After (seconds) sent when a budget is spent: it will not come back unless the operator raises it.
+BUDGET_RETRY_AFTER = 3600
+
+_encode = msgspec.json.encode
 
 
 @dataclass(frozen=True)
-class Limits:
-    max_connections: int = DEFAULT_MAX_CONNECTIONS
-    header_timeout: float = DEFAULT_HEADER_TIMEOUT
-    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
+class Verdict:
+    """A backend's answer to a reservation: ``ok``, else which limit refused (``requests``, ``tokens``,
+    ``budget``, ``too_large``) and in how many milliseconds it may pass (-1: not by waiting)."""
+
+    ok: bool
+    limit: str = ""
+    retry_ms: int = 0
 
 
-#: The limits of this process: set by :func:`configure` when the app is created (in each worker).
-_limits = Limits()
-#: Called with a rejection reason (the gateway's metrics); set by :func:`configure`.
-_on_reject: Callable[[str], None] | None = None
+ADMITTED = Verdict(True)
 
 
-def configure(limits: Limits, on_reject: Callable[[str], None] | None = None) -> None:
-    global _limits, _on_reject
-    _limits, _on_reject = limits, on_reject
+@dataclass(frozen=True)
+class KeyUsage:
+    """What a key has used (all time, across every process sharing the backend) and holds right now."""
+
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    #: Tokens charged against the budget: settled usage plus reservations charged in full.
+    used: int = 0
+    #: Tokens reserved by requests in flight.
+    reserved: int = 0
+    refused: Mapping[str, int] = field(default_factory=dict)
 
 
-def current() -> Limits:
-    return _limits
+class LimitBackend(Protocol):
+    """Where counters live. Every method is one atomic step; ``settle`` is idempotent per reservation id."""
+
+    async def reserve(self, spec: GatewayKeySpec, rid: str, tokens: int) -> Verdict: ...
+
+    async def settle(self, spec: GatewayKeySpec, rid: str, tokens: int, prompt: int, completion: int) -> None: ...
+
+    async def record(self, spec: GatewayKeySpec, rid: str, tokens: int, prompt: int, completion: int) -> None:
+        """Usage of a request admitted while the backend was unreachable (``redis_failure = "open"``)."""
+        ...
+
+    async def usage(self, name: str) -> KeyUsage: ...
+
+    async def aclose(self) -> None: ...
 
 
-def rejected(reason: str) -> None:
-    """Count a connection the limits closed."""
-    if _on_reject is not None:
-        _on_reject(reason)
+class BackendUnavailable(Exception):
+    """The shared backend (Redis) could not be reached; the message says why (no secrets)."""
 
 
-def fit_file_limit(max_connections: int) -> int:
-    """Raise the soft file limit so ``max_connections`` sockets fit; the cap that fits when the hard limit is lower."""
-    try:
-        import resource
-    except ImportError:  # pragma: no cover - not on POSIX
-        return max_connections
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = max_connections + _FD_RESERVE
-    if soft != resource.RLIM_INFINITY and soft < want:
-        new = want if hard == resource.RLIM_INFINITY else min(want, hard)
+# -- the request side ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A request a limit refused: the HTTP status, OpenAI-style ``code`` and ``type``, a message, and the
+    ``Retry-After`` seconds (None: none sent) — formatted by each endpoint in its client's protocol."""
+
+    status: int
+    code: str
+    message: str
+    type: str = "rate_limit_error"
+    retry_after: int | None = None
+    #: False when waiting will not help (the openai client then does not retry: ``x-should-retry: false``).
+    retryable: bool = True
+
+
+def prompt_bound(messages: Any, kwargs: Mapping[str, Any]) -> int:
+    """An upper bound of the prompt's tokens: the UTF-8 bytes of the messages (and tools) as JSON."""
+    size = len(_encode(messages))
+    for name in ("tools", "functions", "response_format"):
+        value = kwargs.get(name)
+        if value is not None:
+            size += len(_encode(value))
+    return size
+
+
+def _completion_cap(kwargs: Mapping[str, Any]) -> int | None:
+    for name in ("max_completion_tokens", "max_tokens"):
+        value = kwargs.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
+_ids = itertools.count()
+_ID_PREFIX = f"{os.getpid():x}-{time.time_ns():x}-"
+
+
+def _new_id() -> str:
+    return f"{_ID_PREFIX}{next(_ids):x}"
+
+
+class Admission:
+    """A request let through: call :meth:`finish` exactly once when it is over (any way it ends)."""
+
+    __slots__ = ("_done", "limiter", "offline", "reserved", "rid", "spec", "want_usage")
+
+    def __init__(self, limiter: Limiter, spec: GatewayKeySpec, rid: str, reserved: int, offline: bool) -> None:
+        self.limiter = limiter
+        self.spec = spec
+        self.rid = rid
+        self.reserved = reserved
+        #: Admitted without the backend (it was down, ``redis_failure = "open"``): usage is recorded later.
+        self.offline = offline
+        #: The endpoint should ask the upstream for usage on streams (``stream_options.include_usage``).
+        self.want_usage = reserved > 0
+        self._done = False
+
+    def finish(self, usage: Any = None, *, served: bool = True) -> None:
+        """Settle with ``usage`` (an OpenAI usage object or None: unknown, charge the reservation), or refund
+        when nothing was ``served``. Runs in the background: never blocks or fails the request."""
+        if self._done:
+            return
+        self._done = True
+        if not served:
+            tokens = prompt = completion = 0
+        elif usage is not None and isinstance(getattr(usage, "total_tokens", None), int):
+            prompt = int(getattr(usage, "prompt_tokens", 0) or 0)
+            completion = int(getattr(usage, "completion_tokens", 0) or 0)
+            tokens = int(usage.total_tokens) or prompt + completion
+        else:
+            tokens, prompt, completion = self.reserved, 0, 0
+        self.limiter._settle(self, tokens, prompt, completion)
+
+
+class Limiter:
+    """The limits of every named key, over one backend, with the ``redis_failure`` decision."""
+
+    def __init__(self, keys: Mapping[str, GatewayKeySpec], backend: LimitBackend, *, failure: str = "closed") -> None:
+        self.keys = dict(keys)
+        self.backend = backend
+        #: "closed": while the backend is down, limited keys get 503 (nothing passes unaccounted); "open": they
+        #: pass, and their usage is recorded when the backend is back.
+        self.failure = failure
+        self._pending: deque[tuple[Admission, int, int, int]] = deque()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._flusher: asyncio.Task[None] | None = None
+        self.down_since: float | None = None
+
+    async def admit(
+        self, spec: GatewayKeySpec | None, model: Any, messages: Any, kwargs: dict[str, Any]
+    ) -> Admission | Refusal | None:
+        """Check ``spec``'s allowlist and reserve under its limits. None: nothing to account (no named key, or
+        one without limits). May set ``kwargs["max_tokens"]`` (see the module docstring)."""
+        if spec is None:
+            return None
+        if spec.models is not None and model not in spec.models:
+            shown = model if isinstance(model, str) else type(model).__name__
+            return Refusal(
+                403,
+                "model_not_allowed",
+                f"The key '{spec.name}' may not use the model '{shown}'. Allowed: {', '.join(spec.models) or 'none'}.",
+                type="permission_error",
+                retryable=False,
+            )
+        if not spec.limited:
+            return None
+        tokens = 0
+        if spec.tokens_per_minute is not None or spec.budget_tokens is not None:
+            prompt = prompt_bound(messages, kwargs)
+            n = kwargs.get("n")
+            choices = n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 1
+            cap = _completion_cap(kwargs)
+            if cap is None:
+                ceiling = min(x for x in (spec.tokens_per_minute, spec.budget_tokens) if x is not None)
+                cap = max(1, min(DEFAULT_COMPLETION_RESERVE, (ceiling - prompt) // choices))
+                kwargs["max_tokens"] = cap
+            tokens = prompt + cap * choices
+        rid = _new_id()
         try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
-            soft = new
-        except (ValueError, OSError):
-            pass
-    if soft != resource.RLIM_INFINITY and soft < want:
-        fitted = max(16, soft - _FD_RESERVE)
-        log.warning(
-            "polychat: the open-file limit is %d, so at most %d connections are kept (not %d); raise it with ulimit -n",
-            soft,
-            fitted,
-            max_connections,
+            verdict = await self.backend.reserve(spec, rid, tokens)
+        except BackendUnavailable as e:
+            self._lost(e)
+            if self.failure == "open":
+                return Admission(self, spec, rid, tokens, offline=True)
+            return Refusal(
+                503,
+                "limits_unavailable",
+                "Usage limits cannot be checked right now (the gateway's shared store is unreachable); retry shortly.",
+                type="server_error",
+                retry_after=1,
+            )
+        self._back()
+        if verdict.ok:
+            return Admission(self, spec, rid, tokens, offline=False)
+        return refusal(spec, verdict, tokens)
+
+    # -- settling, in the background ----------------------------------------------------------------------------
+
+    def _settle(self, admission: Admission, tokens: int, prompt: int, completion: int) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # pragma: no cover - endpoints always run in the loop
+            return
+        self._pending.append((admission, tokens, prompt, completion))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = loop.create_task(self._flush())
+
+    async def _flush(self) -> None:
+        """Apply queued settlements in order; while the backend is down, keep them and retry (nothing is lost
+        while this process lives)."""
+        delay = 0.05
+        while self._pending:
+            admission, tokens, prompt, completion = self._pending[0]
+            step = self.backend.record if admission.offline else self.backend.settle
+            try:
+                await step(admission.spec, admission.rid, tokens, prompt, completion)
+            except BackendUnavailable as e:
+                self._lost(e)
+                await asyncio.sleep(delay)  # waiting for Redis to come back, not synchronising with anything
+                delay = min(delay * 2, 1.0)
+                continue
+            self._back()
+            delay = 0.05
+            self._pending.popleft()
+
+    @property
+    def pending(self) -> int:
+        """Settlements not yet applied to the backend (nonzero while it is unreachable)."""
+        return len(self._pending)
+
+    async def drain(self, timeout: float) -> None:
+        """Give queued settlements up to ``timeout`` seconds to reach the backend (on shutdown)."""
+        if self._flusher is not None and not self._flusher.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(self._flusher), timeout)
+            except asyncio.TimeoutError:
+                log.error(
+                    "polychat: %d usage settlement(s) could not be written to the shared store before shutdown",
+                    len(self._pending),
+                )
+
+    async def aclose(self, timeout: float = 5.0) -> None:
+        await self.drain(timeout)
+        if self._flusher is not None:
+            self._flusher.cancel()
+        await self.backend.aclose()
+
+    async def usage_rows(self) -> list[tuple[str, KeyUsage]]:
+        """Each named key's usage, for ``/metrics`` (global when the backend is Redis); empty while it is down."""
+        out: list[tuple[str, KeyUsage]] = []
+        for name in sorted(self.keys):
+            try:
+                out.append((name, await self.backend.usage(name)))
+            except BackendUnavailable as e:
+                self._lost(e)
+                return []
+        return out
+
+    # -- the shared store's health ------------------------------------------------------------------------------
+
+    def _lost(self, error: BaseException) -> None:
+        if self.down_since is None:
+            self.down_since = time.monotonic()
+            then = "limited keys get 503" if self.failure == "closed" else "limited keys pass; usage is recorded later"
+            log.error("polychat: lost the connection to Redis (%s); redis_failure = %s: %s", error, self.failure, then)
+
+    def _back(self) -> None:
+        if self.down_since is not None:
+            log.warning(
+                "polychat: Redis is reachable again after %.1fs; limits are shared again",
+                time.monotonic() - self.down_since,
+            )
+            self.down_since = None
+
+
+def refusal(spec: GatewayKeySpec, verdict: Verdict, tokens: int) -> Refusal:
+    """The 429 (or the too-large refusal) for a verdict that did not admit."""
+    retry = None if verdict.retry_ms < 0 else max(1, -(-verdict.retry_ms // 1000))
+    name = spec.name
+    if verdict.limit == "requests":
+        return Refusal(
+            429,
+            "rate_limit_exceeded",
+            f"Rate limit reached for key '{name}': {spec.requests_per_minute} requests per minute. "
+            f"Please try again in {retry}s.",
+            retry_after=retry,
         )
-        return fitted
-    return max_connections
+    if verdict.limit == "tokens":
+        return Refusal(
+            429,
+            "rate_limit_exceeded",
+            f"Rate limit reached for key '{name}': {spec.tokens_per_minute} tokens per minute (this request "
+            f"reserves {tokens}: its prompt plus max_tokens). Please try again in {retry}s.",
+            retry_after=retry,
+        )
+    if verdict.limit == "too_large":
+        limit = min(x for x in (spec.tokens_per_minute, spec.budget_tokens) if x is not None)
+        return Refusal(
+            429,
+            "rate_limit_exceeded",
+            f"Request too large for key '{name}': it reserves {tokens} tokens (its prompt plus max_tokens) and the "
+            f"key's limit is {limit}. Lower max_tokens or shorten the messages.",
+            retryable=False,
+            retry_after=BUDGET_RETRY_AFTER,
+        )
+    in_flight = verdict.retry_ms >= 0
+    return Refusal(
+        429,
+        "budget_exceeded",
+        f"The key '{name}' has used its budget of {spec.budget_tokens} tokens"
+        + (" (part of it is held by requests in flight; retry shortly)." if in_flight else "."),
+        type="insufficient_quota",
+        retry_after=retry if in_flight else BUDGET_RETRY_AFTER,
+        retryable=in_flight,
+    )
+
+
+# -- one process ---------------------------------------------------------------------------------------------------
+
+
+class _KeyState:
+    __slots__ = ("requests", "reservations", "tokens", "usage", "used", "window")
+
+    def __init__(self) -> None:
+        self.requests: deque[float] = deque()  # admission times (ms) in the window
+        self.tokens: deque[tuple[float, str]] = deque()  # (time, rid) of token entries in the window
+        self.window: dict[str, int] = {}  # rid -> tokens counted in the window
+        self.reservations: dict[str, tuple[int, float]] = {}  # rid -> (tokens, lease deadline)
+        self.used = 0
+        self.usage = {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+
+
+class MemoryLimits:
+    """Counters in this process (the same rules as the Redis scripts, in Python). With ``--workers N`` each worker
+    has its own: the limits then hold per worker, not in total."""
+
+    def __init__(self) -> None:
+        self._keys: dict[str, _KeyState] = {}
+        self._refused: dict[str, dict[str, int]] = {}
+
+    def _state(self, name: str) -> _KeyState:
+        st = self._keys.get(name)
+        if st is None:
+            st = self._keys[name] = _KeyState()
+        return st
+
+    async def reserve(self, spec: GatewayKeySpec, rid: str, tokens: int) -> Verdict:
+        now = time.monotonic() * 1000
+        st = self._state(spec.name)
+        for dead in [r for r, (_, until) in st.reservations.items() if until <= now]:
+            st.used += st.reservations.pop(dead)[0]
+        cutoff = now - WINDOW_MS
+        while st.requests and st.requests[0] <= cutoff:
+            st.requests.popleft()
+        while st.tokens and st.tokens[0][0] <= cutoff:
+            st.window.pop(st.tokens.popleft()[1], None)
+        verdict = self._check(spec, st, tokens, now)
+        if not verdict.ok:
+            refused = self._refused.setdefault(spec.name, {})
+            refused[verdict.limit] = refused.get(verdict.limit, 0) + 1
+            return verdict
+        st.requests.append(now)
+        st.usage["requests"] += 1
+        if spec.tokens_per_minute is not None:
+            st.tokens.append((now, rid))
+            st.window[rid] = tokens
+        st.reservations[rid] = (tokens, now + LEASE_MS)
+        return ADMITTED
+
+    @staticmethod
+    def _check(spec: GatewayKeySpec, st: _KeyState, tokens: int, now: float) -> Verdict:
+        rpm, tpm, budget = spec.requests_per_minute, spec.tokens_per_minute, spec.budget_tokens
+        if rpm is not None and len(st.requests) >= rpm:
+            return Verdict(False, "requests", int(st.requests[-rpm] + WINDOW_MS - now))
+        if tpm is not None:
+            if tokens > tpm:
+                return Verdict(False, "too_large", -1)
+            total = sum(st.window.values())
+            if total + tokens > tpm:
+                need, freed = total + tokens - tpm, 0
+                for at, rid in st.tokens:
+                    freed += st.window.get(rid, 0)
+                    if freed >= need:
+                        return Verdict(False, "tokens", int(at + WINDOW_MS - now))
+                return Verdict(False, "tokens", WINDOW_MS)
+        if budget is not None:
+            if tokens > budget:
+                return Verdict(False, "too_large", -1)
+            reserved = sum(t for t, _ in st.reservations.values())
+            if st.used + reserved + tokens > budget:
+                return Verdict(False, "budget", 1000 if reserved else -1)
+        return ADMITTED
+
+    async def settle(self, spec: GatewayKeySpec, rid: str, tokens: int, prompt: int, completion: int) -> None:
+        st = self._state(spec.name)
+        if st.reservations.pop(rid, None) is None:
+            return  # settled already, or charged in full when its lease ran out
+        st.used += tokens
+        if rid in st.window:
+            st.window[rid] = tokens
+        self._count(st, tokens, prompt, completion)
+
+    async def record(self, spec: GatewayKeySpec, rid: str, tokens: int, prompt: int, completion: int) -> None:
+        st = self._state(spec.name)
+        st.used += tokens
+        st.usage["requests"] += 1
+        self._count(st, tokens, prompt, completion)
+
+    @staticmethod
+    def _count(st: _KeyState, tokens: int, prompt: int, completion: int) -> None:
+        st.usage["prompt_tokens"] += prompt
+        st.usage["completion_tokens"] += completion
+        st.usage["total_tokens"] += tokens
+
+    async def usage(self, name: str) -> KeyUsage:
+        st = self._state(name)
+        return KeyUsage(
+            used=st.used,
+            reserved=sum(t for t, _ in st.reservations.values()),
+            refused=dict(self._refused.get(name, {})),
+            **st.usage,
+        )
+
+    async def aclose(self) -> None:
+        return None

@@ -6,9 +6,13 @@ bounded sets — route aliases and model names from the config, provider names, 
 never from raw client input, so a client cannot blow up the series count.
 
 Families (all prefixed ``polychat_gateway_``): ``requests_total``, ``errors_total``, ``rejected_total``,
-``request_duration_seconds`` and ``time_to_first_token_seconds`` (histograms), ``fallback_answers_total``,
-``failed_attempts_total``, ``in_flight``, ``draining``; and ``polychat_breaker_state`` / ``polychat_breaker_failures``
-from the circuit breakers.
+``request_duration_seconds`` and ``time_to_first_token_seconds`` (histograms), ``fallback_answers_total``;
+per provider attempt, successful requests included: ``attempts_total`` (by outcome), ``failed_attempts_total``
+(by error class), ``attempt_time_to_first_token_seconds`` and ``tokens_total`` (input/output); ``in_flight``,
+``draining``; ``polychat_breaker_state`` / ``polychat_breaker_failures`` from the circuit breakers; and per named
+key (``polychat_key_``): ``requests_total``, ``tokens_total`` (by kind), ``budget_used_tokens``,
+``reserved_tokens``, ``refused_total`` (by limit). Breakers and key usage come from the shared store when the
+gateway has Redis, so they are global across workers and replicas; the gateway's own families stay per process.
 """
 
 from __future__ import annotations
@@ -128,19 +132,34 @@ class Metrics:
             "Answers given by a provider other than the first of the route's chain (a failover happened).",
             ("route", "provider"),
         )
+        self.attempts = Counter(
+            p + "attempts_total",
+            "Provider attempts, by provider and outcome (ok, failed, lost: a hedge the other side won, closed: the "
+            "client stopped first), in successful and failed requests alike.",
+            ("provider", "outcome"),
+        )
         self.failed_attempts = Counter(
             p + "failed_attempts_total",
-            "Failed provider attempts inside requests that failed as a whole, by provider and error class.",
+            "Failed provider attempts, by provider and error class (also those a failover recovered from).",
             ("provider", "error"),
         )
+        self.attempt_ttft = Histogram(
+            p + "attempt_time_to_first_token_seconds", "Time from the start of a provider attempt to its first "
+            "content chunk (streams).", ("provider",),
+        )  # fmt: skip
+        self.tokens = Counter(
+            p + "tokens_total", "Tokens reported by providers in answers, by provider and type (input, output).",
+            ("provider", "type"),
+        )  # fmt: skip
         self.in_flight = Gauge(p + "in_flight", "Chat completion requests in progress.", ("stream",))
         self.in_flight.set(("true",), 0)
         self.in_flight.set(("false",), 0)
         self.draining = Gauge(p + "draining", "1 while the gateway is shutting down.", ())
         self.draining.set((), 0)
 
-    def render(self, breakers: Iterable[tuple[str, str, int]] = ()) -> str:
-        """The exposition text; ``breakers``: (provider, state, consecutive failures) for each known endpoint."""
+    def render(self, breakers: Iterable[tuple[str, str, int]] = (), keys: Iterable[tuple[str, Any]] = ()) -> str:
+        """The exposition text; ``breakers``: (provider, state, consecutive failures) for each known endpoint;
+        ``keys``: (name, :class:`~polychat.server._limits.KeyUsage`) for each named key."""
         out: list[str] = []
         for family in (
             self.requests,
@@ -149,7 +168,10 @@ class Metrics:
             self.duration,
             self.ttft,
             self.fallbacks,
+            self.attempts,
             self.failed_attempts,
+            self.attempt_ttft,
+            self.tokens,
             self.in_flight,
             self.draining,
         ):
@@ -168,7 +190,44 @@ class Metrics:
         )
         for provider, _, failures in rows:
             out.append(f"polychat_breaker_failures{_labels(('provider',), (provider,))} {failures}\n")
+        _render_keys(list(keys), out)
         return "".join(out)
+
+
+def _render_keys(keys: list[tuple[str, Any]], out: list[str]) -> None:
+    if not keys:
+        return
+    k = ("key",)
+    out.append(
+        "# HELP polychat_key_requests_total Requests admitted per named gateway key.\n"
+        "# TYPE polychat_key_requests_total counter\n"
+    )
+    out.extend(f"polychat_key_requests_total{_labels(k, (name,))} {u.requests}\n" for name, u in keys)
+    out.append(
+        "# HELP polychat_key_tokens_total Tokens settled per named gateway key, by kind (prompt, completion, total).\n"
+        "# TYPE polychat_key_tokens_total counter\n"
+    )
+    for name, u in keys:
+        for kind in ("prompt", "completion", "total"):
+            value = getattr(u, kind + "_tokens")
+            out.append(f"polychat_key_tokens_total{_labels(('key', 'kind'), (name, kind))} {value}\n")
+    out.append(
+        "# HELP polychat_key_budget_used_tokens Tokens charged against the key's budget.\n"
+        "# TYPE polychat_key_budget_used_tokens gauge\n"
+    )
+    out.extend(f"polychat_key_budget_used_tokens{_labels(k, (name,))} {u.used}\n" for name, u in keys)
+    out.append(
+        "# HELP polychat_key_reserved_tokens Tokens reserved by the key's requests in flight.\n"
+        "# TYPE polychat_key_reserved_tokens gauge\n"
+    )
+    out.extend(f"polychat_key_reserved_tokens{_labels(k, (name,))} {u.reserved}\n" for name, u in keys)
+    out.append(
+        "# HELP polychat_key_refused_total Requests refused by a limit of the key (requests, tokens, budget, "
+        "too_large).\n# TYPE polychat_key_refused_total counter\n"
+    )
+    for name, u in keys:
+        for limit, count in sorted(u.refused.items()):
+            out.append(f"polychat_key_refused_total{_labels(('key', 'limit'), (name, limit))} {count}\n")
 
 
 def breaker_rows(

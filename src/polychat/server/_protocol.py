@@ -1,4 +1,4 @@
-"""uvicorn's HTTP protocol with the gateway's connection limits (the why and the rules: :mod:`._limits`).
+"""uvicorn's HTTP protocol with the gateway's connection limits (the why and the rules: :mod:`._connlimits`).
 
 A module of its own so that building the app does not import uvicorn; uvicorn imports it by name
 (``http="polychat.server._protocol:GuardedHTTPProtocol"``) in every worker.
@@ -10,7 +10,7 @@ from typing import Any
 
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
-from . import _limits
+from . import _connlimits
 
 
 def _reply(status: bytes) -> bytes:
@@ -34,7 +34,7 @@ class GuardedHTTPProtocol(AutoHTTPProtocol):  # type: ignore[misc,valid-type]
         super().connection_made(transport)
         self._arm()
         connections = self.server_state.connections
-        if len(connections) > _limits.current().max_connections:
+        if len(connections) > _connlimits.current().max_connections:
             waiting = [c for c in connections if getattr(c, "_waiting_since", None) is not None]
             victim = min(waiting, key=lambda c: c._waiting_since) if waiting else self
             victim._reject(b"", "connection_cap")
@@ -46,7 +46,7 @@ class GuardedHTTPProtocol(AutoHTTPProtocol):  # type: ignore[misc,valid-type]
                 self._disarm()
             else:
                 self._header_bytes += len(data)
-                if self._header_bytes > _limits.current().max_header_bytes:
+                if self._header_bytes > _connlimits.current().max_header_bytes:
                     self._reject(_TOO_LARGE, "header_too_large")
                     return
                 self._tail = seen[-3:]
@@ -68,7 +68,7 @@ class GuardedHTTPProtocol(AutoHTTPProtocol):  # type: ignore[misc,valid-type]
         self._waiting_since = self.loop.time()
         self._header_bytes = 0
         self._tail = b""
-        timeout = _limits.current().header_timeout
+        timeout = _connlimits.current().header_timeout
         self._guard_timer = self.loop.call_later(timeout, self._reject, _TIMEOUT, "header_timeout")
 
     def _disarm(self) -> None:
@@ -81,7 +81,7 @@ class GuardedHTTPProtocol(AutoHTTPProtocol):  # type: ignore[misc,valid-type]
         self._disarm()
         if self.transport.is_closing():
             return
-        _limits.rejected(reason)
+        _connlimits.rejected(reason)
         if reply:
             self.transport.write(reply)
         self.transport.close()

@@ -6,7 +6,8 @@ explicit ``--insecure``. With no keys, requests must also name a loopback host i
 rebinding: a web page whose domain resolves to 127.0.0.1 would otherwise be "same origin" with the gateway).
 
 Settings travel to ``--workers`` processes as JSON in an environment variable; keys never do (each worker reads them
-from the environment and the config itself).
+from the environment and the config itself), and neither does the Redis URL, which may hold a password (it travels
+in ``POLYCHAT_REDIS_URL``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,13 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from .._redis import REDIS_URL_ENV
+from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from ..config._types import GatewayKeySpec
 
 #: Environment variable with the gateway's API keys, comma-separated.
 KEYS_ENV = "POLYCHAT_API_KEYS"
@@ -30,7 +37,7 @@ DEFAULT_MAX_BODY = 4 * 1024 * 1024
 #: Seconds in-flight requests get to finish after SIGTERM before they end with an error (streams: an error frame).
 DEFAULT_SHUTDOWN_TIMEOUT = 10.0
 
-#: Connection limits (see :mod:`polychat.server._limits` for why and how they act).
+#: Connection limits (see :mod:`polychat.server._connlimits` for why and how they act).
 DEFAULT_MAX_CONNECTIONS = 1000
 DEFAULT_HEADER_TIMEOUT = 15.0
 DEFAULT_MAX_HEADER_BYTES = 64 * 1024
@@ -67,9 +74,17 @@ class ServerSettings:
     max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
     access_log: bool = True
     debug: bool = False
+    #: Export OpenTelemetry traces over OTLP, configured from the standard OTEL_* environment variables.
+    otel: bool = False
+    #: Shared state (breakers, limits, usage) in Redis; None: everything stays in this process.
+    redis_url: str | None = field(default=None, repr=False)
+    #: While Redis is unreachable, limited keys are refused ("closed") or pass unaccounted until it is back ("open").
+    redis_failure: str = "closed"
 
     def to_env(self) -> str:
-        return json.dumps(asdict(self))
+        data = asdict(self)
+        del data["redis_url"]  # may hold a password: workers read POLYCHAT_REDIS_URL
+        return json.dumps(data)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServerSettings:
@@ -129,9 +144,38 @@ def gateway_keys(config: Any, environ: Mapping[str, str] | None = None) -> list[
     return list(dict.fromkeys(keys))
 
 
-def merge_config(settings: ServerSettings, config: Any) -> ServerSettings:
-    """Fill settings the command line left at their defaults from the config's ``[server]`` table, if any."""
+class KeyEnvError(ConfigError):
+    """A named gateway key's variable is not set."""
+
+
+def named_keys(config: Any, environ: Mapping[str, str] | None = None) -> dict[str, GatewayKeySpec]:
+    """``[server.keys.NAME]`` keys: token (from each key's variable) → its spec. Raises :class:`KeyEnvError` when a
+    variable is unset or empty, or two keys share a token."""
+    env = environ if environ is not None else os.environ
+    specs = config_server_table(config).get("keys", {})
+    out: dict[str, GatewayKeySpec] = {}
+    for spec in specs.values():
+        token = env.get(spec.key_env, "").strip()
+        if not token:
+            raise KeyEnvError(
+                f"gateway key {spec.name!r}: the environment variable {spec.key_env} (its key_env) is not set; "
+                "set it to the bearer token clients of this key send"
+            )
+        if token in out:
+            raise KeyEnvError(f"gateway keys {out[token].name!r} and {spec.name!r} have the same token")
+        out[token] = spec
+    return out
+
+
+def merge_config(settings: ServerSettings, config: Any, environ: Mapping[str, str] | None = None) -> ServerSettings:
+    """Fill settings the command line left at their defaults from the environment and the config's ``[server]``
+    table, if any."""
+    env = environ if environ is not None else os.environ
     table = config_server_table(config)
+    if settings.redis_url is None:
+        settings.redis_url = env.get(REDIS_URL_ENV) or table.get("redis_url") or None
+    if isinstance(table.get("redis_failure"), str):
+        settings.redis_failure = table["redis_failure"]
     if not table:
         return settings
     if not settings.cors_origins and isinstance(table.get("cors_origins"), (list, tuple)):
@@ -140,6 +184,8 @@ def merge_config(settings: ServerSettings, config: Any) -> ServerSettings:
         settings.allowed_hosts = [str(h) for h in table["allowed_hosts"]]
     if settings.max_body_bytes == DEFAULT_MAX_BODY and isinstance(table.get("max_body_bytes"), int):
         settings.max_body_bytes = int(table["max_body_bytes"])
+    if not settings.otel and table.get("otel") is True:
+        settings.otel = True
     if settings.shutdown_timeout == DEFAULT_SHUTDOWN_TIMEOUT and isinstance(
         table.get("shutdown_timeout"), (int, float)
     ):

@@ -35,11 +35,12 @@ from starlette.routing import Route
 
 from .._redact import redact_query, redact_text
 from ..config import Config, load_config
-from . import _limits
+from . import _connlimits
 from ._chat import ChatEndpoint, send_error
 from ._errors import make_error
 from ._gateway import Gateway
-from ._settings import ServerSettings, gateway_keys, merge_config
+from ._otel import TraceLayer
+from ._settings import ServerSettings, gateway_keys, merge_config, named_keys
 
 __all__ = ["app_from_env", "create_app"]
 
@@ -149,12 +150,22 @@ def create_app(settings: ServerSettings | None = None, config: Config | None = N
     config = config if config is not None else load_config(settings.config_path)
     settings = merge_config(settings, config)
     keys = gateway_keys(config)
-    gw = Gateway(settings, config, keys)
+    named = named_keys(config)
+    if settings.redis_url:
+        from ..routing.breaker_redis import share_breakers
+
+        share_breakers(settings.redis_url)
+    gw = Gateway(settings, config, keys, named)
     _install_log_scrubbing(list(gw.scrub.secrets))
-    _limits.configure(
-        _limits.Limits(settings.max_connections, settings.header_timeout, settings.max_header_bytes),
+    _connlimits.configure(
+        _connlimits.Limits(settings.max_connections, settings.header_timeout, settings.max_header_bytes),
         lambda reason: gw.metrics.rejected.inc((reason,)),
     )
+    tracer_provider = None
+    if settings.otel:
+        from ._otel import configure
+
+        tracer_provider = configure()
     static = _Static()
 
     async def models(request: Request) -> Response:
@@ -186,7 +197,7 @@ def create_app(settings: ServerSettings | None = None, config: Config | None = N
         if err is not None:
             return err
         return Response(
-            gw.render_metrics(),
+            await gw.render_metrics(),
             media_type="text/plain; version=0.0.4; charset=utf-8",
             headers={"cache-control": "no-store"},
         )
@@ -224,6 +235,8 @@ def create_app(settings: ServerSettings | None = None, config: Config | None = N
             yield
         finally:
             await gw.aclose()
+            if tracer_provider is not None:
+                tracer_provider.force_flush()
 
     middleware = []
     if gw.cors_origins:
@@ -233,7 +246,7 @@ def create_app(settings: ServerSettings | None = None, config: Config | None = N
                 allow_origins=sorted(gw.cors_origins),
                 allow_methods=["GET", "POST", "OPTIONS"],
                 allow_headers=["authorization", "content-type"],
-                expose_headers=["x-polychat-provider"],
+                expose_headers=["x-polychat-provider", "x-polychat-attempts"],
                 max_age=600,
             )
         )
@@ -252,7 +265,7 @@ def create_app(settings: ServerSettings | None = None, config: Config | None = N
         lifespan=lifespan,
     )
     app.state.gateway = gw
-    return _HostGuard(app, gw)
+    return _HostGuard(TraceLayer(app), gw)
 
 
 def app_from_env() -> Any:

@@ -10,6 +10,7 @@ import os
 import sys
 from typing import Any
 
+from .._redis import REDIS_URL_ENV
 from ._settings import (
     DEFAULT_HEADER_TIMEOUT,
     DEFAULT_HOST,
@@ -25,6 +26,7 @@ from ._settings import (
     check_bind,
     gateway_keys,
     merge_config,
+    named_keys,
 )
 
 _EPILOG = f"""\
@@ -36,6 +38,12 @@ examples:
 Clients: any OpenAI client with base_url=http://127.0.0.1:{DEFAULT_PORT}/v1; "model" picks a route alias, a model
 from the config, or "provider:model"; with no config, the embedded model answers. The response header
 x-polychat-provider names the provider that answered.
+
+Tracing: --otel (or [server] otel = true) exports OpenTelemetry spans over OTLP to OTEL_EXPORTER_OTLP_ENDPOINT
+(default http://localhost:4318); a caller's traceparent header becomes the parent of the request's spans.
+
+Several workers or replicas: give them one Redis (--redis-url) and they share circuit breakers, the limits of
+named keys ([server.keys.NAME] in the config) and usage; without it each process counts on its own.
 
 Safe by default: binds 127.0.0.1; any other address needs API keys ({KEYS_ENV}) or --insecure. Clients cannot
 choose upstream URLs, keys or proxies. Endpoints: POST /v1/chat/completions, GET /v1/models, GET /health,
@@ -114,6 +122,19 @@ def register(sub: Any) -> None:
         help=f"on SIGTERM, time in-flight requests get to finish (default: {DEFAULT_SHUTDOWN_TIMEOUT:g})",
     )
     g.add_argument("--no-access-log", action="store_true", help="do not log a line per request")
+    g.add_argument(
+        "--otel",
+        action="store_true",
+        help="export OpenTelemetry traces over OTLP, configured by the standard OTEL_* variables "
+        "(OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_SERVICE_NAME...); needs pip install 'polychat[otel]'",
+    )
+    g = p.add_argument_group("shared state (several workers or replicas)")
+    g.add_argument(
+        "--redis-url",
+        metavar="URL",
+        help="share circuit breakers, key limits and usage through Redis, e.g. redis://127.0.0.1:6379/0 "
+        "(default: $POLYCHAT_REDIS_URL, else [server] redis_url; none: each process keeps its own)",
+    )
     p.set_defaults(handler=cmd_serve)
 
 
@@ -134,6 +155,14 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         raise UsageError(f"--max-header-size must be at least 1024 bytes, got {args.max_header_size}")
     if args.shutdown_timeout < 0:
         raise UsageError(f"--shutdown-timeout must be >= 0, got {args.shutdown_timeout}")
+    if args.redis_url is not None:
+        from .._redis import check_url
+        from ..errors import ConfigError
+
+        try:
+            check_url(args.redis_url)
+        except ConfigError as e:
+            raise UsageError(f"--redis-url: {e}") from None
     for origin in args.cors_origin:
         if origin != "*" and "://" not in origin:
             raise UsageError(f"--cors-origin takes an origin such as https://app.example.com, got {origin!r}")
@@ -152,19 +181,23 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         max_header_bytes=args.max_header_size,
         access_log=not args.no_access_log,
         debug=bool(args.debug),
+        otel=bool(args.otel),
+        redis_url=args.redis_url or None,
     )
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from ..cli import EXIT_OK, EXIT_USAGE, UsageError, _load_config
+    from ..errors import ConfigError
 
     settings = settings_from_args(args)
     config = _load_config(args)  # a config error stops us here, with the CLI's message (exit 2)
     settings = merge_config(settings, config)
     keys = gateway_keys(config)
     try:
-        check_bind(settings.host, have_keys=bool(keys), insecure=settings.insecure)
-    except UnsafeBindError as e:
+        named = named_keys(config)
+        check_bind(settings.host, have_keys=bool(keys or named), insecure=settings.insecure)
+    except (UnsafeBindError, ConfigError) as e:
         raise UsageError(str(e)) from None
     try:
         import uvicorn
@@ -172,14 +205,29 @@ def cmd_serve(args: argparse.Namespace) -> int:
         sys.stderr.write("polychat: error: the gateway needs Starlette and uvicorn: pip install 'polychat[server]'\n")
         return EXIT_USAGE
 
-    from ._limits import fit_file_limit
+    from ._connlimits import fit_file_limit
 
     settings.max_connections = fit_file_limit(settings.max_connections)
     shown = f"[{settings.host}]" if ":" in settings.host else settings.host
-    notes = [f"auth: {'on, ' + str(len(keys)) + ' key(s)' if keys else 'off'}"]
+    count = len(keys) + len(named)
+    notes = [f"auth: {'on, ' + str(count) + ' key(s)' if count else 'off'}"]
+    if settings.redis_url:
+        from .._redact import redact_url
+
+        notes.append(f"shared state: {redact_url(settings.redis_url)} (redis_failure = {settings.redis_failure})")
+    elif settings.workers > 1:
+        notes.append(f"no Redis: each of the {settings.workers} workers keeps its own breakers, limits and usage")
     if not keys and settings.insecure and not _loopback(settings.host):
         notes.append("INSECURE: no API keys on a public address")
     notes.append(f"config: {config.path or 'none'}")
+    if settings.otel:
+        from ._otel import OtelUnavailableError, exporter_class
+
+        try:
+            exporter_class()  # fail here, with a clear message, rather than in each worker
+        except OtelUnavailableError as e:
+            raise UsageError(str(e)) from None
+        notes.append("traces: OTLP")
     sys.stderr.write(
         f"polychat gateway: chat page http://{shown}:{settings.port}/  API http://{shown}:{settings.port}/v1  "
         f"({'; '.join(notes)})\n"
@@ -199,6 +247,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     }
     if settings.workers > 1:
         os.environ[SETTINGS_ENV] = settings.to_env()
+        if settings.redis_url:
+            os.environ[REDIS_URL_ENV] = settings.redis_url  # not in the settings JSON: it may hold a password
         uvicorn.run("polychat.server.app:app_from_env", factory=True, workers=settings.workers, **common)
         return EXIT_OK
     from .app import create_app

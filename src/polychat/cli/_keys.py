@@ -1,0 +1,122 @@
+"""``polychat keys usage``: what each named gateway key (``[server.keys.NAME]``) has used, read from the Redis the
+gateway replicas share — the global numbers, whichever replica served the requests.
+
+Without Redis the counters live inside each gateway process; they are then on its ``/metrics`` instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from ._errors import EXIT_OK, UsageError
+from ._options import _load_config
+from ._parser import _Formatter, common_options
+
+_EPILOG = """\
+examples:
+  polychat keys usage --redis-url redis://127.0.0.1:6379/0
+  POLYCHAT_REDIS_URL=redis://127.0.0.1:6379/0 polychat keys usage --json
+
+Columns: requests admitted; prompt, completion and total tokens settled; tokens charged against the budget
+(settled usage, plus whole reservations of answers whose usage never came back); tokens reserved by requests in
+flight; requests refused, by limit.
+"""
+
+
+def register_keys(sub: Any) -> None:
+    p = sub.add_parser(
+        "keys",
+        help="usage of the gateway's named keys (shared through Redis)",
+        description="Inspect the gateway's named keys ([server.keys.NAME] in the config).",
+        epilog=_EPILOG,
+        formatter_class=_Formatter,
+    )
+    actions = p.add_subparsers(title="actions", metavar="ACTION", dest="action", required=True)
+    usage = actions.add_parser(
+        "usage",
+        help="print each key's usage and limits",
+        description="Print each named key's usage, as the gateways sharing one Redis counted it.",
+        epilog=_EPILOG,
+        formatter_class=_Formatter,
+        parents=[common_options()],
+    )
+    usage.add_argument(
+        "--redis-url", metavar="URL", help="the gateways' Redis (default: $POLYCHAT_REDIS_URL, else [server] redis_url)"
+    )
+    usage.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    usage.set_defaults(handler=cmd_keys_usage)
+
+
+def cmd_keys_usage(args: argparse.Namespace) -> int:
+    from .._redis import REDIS_URL_ENV, sync_client, url_from_env
+    from ..server._limits_redis import usage_from_hash, usage_key
+
+    config = _load_config(args)
+    keys = config.server.get("keys", {})
+    if not keys:
+        raise UsageError("the config names no gateway keys: add [server.keys.NAME] tables (see the README)")
+    url = args.redis_url or url_from_env() or config.server.get("redis_url")
+    if not url:
+        raise UsageError(
+            f"no Redis to read from: give --redis-url or {REDIS_URL_ENV} (without Redis each gateway process "
+            "counts on its own; see its /metrics)"
+        )
+    from ..config._config import url_passwords
+    from ._term import _secrets
+
+    _secrets.extend(url_passwords(url))
+    from redis.exceptions import RedisError
+
+    from .._redact import redact_url
+    from ..errors import APIConnectionError
+
+    client = sync_client(url)
+    try:
+        rows = [(spec, usage_from_hash(client.hgetall(usage_key(name)))) for name, spec in keys.items()]
+    except RedisError as e:
+        raise APIConnectionError(f"cannot read usage from Redis at {redact_url(url)}: {e}") from None
+    finally:
+        client.close()
+    if args.json:
+        out = [
+            {
+                "key": spec.name,
+                "requests": u.requests,
+                "prompt_tokens": u.prompt_tokens,
+                "completion_tokens": u.completion_tokens,
+                "total_tokens": u.total_tokens,
+                "budget_used": u.used,
+                "budget_tokens": spec.budget_tokens,
+                "reserved": u.reserved,
+                "refused": dict(u.refused),
+                "requests_per_minute": spec.requests_per_minute,
+                "tokens_per_minute": spec.tokens_per_minute,
+            }
+            for spec, u in rows
+        ]
+        sys.stdout.write(json.dumps(out, indent=2) + "\n")
+        return EXIT_OK
+    header = ("key", "requests", "prompt", "completion", "total", "budget used", "reserved", "refused")
+    table = [header]
+    for spec, u in rows:
+        budget = f"{u.used}/{spec.budget_tokens}" if spec.budget_tokens is not None else str(u.used)
+        refused = ", ".join(f"{k} {v}" for k, v in sorted(u.refused.items())) or "-"
+        table.append(
+            (
+                spec.name,
+                str(u.requests),
+                str(u.prompt_tokens),
+                str(u.completion_tokens),
+                str(u.total_tokens),
+                budget,
+                str(u.reserved),
+                refused,
+            )
+        )
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        sys.stdout.write("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() + "\n")
+    return EXIT_OK

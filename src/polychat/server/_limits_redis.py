@@ -1,0 +1,231 @@
+"""The limit counters in Redis: every step is one Lua script (one round trip, atomic), shared by every gateway
+process and replica that uses the same Redis. The rules are :class:`polychat.server._limits.MemoryLimits`'s.
+
+Keys of a gateway key NAME (one hash tag, so a Redis Cluster keeps them on one shard)::
+
+    polychat:limits:{NAME}:req    sorted set: request id -> admission time (ms), the last minute
+    polychat:limits:{NAME}:tok    sorted set: request id -> admission time (ms), the last minute (token limit)
+    polychat:limits:{NAME}:amt    hash: request id -> tokens counted in the minute (reserved, then settled)
+    polychat:limits:{NAME}:res    hash: request id -> tokens reserved, for requests in flight
+    polychat:limits:{NAME}:lease  sorted set: request id -> deadline (ms); past it, the reservation is charged
+    polychat:limits:{NAME}:st     hash: window (tokens in the minute), reserved, used (budget), requests,
+                                  prompt_tokens, completion_tokens, total_tokens, refused:<limit>
+    polychat:limits:{NAME}:done:ID  marker (1 day) that usage recorded after an outage was counted once
+
+Time comes from Redis (``TIME``), so replicas with skewed clocks still share one window. Usage that must survive a
+Redis restart needs persistence on (``appendonly yes``): see the README's multi-replica section.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from ..config._types import GatewayKeySpec
+from ._limits import ADMITTED, LEASE_MS, WINDOW_MS, BackendUnavailable, KeyUsage, Verdict
+
+_PREFIX = "polychat:limits:"
+_PARTS = ("req", "tok", "amt", "res", "lease", "st")
+
+_COMMON = """
+local req, tok, amt, res, lease, st = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+
+_RESERVE = (
+    _COMMON
+    + """
+local id, est = ARGV[1], tonumber(ARGV[2])
+local rpm, tpm, budget = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local window_ms, lease_ms = tonumber(ARGV[6]), tonumber(ARGV[7])
+-- reservations whose gateway never settled them: charged in full (the upstream may have served them)
+local dead = redis.call('ZRANGEBYSCORE', lease, '-inf', now)
+for _, rid in ipairs(dead) do
+  local r = tonumber(redis.call('HGET', res, rid) or '0')
+  redis.call('HDEL', res, rid)
+  redis.call('HINCRBY', st, 'reserved', -r)
+  redis.call('HINCRBY', st, 'used', r)
+end
+if #dead > 0 then redis.call('ZREMRANGEBYSCORE', lease, '-inf', now) end
+local cutoff = now - window_ms
+redis.call('ZREMRANGEBYSCORE', req, '-inf', cutoff)
+local old = redis.call('ZRANGEBYSCORE', tok, '-inf', cutoff)
+if #old > 0 then
+  local freed = 0
+  for _, rid in ipairs(old) do
+    freed = freed + tonumber(redis.call('HGET', amt, rid) or '0')
+    redis.call('HDEL', amt, rid)
+  end
+  redis.call('ZREMRANGEBYSCORE', tok, '-inf', cutoff)
+  redis.call('HINCRBY', st, 'window', -freed)
+end
+local function refuse(limit, wait)
+  redis.call('HINCRBY', st, 'refused:' .. limit, 1)
+  return {0, limit, wait}
+end
+if rpm > 0 then
+  local count = redis.call('ZCARD', req)
+  if count >= rpm then
+    local first = redis.call('ZRANGE', req, count - rpm, count - rpm, 'WITHSCORES')
+    return refuse('requests', tonumber(first[2]) + window_ms - now)
+  end
+end
+if tpm > 0 then
+  if est > tpm then return refuse('too_large', -1) end
+  local window = tonumber(redis.call('HGET', st, 'window') or '0')
+  if window + est > tpm then
+    local need, freed = window + est - tpm, 0
+    local entries = redis.call('ZRANGE', tok, 0, -1, 'WITHSCORES')
+    for i = 1, #entries, 2 do
+      freed = freed + tonumber(redis.call('HGET', amt, entries[i]) or '0')
+      if freed >= need then return refuse('tokens', tonumber(entries[i + 1]) + window_ms - now) end
+    end
+    return refuse('tokens', window_ms)
+  end
+end
+if budget > 0 then
+  if est > budget then return refuse('too_large', -1) end
+  local used = tonumber(redis.call('HGET', st, 'used') or '0')
+  local reserved = tonumber(redis.call('HGET', st, 'reserved') or '0')
+  if used + reserved + est > budget then
+    if reserved > 0 then return refuse('budget', 1000) end
+    return refuse('budget', -1)
+  end
+end
+redis.call('ZADD', req, now, id)
+redis.call('HINCRBY', st, 'requests', 1)
+if tpm > 0 then
+  redis.call('ZADD', tok, now, id)
+  redis.call('HSET', amt, id, est)
+  redis.call('HINCRBY', st, 'window', est)
+end
+redis.call('HSET', res, id, est)
+redis.call('HINCRBY', st, 'reserved', est)
+redis.call('ZADD', lease, now + lease_ms, id)
+return {1, '', 0}
+"""
+)
+
+_SETTLE = (
+    _COMMON
+    + """
+local id, tokens, prompt, completion = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local r = redis.call('HGET', res, id)
+if not r then return 0 end
+redis.call('HDEL', res, id)
+redis.call('ZREM', lease, id)
+redis.call('HINCRBY', st, 'reserved', -tonumber(r))
+redis.call('HINCRBY', st, 'used', tokens)
+local counted = redis.call('HGET', amt, id)
+if counted then
+  redis.call('HSET', amt, id, tokens)
+  redis.call('HINCRBY', st, 'window', tokens - tonumber(counted))
+end
+redis.call('HINCRBY', st, 'prompt_tokens', prompt)
+redis.call('HINCRBY', st, 'completion_tokens', completion)
+redis.call('HINCRBY', st, 'total_tokens', tokens)
+return 1
+"""
+)
+
+_RECORD = (
+    _COMMON
+    + """
+local id, tokens, prompt, completion = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+if not redis.call('SET', KEYS[7], '1', 'NX', 'PX', 86400000) then return 0 end
+redis.call('HINCRBY', st, 'requests', 1)
+redis.call('HINCRBY', st, 'used', tokens)
+redis.call('HINCRBY', st, 'prompt_tokens', prompt)
+redis.call('HINCRBY', st, 'completion_tokens', completion)
+redis.call('HINCRBY', st, 'total_tokens', tokens)
+return 1
+"""
+)
+
+
+def _keys(name: str) -> list[str]:
+    return [f"{_PREFIX}{{{name}}}:{part}" for part in _PARTS]
+
+
+class RedisLimits:
+    """:class:`~polychat.server._limits.LimitBackend` over ``redis.asyncio``; connection and timeout errors become
+    :class:`BackendUnavailable` (the :class:`Limiter` applies ``redis_failure``)."""
+
+    def __init__(self, client: Any) -> None:
+        from redis.exceptions import ConnectionError, TimeoutError
+
+        self._client = client
+        self._errors = (ConnectionError, TimeoutError, OSError)
+        self._reserve = client.register_script(_RESERVE)
+        self._settle = client.register_script(_SETTLE)
+        self._record = client.register_script(_RECORD)
+
+    @classmethod
+    def from_url(cls, url: str) -> RedisLimits:
+        from .._redis import async_client
+
+        return cls(async_client(url))
+
+    async def _run(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        try:
+            return await script(keys=keys, args=args)
+        except self._errors as e:
+            raise BackendUnavailable(_describe(e)) from None
+
+    async def reserve(self, spec: GatewayKeySpec, rid: str, tokens: int) -> Verdict:
+        args = [
+            rid,
+            tokens,
+            spec.requests_per_minute or 0,
+            spec.tokens_per_minute or 0,
+            spec.budget_tokens or 0,
+            WINDOW_MS,
+            LEASE_MS,
+        ]
+        ok, limit, wait = await self._run(self._reserve, _keys(spec.name), args)
+        if ok:
+            return ADMITTED
+        return Verdict(False, limit.decode() if isinstance(limit, bytes) else str(limit), int(wait))
+
+    async def settle(self, spec: GatewayKeySpec, rid: str, tokens: int, prompt: int, completion: int) -> None:
+        await self._run(self._settle, _keys(spec.name), [rid, tokens, prompt, completion])
+
+    async def record(self, spec: GatewayKeySpec, rid: str, tokens: int, prompt: int, completion: int) -> None:
+        keys = [*_keys(spec.name), f"{_PREFIX}{{{spec.name}}}:done:{rid}"]
+        await self._run(self._record, keys, [rid, tokens, prompt, completion])
+
+    async def usage(self, name: str) -> KeyUsage:
+        try:
+            raw = await self._client.hgetall(_keys(name)[-1])
+        except self._errors as e:
+            raise BackendUnavailable(_describe(e)) from None
+        return usage_from_hash(raw)
+
+    async def aclose(self) -> None:
+        with contextlib.suppress(*self._errors):
+            await self._client.aclose()
+
+
+def usage_from_hash(raw: dict[Any, Any]) -> KeyUsage:
+    """A key's ``st`` hash as :class:`KeyUsage`."""
+    values = {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in raw.items()}
+    return KeyUsage(
+        requests=values.get("requests", 0),
+        prompt_tokens=values.get("prompt_tokens", 0),
+        completion_tokens=values.get("completion_tokens", 0),
+        total_tokens=values.get("total_tokens", 0),
+        used=values.get("used", 0),
+        reserved=values.get("reserved", 0),
+        refused={k.removeprefix("refused:"): v for k, v in values.items() if k.startswith("refused:")},
+    )
+
+
+def usage_key(name: str) -> str:
+    """The Redis hash holding key ``name``'s usage (for ``polychat keys usage``)."""
+    return _keys(name)[-1]
+
+
+def _describe(error: BaseException) -> str:
+    # redis-py messages name host and port, never the password; keep them short.
+    return f"{type(error).__name__}: {str(error)[:200]}"

@@ -1,0 +1,94 @@
+"""Circuit breakers shared through a real ``redis-server`` (:mod:`polychat.routing.breaker_redis`): several stores
+(as several processes would have) see one state; library clients, sync and async, share it; an outage falls back
+to per-process breakers with a log line when Redis is lost and when it is back.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from polychat import AsyncClient, Client
+from polychat.errors import InternalServerError
+from polychat.providers import OpenaiChat
+from polychat.routing import CircuitBreaker, RedisBreakerStore, RetryProvider
+from polychat.routing.breaker import OPEN, BreakerState
+from tests.support.faults import FaultServer, Ok, Status
+from tests.support.redis import RedisServer
+
+HI = [{"role": "user", "content": "hi"}]
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    with RedisServer(password="redis-pass-0123456789") as server:
+        yield server
+
+
+def test_two_stores_share_one_state_and_updates_are_atomic(redis_server: RedisServer) -> None:
+    a, b = RedisBreakerStore(redis_server.url), RedisBreakerStore(redis_server.url)
+    assert "redis-pass" not in repr(a)
+
+    def bump(store: RedisBreakerStore) -> None:
+        for _ in range(50):
+            store.update("ep", lambda st: BreakerState(st.state, st.failures + 1))
+
+    threads = [threading.Thread(target=bump, args=(s,)) for s in (a, b, a, b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert a.get("ep").failures == b.get("ep").failures == 200  # no lost update between "processes"
+
+    breaker_a, breaker_b = CircuitBreaker(a), CircuitBreaker(b)
+    breaker_a.failure("ep2", InternalServerError("boom", status_code=500))
+    breaker_a.failure("ep2", InternalServerError("boom", status_code=500))
+    assert not breaker_b.is_open("ep2")
+    breaker_a.failure("ep2", InternalServerError("boom", status_code=500))
+    assert breaker_b.is_open("ep2") and breaker_b.state("ep2") == OPEN
+    assert dict(b.items())["ep2"].state == OPEN
+    breaker_b.success("ep2")
+    assert not breaker_a.is_open("ep2")
+
+
+def chain(fault: FaultServer, store: RedisBreakerStore) -> RetryProvider:
+    flaky = OpenaiChat(base_url=fault.scenario("flaky", Status(500)), api_key="", name="flaky")
+    good = OpenaiChat(base_url=fault.scenario("good", Ok("fine")), api_key="", name="good")
+    return RetryProvider([flaky, good], max_retries=0, breaker=CircuitBreaker(store))
+
+
+@pytest.mark.anyio
+async def test_a_breaker_opened_by_a_sync_client_is_honoured_by_an_async_one(
+    redis_server: RedisServer, faults: FaultServer
+) -> None:
+    sync_client = Client(provider=chain(faults, RedisBreakerStore(redis_server.url)))
+    for _ in range(3):
+        assert sync_client.chat.completions.create(model="m", messages=HI).provider == "good"
+    assert len(faults.requests("flaky")) == 3
+    async with AsyncClient(provider=chain(faults, RedisBreakerStore(redis_server.url))) as async_client:
+        answer = await async_client.chat.completions.create(model="m", messages=HI)
+    assert answer.provider == "good"
+    assert len(faults.requests("flaky")) == 3  # skipped: its breaker is open, as the other client left it
+
+
+def test_redis_outage_falls_back_to_this_process_and_says_so(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = RedisBreakerStore(redis_server.url)
+    breaker = CircuitBreaker(store)
+    with caplog.at_level(logging.WARNING, logger="polychat"):
+        redis_server.kill()
+        for _ in range(3):
+            breaker.failure("ep", InternalServerError("boom", status_code=500))
+        assert breaker.is_open("ep")  # still a working breaker, in this process
+        lost = [r.getMessage() for r in caplog.records if "lost the connection to Redis" in r.getMessage()]
+        assert len(lost) == 1  # one line, not one per call
+        redis_server.restart()
+        store._next_try = 0.0  # the retry interval is a wall-clock matter; the test does not wait for it
+        assert not breaker.is_open("ep")  # Redis (empty after the restart) is the truth again
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("reachable again" in m for m in messages)
+    assert not any("redis-pass" in m for m in messages)

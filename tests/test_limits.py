@@ -1,0 +1,209 @@
+"""Key limits (``polychat.server._limits``): the same cases against the in-process counters and against a real
+``redis-server`` (the Lua scripts), then what the :class:`Limiter` does when Redis goes away and comes back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from polychat.config._types import GatewayKeySpec
+from polychat.server._limits import (
+    DEFAULT_COMPLETION_RESERVE,
+    Admission,
+    Limiter,
+    MemoryLimits,
+    Refusal,
+    prompt_bound,
+)
+from polychat.server._limits_redis import RedisLimits
+from polychat.types import CompletionUsage
+from tests.support.redis import RedisServer
+
+pytestmark = pytest.mark.anyio
+
+MESSAGES = [{"role": "user", "content": "Hello there"}]
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[RedisServer]:
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture(params=["memory", "redis"])
+def backend_factory(request: pytest.FixtureRequest) -> Any:
+    """A factory of fresh backends; with Redis, each test starts from an empty database."""
+    if request.param == "memory":
+        return MemoryLimits
+    server = request.getfixturevalue("redis_server")
+    client = server.client()
+    client.flushall()
+    client.close()
+    return lambda: RedisLimits.from_url(server.url)
+
+
+def spec(**limits: Any) -> GatewayKeySpec:
+    return GatewayKeySpec(name="team-a", key_env="TEAM_A_KEY", **limits)
+
+
+async def test_requests_per_minute_admits_exactly_n_of_a_concurrent_burst(backend_factory: Any) -> None:
+    backends = [backend_factory() for _ in range(3)]  # three processes' worth of clients on one store
+    limiters = [Limiter({"team-a": spec(requests_per_minute=7)}, b) for b in backends]
+    key = spec(requests_per_minute=7)
+    results = await asyncio.gather(*(limiters[i % 3].admit(key, "fast", MESSAGES, {}) for i in range(20)))
+    admitted = [r for r in results if isinstance(r, Admission)]
+    refused = [r for r in results if isinstance(r, Refusal)]
+    if isinstance(backends[0], MemoryLimits):
+        # separate in-process counters: each "process" admits 7 on its own — what --workers N without Redis means
+        assert len(admitted) == 7 + 7 + 6
+        return
+    assert len(admitted) == 7
+    assert len(refused) == 13
+    assert {r.status for r in refused} == {429}
+    assert {r.code for r in refused} == {"rate_limit_exceeded"}
+    assert all(r.retry_after is not None and 1 <= r.retry_after <= 60 for r in refused)
+    usage = await backends[0].usage("team-a")
+    assert usage.requests == 7
+    assert usage.refused == {"requests": 13}
+    for b in backends:
+        await b.aclose()
+
+
+async def test_tokens_per_minute_reserves_prompt_plus_max_tokens_and_settles_to_usage(backend_factory: Any) -> None:
+    backend = backend_factory()
+    key = spec(tokens_per_minute=1000)
+    limiter = Limiter({"team-a": key}, backend)
+    bound = prompt_bound(MESSAGES, {})
+    first = await limiter.admit(key, "fast", MESSAGES, {"max_tokens": 400})
+    assert isinstance(first, Admission) and first.reserved == bound + 400
+    second = await limiter.admit(key, "fast", MESSAGES, {"max_tokens": 400})
+    assert isinstance(second, Admission)
+    # a third worst case does not fit while the first two hold their reservations
+    third = await limiter.admit(key, "fast", MESSAGES, {"max_tokens": 400})
+    assert isinstance(third, Refusal) and third.status == 429 and third.code == "rate_limit_exceeded"
+    assert third.retry_after is not None and 1 <= third.retry_after <= 60
+    # settling to the real (small) usage frees the rest of the reservation at once
+    first.finish(CompletionUsage(prompt_tokens=5, completion_tokens=10, total_tokens=15))
+    second.finish(CompletionUsage(prompt_tokens=5, completion_tokens=20, total_tokens=25))
+    await limiter.drain(10)
+    again = await limiter.admit(key, "fast", MESSAGES, {"max_tokens": 400})
+    assert isinstance(again, Admission)
+    usage = await backend.usage("team-a")
+    assert (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens) == (10, 30, 40)
+    assert usage.reserved == bound + 400
+    await backend.aclose()
+
+
+async def test_a_token_limited_request_without_max_tokens_gets_its_reservation_as_max_tokens(
+    backend_factory: Any,
+) -> None:
+    backend = backend_factory()
+    small = spec(tokens_per_minute=300)
+    kwargs: dict[str, Any] = {}
+    admitted = await Limiter({"team-a": small}, backend).admit(small, "fast", MESSAGES, kwargs)
+    assert isinstance(admitted, Admission)
+    assert kwargs["max_tokens"] == 300 - prompt_bound(MESSAGES, {})
+    big = GatewayKeySpec(name="big", key_env="BIG", budget_tokens=10**9)
+    kwargs = {"n": 2}
+    assert isinstance(await Limiter({"big": big}, backend).admit(big, "fast", MESSAGES, kwargs), Admission)
+    assert kwargs["max_tokens"] == DEFAULT_COMPLETION_RESERVE
+    await backend.aclose()
+
+
+async def test_budget_is_never_overspent_and_says_so(backend_factory: Any) -> None:
+    backend = backend_factory()
+    key = spec(budget_tokens=500)
+    limiter = Limiter({"team-a": key}, backend)
+    held = await limiter.admit(key, "fast", MESSAGES, {"max_tokens": 300})
+    assert isinstance(held, Admission)
+    busy = await limiter.admit(key, "fast", MESSAGES, {"max_tokens": 300})
+    # the budget is held by a request in flight: retrying soon may work
+    assert isinstance(busy, Refusal) and busy.code == "budget_exceeded" and busy.retryable and busy.retry_after == 1
+    held.finish(None)  # no usage came back: the whole reservation is charged
+    await limiter.drain(10)
+    usage = await backend.usage("team-a")
+    assert usage.used == held.reserved and usage.reserved == 0
+    spent = await limiter.admit(key, "fast", MESSAGES, {"max_tokens": 300})
+    assert isinstance(spent, Refusal) and spent.code == "budget_exceeded"
+    assert spent.status == 429 and not spent.retryable and spent.retry_after is not None
+    too_large = await limiter.admit(key, "fast", MESSAGES, {"max_tokens": 10_000})
+    assert isinstance(too_large, Refusal) and "too large" in too_large.message and not too_large.retryable
+    await backend.aclose()
+
+
+async def test_refund_and_settle_are_idempotent(backend_factory: Any) -> None:
+    backend = backend_factory()
+    key = spec(budget_tokens=1000)
+    limiter = Limiter({"team-a": key}, backend)
+    failed = await limiter.admit(key, "fast", MESSAGES, {"max_tokens": 100})
+    assert isinstance(failed, Admission)
+    failed.finish(served=False)
+    failed.finish(CompletionUsage(prompt_tokens=1, completion_tokens=1, total_tokens=2))  # ignored: finished
+    await limiter.drain(10)
+    await backend.settle(key, failed.rid, 999, 0, 999)  # a replayed settlement changes nothing
+    usage = await backend.usage("team-a")
+    assert (usage.used, usage.reserved, usage.total_tokens) == (0, 0, 0)
+    await backend.aclose()
+
+
+async def test_allowlist_refuses_other_models_with_403(backend_factory: Any) -> None:
+    backend = backend_factory()
+    key = spec(models=("fast",))
+    limiter = Limiter({"team-a": key}, backend)
+    refused = await limiter.admit(key, "smart", MESSAGES, {})
+    assert isinstance(refused, Refusal) and refused.status == 403 and refused.code == "model_not_allowed"
+    assert "'smart'" in refused.message and "fast" in refused.message
+    assert await limiter.admit(key, "fast", MESSAGES, {}) is None  # no limits: nothing to account
+    await backend.aclose()
+
+
+# -- Redis going away -------------------------------------------------------------------------------------------
+
+
+async def test_redis_down_closed_refuses_with_503_then_recovers_and_logs_both(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    key = spec(requests_per_minute=100)
+    with RedisServer(persistent=True) as server:
+        limiter = Limiter({"team-a": key}, RedisLimits.from_url(server.url), failure="closed")
+        assert isinstance(await limiter.admit(key, "fast", MESSAGES, {}), Admission)
+        server.kill()
+        with caplog.at_level(logging.WARNING, logger="polychat.server"):
+            refused = await limiter.admit(key, "fast", MESSAGES, {})
+            assert isinstance(refused, Refusal)
+            assert refused.status == 503 and refused.code == "limits_unavailable" and refused.retry_after == 1
+            server.restart()
+            assert isinstance(await limiter.admit(key, "fast", MESSAGES, {}), Admission)
+        messages = [r.getMessage() for r in caplog.records]
+        assert any("lost the connection to Redis" in m and "503" in m for m in messages)
+        assert any("reachable again" in m for m in messages)
+        usage = await limiter.backend.usage("team-a")
+        assert usage.requests == 2  # the one before the crash survived it (append-only file)
+        await limiter.aclose()
+
+
+async def test_redis_down_open_lets_requests_through_and_records_their_usage_when_back() -> None:
+    key = spec(budget_tokens=10**6)
+    with RedisServer(persistent=True) as server:
+        limiter = Limiter({"team-a": key}, RedisLimits.from_url(server.url), failure="open")
+        in_flight = await limiter.admit(key, "fast", MESSAGES, {"max_tokens": 50})
+        assert isinstance(in_flight, Admission) and not in_flight.offline
+        server.kill()
+        offline = await limiter.admit(key, "fast", MESSAGES, {"max_tokens": 50})
+        assert isinstance(offline, Admission) and offline.offline
+        # both end while Redis is down: their settlements wait in this process
+        in_flight.finish(CompletionUsage(prompt_tokens=4, completion_tokens=6, total_tokens=10))
+        offline.finish(CompletionUsage(prompt_tokens=4, completion_tokens=3, total_tokens=7))
+        await asyncio.sleep(0)  # let the flusher try once (it cannot succeed: Redis is down)
+        assert limiter.pending == 2
+        server.restart()
+        await limiter.drain(30)
+        assert limiter.pending == 0
+        usage = await limiter.backend.usage("team-a")
+        assert (usage.requests, usage.total_tokens, usage.used, usage.reserved) == (2, 17, 17, 0)
+        await limiter.aclose()

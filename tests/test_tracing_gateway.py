@@ -1,0 +1,180 @@
+"""The gateway's traces and attempt accounting, end to end: ``polychat serve`` with ``[server] otel = true``
+exporting over OTLP/HTTP to a receiver on loopback, called by the official ``openai`` client with a
+``traceparent`` header; plus the ``x-polychat-attempts`` header and the per-attempt Prometheus metrics."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from polychat.errors import ConfigError
+from tests.support.faults import FaultServer, Ok
+from tests.support.gateway import Gateway, run_serve
+from tests.support.otlp import OTLPReceiver, ReceivedSpan
+from tests.support.servers import free_port, wait_until
+from tests.test_gateway import metric_value
+
+HELLO = [{"role": "user", "content": "Say hello."}]
+SERVER, CLIENT, INTERNAL = 2, 3, 1  # opentelemetry.proto.trace.v1.Span.SpanKind
+
+
+@pytest.fixture(scope="module")
+def fault() -> Iterator[FaultServer]:
+    with FaultServer() as server:
+        yield server
+    assert not server.handler_errors, server.handler_errors
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[OTLPReceiver]:
+    with OTLPReceiver() as r:
+        yield r
+    assert not r.errors, r.errors
+
+
+@pytest.fixture(scope="module")
+def gw(fault: FaultServer, receiver: OTLPReceiver) -> Iterator[Gateway]:
+    ok = fault.scenario("ok", Ok(text="Hello there, traced."))
+    config = "\n".join(
+        [
+            "[server]",
+            "otel = true",
+            "",
+            "[providers.dead]",
+            'type = "openai"',
+            f'base_url = "http://127.0.0.1:{free_port()}/v1"',  # nothing listens
+            "",
+            "[providers.ok]",
+            'type = "openai"',
+            f'base_url = "{ok}"',
+            "",
+            "[routes.failover]",
+            'chain = ["dead:m", "ok:m"]',
+            "max_retries = 0",
+            "",
+        ]
+    )
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+        "OTEL_SERVICE_NAME": "gateway-under-test",
+        "OTEL_BSP_SCHEDULE_DELAY": "100",  # ms: export promptly
+    }
+    with Gateway(config_text=config, env=env) as gateway:
+        yield gateway
+
+
+@pytest.fixture
+def client(gw: Gateway) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=gw.base_url, api_key="unused", max_retries=0) as c:
+        yield c
+
+
+def traceparent() -> tuple[str, str, str]:
+    trace_id, span_id = secrets.token_hex(16), secrets.token_hex(8)
+    return f"00-{trace_id}-{span_id}-01", trace_id, span_id
+
+
+def wait_for_trace(receiver: OTLPReceiver, trace_id: str, count: int) -> list[ReceivedSpan]:
+    return wait_until(
+        lambda: (found := receiver.in_trace(trace_id)) and len(found) >= count and found,
+        30,
+        what=f"{count} spans of trace {trace_id} at the OTLP receiver",
+    )
+
+
+def check_tree(spans: list[ReceivedSpan], caller_span: str, *, stream: bool) -> None:
+    by_name = {s.name: s for s in spans}
+    server = by_name["POST /v1/chat/completions"]
+    assert server.kind == SERVER and server.parent_span_id == caller_span  # the caller's traceparent is the parent
+    assert server.attributes["http.response.status_code"] == 200 and server.service == "gateway-under-test"
+    chat = by_name["chat failover"]
+    assert chat.kind == CLIENT and chat.parent_span_id == server.span_id
+    assert chat.attributes["gen_ai.operation.name"] == "chat" and chat.attributes["polychat.provider"] == "ok"
+    assert chat.attributes["polychat.attempts"] == 2 and chat.attributes["polychat.stream"] is stream
+    dead, good = by_name["attempt dead"], by_name["attempt ok"]
+    assert dead.parent_span_id == good.parent_span_id == chat.span_id
+    assert dead.kind == good.kind == INTERNAL
+    assert dead.status_code == 2 and dead.attributes["error.type"] == "APIConnectionError"
+    assert good.attributes["polychat.outcome"] == "ok" and good.attributes["gen_ai.usage.output_tokens"] > 0
+    assert ("polychat.time_to_first_token" in good.attributes) == stream
+    for s in (dead, good):
+        assert chat.start_ns <= s.start_ns <= s.end_ns <= chat.end_ns <= server.end_ns
+
+
+def test_spans_reach_the_collector_under_the_callers_trace(client: openai.OpenAI, receiver: OTLPReceiver) -> None:
+    header, trace_id, span_id = traceparent()
+    raw = client.chat.completions.with_raw_response.create(
+        model="failover",
+        messages=HELLO,
+        extra_headers={"traceparent": header},  # type: ignore[arg-type]
+    )
+    assert raw.parse().choices[0].message.content == "Hello there, traced."
+    assert raw.headers["x-polychat-provider"] == "ok"
+    assert raw.headers["x-polychat-attempts"] == "dead=failed:APIConnectionError, ok=ok"
+    check_tree(wait_for_trace(receiver, trace_id, 4), span_id, stream=False)
+
+
+def test_stream_spans_end_with_the_stream(client: openai.OpenAI, receiver: OTLPReceiver) -> None:
+    header, trace_id, span_id = traceparent()
+    with client.chat.completions.with_streaming_response.create(
+        model="failover",
+        messages=HELLO,  # type: ignore[arg-type]
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_headers={"traceparent": header},
+    ) as response:
+        assert response.headers["x-polychat-attempts"] == "dead=failed:APIConnectionError, ok=ok"
+        text = "".join(c.choices[0].delta.content or "" for c in response.parse() if c.choices)
+    assert text == "Hello there, traced."
+    check_tree(wait_for_trace(receiver, trace_id, 4), span_id, stream=True)
+
+
+def test_attempt_metrics_count_successful_requests_too(gw: Gateway, client: openai.OpenAI) -> None:
+    before = httpx.get(f"{gw.url}/metrics").text
+    client.chat.completions.create(model="failover", messages=HELLO)  # type: ignore[arg-type]
+    text = httpx.get(f"{gw.url}/metrics").text
+
+    def delta(name: str, **labels: str) -> float:
+        return (metric_value(text, name, **labels) or 0) - (metric_value(before, name, **labels) or 0)
+
+    assert delta("polychat_gateway_attempts_total", provider="dead", outcome="failed") == 1
+    assert delta("polychat_gateway_attempts_total", provider="ok", outcome="ok") == 1
+    assert delta("polychat_gateway_failed_attempts_total", provider="dead", error="APIConnectionError") == 1
+    assert delta("polychat_gateway_tokens_total", provider="ok", type="output") > 0
+    assert delta("polychat_gateway_tokens_total", provider="ok", type="input") > 0
+
+
+def test_streams_record_time_to_first_token_per_provider(gw: Gateway, client: openai.OpenAI) -> None:
+    stream = client.chat.completions.create(model="failover", messages=HELLO, stream=True)  # type: ignore[arg-type]
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "Hello there, traced."
+    text = httpx.get(f"{gw.url}/metrics").text
+    count = metric_value(text, "polychat_gateway_attempt_time_to_first_token_seconds_count", provider="ok")
+    assert count is not None and count >= 1
+
+
+def test_an_unsupported_otlp_protocol_is_refused_at_start() -> None:
+    done = run_serve(["--otel"], env={"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"})
+    assert done.returncode == 2
+    assert "OTEL_EXPORTER_OTLP_PROTOCOL='http/json' is not supported" in done.stderr
+
+
+def test_otel_switch_from_the_command_line_or_the_config(tmp_path: Path) -> None:
+    from polychat.cli._parser import build_parser
+    from polychat.config import load_config
+    from polychat.server._settings import merge_config
+    from polychat.server.cli import settings_from_args
+
+    assert settings_from_args(build_parser().parse_args(["serve", "--otel"])).otel is True
+    plain = settings_from_args(build_parser().parse_args(["serve"]))
+    assert plain.otel is False
+    path = tmp_path / "polychat.toml"
+    path.write_text("[server]\notel = true\n")
+    assert merge_config(plain, load_config(path)).otel is True
+    path.write_text('[server]\notel = "yes"\n')
+    with pytest.raises(ConfigError, match=r"server\.otel"):
+        load_config(path)
