@@ -46,15 +46,6 @@ def redact_text(text: str, secrets: list[str] | tuple[str, ...]) -> str:
     return text
 
 
-def url_passwords(url: str | None) -> list[str]:
-    """The password inside a URL's ``user:password@``, raw and percent-decoded (what scrubbers must hide)."""
-    try:
-        password = urlsplit(url or "").password
-    except ValueError:
-        return []
-    return list(dict.fromkeys((password, unquote(password)))) if password else []
-
-
 def split_credentials(url: str) -> tuple[str, str | None]:
     """``url`` without its ``user:password@`` part, and that part as an HTTP Basic ``Authorization`` value.
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from .._proxy import ProxyConfig
-from .._redact import mask_secret, redact_url, url_passwords
+from .._redact import mask_secret, redact_url
 from ..errors import ConfigError
 from ._check import _check, _check_server, _Checker
 from ._types import _BUILTINS, _DEFAULTS_KEYS, _POLICY_KEYS, ProviderSpec, ProviderType, RouteSpec, provider_type
@@ -257,7 +257,7 @@ class Config:
             if env and os.environ.get(env):
                 out.append(os.environ[env])
             out.extend(proxy_passwords(spec.proxy_config))
-            out.extend(url_passwords(spec.base_url))
+            out.extend(url_passwords(spec.base_url or ""))
         out.extend(proxy_passwords(self.proxy))
         out.extend(self.server.get("api_keys", ()))
         keys_env = self.server.get("api_keys_env")
