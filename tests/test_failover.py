@@ -530,9 +530,9 @@ def successes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, float]]:
     seen: list[tuple[str, float]] = []
     original = FailoverPlan.succeeded
 
-    def spy(self: FailoverPlan, step: Any, elapsed: float) -> None:
+    def spy(self: FailoverPlan, step: Any, elapsed: float, *rest: Any) -> None:
         seen.append((step.provider.name, elapsed))
-        original(self, step, elapsed)
+        original(self, step, elapsed, *rest)
 
     monkeypatch.setattr(FailoverPlan, "succeeded", spy)
     return seen

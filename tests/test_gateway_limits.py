@@ -156,3 +156,4 @@ def test_the_access_log_never_shows_a_key_in_a_query(workers: str) -> None:
         log = gw.log_text()
     assert "/v1/models?api_key=*** " in log and "/v1/models?key=*** " in log, log[-2000:]
     assert KEY not in log and "not-the-key" not in log
+    assert "Logging error" not in log and "Traceback" not in log, log[-3000:]

@@ -118,13 +118,21 @@ def _install_log_scrubbing(secrets: list[str]) -> None:
     """Secrets never reach a log line: a filter on every handler that polychat's and uvicorn's records pass (known
     secrets, and the value of any key-like query parameter, so a wrong key in ``?api_key=`` is not logged either)."""
 
+    def clean(text: str) -> str:
+        return redact_query(redact_text(text, secrets))
+
     class _Scrub(logging.Filter):
         def filter(self, record: logging.LogRecord) -> bool:
+            if record.name == "uvicorn.access" and isinstance(record.args, tuple):
+                # uvicorn's access formatter unpacks the arguments (client, method, path, version, status): clean
+                # them one by one instead of flattening the record.
+                record.args = tuple(clean(a) if isinstance(a, str) else a for a in record.args)
+                return True
             try:
                 message = record.getMessage()
             except Exception:  # pragma: no cover - a broken record is the logging module's to report
                 return True
-            record.msg, record.args = redact_query(redact_text(message, secrets)), None
+            record.msg, record.args = clean(message), None
             if record.exc_info and not record.exc_text:
                 record.exc_text = redact_text(logging.Formatter().formatException(record.exc_info), secrets)
             return True
