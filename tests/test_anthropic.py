@@ -14,9 +14,9 @@ import pytest
 
 from polychat import Client, errors
 from polychat._request import build_request
+from polychat.errors import MissingAPIKeyError
 from polychat.providers._convert import UnsupportedParameterError
 from polychat.providers.anthropic import DEFAULT_MAX_TOKENS, JSON_TOOL, Anthropic, AnthropicStreamParser
-from polychat.providers.openai import MissingAPIKeyError
 from tests.support.wire import Reply, WireServer
 
 KEY = "sk-ant-test-0123456789"

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 
 from polychat import errors
+from polychat._timeouts import Limits, Watch
 from polychat.providers import OpenaiChat
 from polychat.routing.breaker import CircuitBreaker
 from polychat.routing.policy import FailoverPlan, backoff_delay
 from polychat.routing.resume import overlap
-from polychat.routing.timeouts import Limits, Watch
 
 
 def providers(n: int) -> list[OpenaiChat]:

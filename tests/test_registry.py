@@ -16,13 +16,14 @@ import polychat.providers as providers
 from polychat import Client, errors
 from polychat._request import build_request
 from polychat.config import PROVIDER_TYPES, parse_config
+from polychat.errors import MissingAPIKeyError
 from polychat.providers import plugins, registry
 from polychat.providers._convert import UnsupportedParameterError
 from polychat.providers.anthropic import Anthropic
 from polychat.providers.base import Provider
 from polychat.providers.defaults import default_members
 from polychat.providers.gemini import Gemini
-from polychat.providers.openai import MissingAPIKeyError, OpenaiChat
+from polychat.providers.openai import OpenaiChat
 from tests.support.wire import Reply, WireServer
 
 USER = [{"role": "user", "content": "Hi"}]

@@ -29,15 +29,19 @@ _ERRORS = (
     "InvalidRequestError",
     "UnsupportedParameterError",
     "ConfigError",
+    "ConfigFileError",
+    "PluginError",
     "APIError",
     "APIStatusError",
     "BadRequestError",
+    "UnsupportedParameterError",
     "AuthenticationError",
     "PermissionDeniedError",
     "NotFoundError",
     "ConflictError",
     "UnprocessableEntityError",
     "RateLimitError",
+    "MissingAPIKeyError",
     "EmptyResponseError",
     "InternalServerError",
     "APIConnectionError",
@@ -66,12 +70,15 @@ if TYPE_CHECKING:  # the `X as X` form marks re-exports for type checkers (mypy 
     from .errors import AuthenticationError as AuthenticationError
     from .errors import BadRequestError as BadRequestError
     from .errors import ConfigError as ConfigError
+    from .errors import ConfigFileError as ConfigFileError
     from .errors import ConflictError as ConflictError
     from .errors import EmptyResponseError as EmptyResponseError
     from .errors import InternalServerError as InternalServerError
     from .errors import InvalidRequestError as InvalidRequestError
+    from .errors import MissingAPIKeyError as MissingAPIKeyError
     from .errors import NotFoundError as NotFoundError
     from .errors import PermissionDeniedError as PermissionDeniedError
+    from .errors import PluginError as PluginError
     from .errors import PolychatError as PolychatError
     from .errors import RateLimitError as RateLimitError
     from .errors import StreamInterruptedError as StreamInterruptedError

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 #: Seconds to establish a connection (TCP + TLS + proxy handshake).
 CONNECT_TIMEOUT = 5.0
-#: Seconds to wait for any single network read (also the longest pause between stream chunks by default).
+#: Seconds to wait for any single network read or write (also the longest pause between stream chunks by default).
 READ_TIMEOUT = 600.0
-WRITE_TIMEOUT = 600.0
 POOL_TIMEOUT = 10.0
 
 #: Retries per provider for retryable errors when a bare provider is used (same default as the openai package).

@@ -17,8 +17,8 @@ from ._proxy import ProxyConfig
 
 if TYPE_CHECKING:
     from ._record import CallRecord
+    from ._timeouts import Watch
     from .providers.base import Provider
-    from .routing.timeouts import Watch
 
 
 class CallContext(Struct, frozen=True):
@@ -51,10 +51,6 @@ class CallContext(Struct, frozen=True):
 
     def sync_http(self, provider: Provider) -> httpx.Client:
         return self.pool.sync_client(self.proxy_for(provider))
-
-    def async_http(self, provider: Provider) -> httpx.AsyncClient:
-        """The httpx client of the provider's route (the async shells go through ``pool.async_transport``)."""
-        return self.pool.async_client(self.proxy_for(provider))
 
     def with_options(self, **options: Any) -> CallContext:
         return replace(self, options={**self.options, **options})

@@ -22,7 +22,7 @@ from ._redact import mask_secret
 from ._request import ChatRequest, build_request
 from .errors import Attempt, ConfigError
 from .providers.base import Provider, as_provider
-from .routing.retry import RetryProvider
+from .routing.retry import RetryProvider, default_chain
 from .types import ChatCompletion, ChatCompletionChunk, ModelList
 
 if TYPE_CHECKING:
@@ -267,8 +267,6 @@ class _BaseClient:
 
     def _default_provider(self) -> Provider:
         if self.provider is None:
-            from .providers.defaults import default_chain
-
             self.provider = self._resolve(default_chain(api_key=self.api_key, base_url=self.base_url))
         return self.provider
 

@@ -5,6 +5,8 @@ Names follow the official ``openai`` package so that ``except`` clauses carry ov
     PolychatError
     ├── InvalidRequestError (also ValueError)   bad input, raised before anything is sent
     ├── ConfigError (also ValueError)           a bad proxy, provider or config setting
+    │   ├── ConfigFileError                     a config file problem (``.path``, ``.line``, ``.key``)
+    │   └── PluginError                         a provider plugin is installed but cannot be used
     └── APIError                                something went wrong talking to a provider
         ├── APIStatusError                      the provider answered with an error status or error frame
         │   ├── BadRequestError                 400
@@ -18,11 +20,13 @@ Names follow the official ``openai`` package so that ``except`` clauses carry ov
         │   └── InternalServerError             >= 500
         ├── APIConnectionError                  no usable answer: refused, reset, proxy failure, bad stream
         │   └── APITimeoutError                 a timeout fired
+        ├── MissingAPIKeyError                  the provider needs a key and has none; nothing was sent
         ├── EmptyResponseError                  a 200 answer with no content (failover treats it as a failure)
         ├── StreamInterruptedError              a stream failed after content was yielded (``.partial``)
         └── AllProvidersFailedError             every provider of a chain failed (``.attempts``)
 
 :func:`status_error` maps an HTTP status and error body to the right class; it is the only place that does.
+:func:`error_frame` does the same for an ``{"error": ...}`` object inside a 200 answer or stream.
 Messages never contain secrets: URLs pass through :func:`polychat._redact.redact_url` before they are shown.
 """
 
@@ -44,17 +48,21 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "ConfigError",
+    "ConfigFileError",
     "ConflictError",
     "EmptyResponseError",
     "InternalServerError",
     "InvalidRequestError",
+    "MissingAPIKeyError",
     "NotFoundError",
     "PermissionDeniedError",
+    "PluginError",
     "PolychatError",
     "RateLimitError",
     "StreamInterruptedError",
     "UnprocessableEntityError",
     "UnsupportedParameterError",
+    "error_frame",
     "status_error",
 ]
 
@@ -74,6 +82,24 @@ class InvalidRequestError(PolychatError, ValueError):
 
 class ConfigError(PolychatError, ValueError):
     """A client, provider, proxy or config-file setting is wrong; raised when it is given, not at first use."""
+
+
+class ConfigFileError(ConfigError):
+    """A config file problem; ``path``, ``line`` (1-based, or None when it could not be found) and ``key``
+    (dotted, e.g. ``providers.work.base_url``) say where."""
+
+    def __init__(self, message: str, *, path: str | None, line: int | None = None, key: str | None = None) -> None:
+        where = path or "<config>"
+        if line is not None:
+            where += f":{line}"
+        super().__init__(f"{where}: {key + ': ' if key else ''}{message}")
+        self.path = path
+        self.line = line
+        self.key = key
+
+
+class PluginError(ConfigError):
+    """A provider plugin is installed but cannot be used (import failure, or not a Provider class)."""
 
 
 class APIError(PolychatError):
@@ -225,6 +251,10 @@ class APITimeoutError(APIConnectionError):
         super().__init__(message, provider=provider)
 
 
+class MissingAPIKeyError(APIError):
+    """The provider needs an API key and none was given; nothing was sent."""
+
+
 class EmptyResponseError(APIError):
     """The provider answered 200 with no content and no tool calls (``allow_empty=True`` accepts that)."""
 
@@ -365,3 +395,33 @@ def status_error(
         retry_after=retry_after,
         retryable=retryable,
     )
+
+
+# In-stream error frames carry no HTTP status; infer one from the error's type or code.
+_ERROR_TYPE_STATUS = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "rate_limit_error": 429,
+    "rate_limit_exceeded": 429,
+    "insufficient_quota": 429,
+    "overloaded_error": 529,
+    "server_error": 500,
+    "api_error": 500,
+}
+
+
+def error_frame(payload: Any, provider: str) -> APIStatusError:
+    """The exception for an ``{"error": ...}`` object found inside a 200 response or stream."""
+    err = payload.get("error") if isinstance(payload, dict) else None
+    status = 500
+    if isinstance(err, dict):
+        code = err.get("code")
+        if isinstance(code, int) and 400 <= code < 600:
+            status = code
+        elif isinstance(code, str) and code.isdigit() and 400 <= int(code) < 600:
+            status = int(code)
+        else:
+            status = _ERROR_TYPE_STATUS.get(str(err.get("type") or code or ""), 500)
+    return status_error(status, payload, provider=provider)

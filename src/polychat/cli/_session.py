@@ -53,7 +53,7 @@ class ChatSession:
             )
         provider, model = self.config.resolve(self.model_arg, self.provider_arg)
         if provider is None:
-            from ..providers.defaults import default_chain
+            from ..routing.retry import default_chain
 
             provider = default_chain()
         self.provider, self.model = provider, model

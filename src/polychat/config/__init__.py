@@ -52,20 +52,21 @@ Rules:
 * How a model name is resolved (:meth:`Config.route`): a route alias; else ``provider`` or ``provider:model``
   naming a known provider; else the declared providers whose ``models`` list it (several: a failover chain in
   file order). Anything else goes to ``[defaults] provider`` if set, else to the default chain — providers
-  whose credentials are present, then the embedded model last (:func:`polychat.providers.defaults.default_chain`).
+  whose credentials are present, then the embedded model last (:func:`polychat.routing.retry.default_chain`).
 * Unknown keys, wrong types, unknown provider types and routes naming undeclared providers are errors
   (:class:`ConfigFileError`) naming the file, the line and the key. Provider types are a small table
   (:data:`PROVIDER_TYPES`); adding one is a row.
 
 Loading is cheap and sends nothing: providers are built (and environment keys read) on first use.
 
-Pieces, their names re-exported here: :mod:`._types` — provider types, key sets, specs, :class:`ConfigFileError`;
+Pieces, their names re-exported here: :mod:`._types` — provider types, key sets, specs;
 :mod:`._check` — checking a parsed file, :func:`find_line`; :mod:`._config` — :class:`Config`; :mod:`._load` —
 :func:`config_location`, :func:`load_config`, :func:`parse_config`.
 """
 
 from __future__ import annotations
 
+from ..errors import ConfigFileError as ConfigFileError
 from ._check import find_line as find_line
 from ._config import Config as Config
 from ._config import log as log
@@ -76,7 +77,6 @@ from ._load import config_location as config_location
 from ._load import load_config as load_config
 from ._load import parse_config as parse_config
 from ._types import PROVIDER_TYPES as PROVIDER_TYPES
-from ._types import ConfigFileError as ConfigFileError
 from ._types import ProviderSpec as ProviderSpec
 from ._types import ProviderType as ProviderType
 from ._types import RouteSpec as RouteSpec

@@ -12,7 +12,7 @@ from typing import Any
 
 from .._proxy import ProxyConfig, parse_proxy
 from .._redact import redact_url
-from ..errors import ConfigError
+from ..errors import ConfigError, ConfigFileError
 from ._types import (
     _BUILTINS,
     _DEFAULTS_KEYS,
@@ -23,7 +23,6 @@ from ._types import (
     _SERVER_KEYS,
     _TOP_KEYS,
     REDIS_FAILURE_MODES,
-    ConfigFileError,
     GatewayKeySpec,
     ProviderSpec,
     RouteSpec,

@@ -10,8 +10,8 @@ import re
 import sys
 from pathlib import Path
 
+from ..errors import ConfigFileError
 from ._config import Config
-from ._types import ConfigFileError
 
 if sys.version_info >= (3, 11):
     import tomllib

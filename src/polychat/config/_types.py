@@ -1,5 +1,5 @@
 """The config file's vocabulary: provider types (:data:`PROVIDER_TYPES`, one row each), the keys each table
-allows, the checked forms of providers and routes, and :class:`ConfigFileError`.
+allows, the checked forms of providers and routes.
 
 Kept apart so the checker and :class:`~polychat.config.Config` share one table (tests add rows to it).
 """
@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .._proxy import ProxyConfig
-from ..errors import ConfigError
 
 if TYPE_CHECKING:
     from ..providers.base import Provider
@@ -134,20 +133,6 @@ REDIS_FAILURE_MODES = ("closed", "open")
 _POLICY_KEYS = ("first_token_timeout", "idle_timeout", "deadline", "hedge_after", "resume")
 _DEFAULTS_KEYS = ("model", "provider", "timeout", "proxy", "max_retries", *_POLICY_KEYS)
 _ROUTE_KEYS = ("chain", "max_retries", "shuffle", *_POLICY_KEYS)
-
-
-class ConfigFileError(ConfigError):
-    """A config file problem; ``path``, ``line`` (1-based, or None when it could not be found) and ``key``
-    (dotted, e.g. ``providers.work.base_url``) say where."""
-
-    def __init__(self, message: str, *, path: str | None, line: int | None = None, key: str | None = None) -> None:
-        where = path or "<config>"
-        if line is not None:
-            where += f":{line}"
-        super().__init__(f"{where}: {key + ': ' if key else ''}{message}")
-        self.path = path
-        self.line = line
-        self.key = key
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._http import WireRequest
 from .._json import dumps, loads, loads_or_text
-from ..errors import APIConnectionError
+from ..errors import APIConnectionError, MissingAPIKeyError, error_frame
 from ..types import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -67,7 +67,6 @@ from ._convert import (
 )
 from .base import Capabilities
 from .http import HTTPProvider
-from .openai import MissingAPIKeyError, error_frame
 
 if TYPE_CHECKING:
     import httpx

@@ -120,9 +120,6 @@ class Provider(ABC):
         return f"{type(self).__name__}(name={self.name!r})"
 
 
-ProviderLike = "Provider | type[Provider]"
-
-
 def _key_for(cls: type[Provider], api_key: Any) -> Any:
     if isinstance(api_key, dict):
         for k in (cls.__name__.lower(), getattr(cls, "key_name", "")):

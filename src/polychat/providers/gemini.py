@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._http import WireRequest, retry_after_seconds
 from .._json import dumps, loads, loads_or_text
-from ..errors import APIConnectionError, APIError, InvalidRequestError, status_error
+from ..errors import APIConnectionError, APIError, InvalidRequestError, MissingAPIKeyError, error_frame, status_error
 from ..types import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -69,7 +69,6 @@ from ._convert import (
 from ._names import path_segment
 from .base import Capabilities
 from .http import HTTPProvider
-from .openai import MissingAPIKeyError, error_frame
 
 if TYPE_CHECKING:
     import httpx

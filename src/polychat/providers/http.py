@@ -29,8 +29,8 @@ from .._http import (
 from .._proxy import ProxyConfig, parse_proxy
 from .._redact import mask_secret, redact_url, split_credentials
 from .._shapes import header_problem
+from .._timeouts import Watch, shutdown_socket
 from ..errors import ConfigError
-from ..routing.timeouts import Watch, shutdown_socket
 from .base import Provider
 
 if TYPE_CHECKING:

@@ -17,7 +17,7 @@ from .. import _constants as C
 from .._http import WireRequest
 from .._json import dumps, loads_or_text
 from .._sse import SSEDecoder
-from ..errors import APIConnectionError, APIError, APIStatusError, status_error
+from ..errors import APIConnectionError, APIError, MissingAPIKeyError, error_frame
 from ..types import ChatCompletion, ChatCompletionChunk, Model, ModelList
 from .base import Capabilities
 from .http import HTTPProvider
@@ -32,39 +32,6 @@ _completion_decoder = msgspec.json.Decoder(ChatCompletion, strict=False)
 _models_decoder = msgspec.json.Decoder(ModelList, strict=False)
 
 _USER_AGENT = "polychat/0.1"
-
-# In-stream error frames carry no HTTP status; infer one from the error's type or code.
-_ERROR_TYPE_STATUS = {
-    "invalid_request_error": 400,
-    "authentication_error": 401,
-    "permission_error": 403,
-    "not_found_error": 404,
-    "rate_limit_error": 429,
-    "rate_limit_exceeded": 429,
-    "insufficient_quota": 429,
-    "overloaded_error": 529,
-    "server_error": 500,
-    "api_error": 500,
-}
-
-
-def error_frame(payload: Any, provider: str) -> APIStatusError:
-    """The exception for an ``{"error": ...}`` object found inside a 200 response or stream."""
-    err = payload.get("error") if isinstance(payload, dict) else None
-    status = 500
-    if isinstance(err, dict):
-        code = err.get("code")
-        if isinstance(code, int) and 400 <= code < 600:
-            status = code
-        elif isinstance(code, str) and code.isdigit() and 400 <= int(code) < 600:
-            status = int(code)
-        else:
-            status = _ERROR_TYPE_STATUS.get(str(err.get("type") or code or ""), 500)
-    return status_error(status, payload, provider=provider)
-
-
-class MissingAPIKeyError(APIError):
-    """The provider needs an API key and none was given; nothing was sent."""
 
 
 class OpenAIStreamParser:

@@ -20,7 +20,7 @@ import logging
 from importlib.metadata import EntryPoint, entry_points
 from typing import TYPE_CHECKING
 
-from ..errors import ConfigError
+from ..errors import ConfigError, PluginError
 
 if TYPE_CHECKING:
     from .base import Provider
@@ -30,10 +30,6 @@ log = logging.getLogger("polychat")
 
 _cache: dict[str, EntryPoint] | None = None
 _loaded: dict[str, type[Provider]] = {}
-
-
-class PluginError(ConfigError):
-    """A provider plugin is installed but cannot be used (import failure, or not a Provider class)."""
 
 
 def available(*, refresh: bool = False) -> dict[str, EntryPoint]:

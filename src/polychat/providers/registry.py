@@ -29,11 +29,11 @@ from msgspec.structs import replace
 
 from .._http import WireRequest
 from .._request import PARAMS
-from ..errors import ConfigError
+from ..errors import ConfigError, MissingAPIKeyError
 from ._convert import Check, accepted_params, format_types, only, unsupported
 from ._names import path_segment
 from .base import Capabilities, Provider
-from .openai import MissingAPIKeyError, OpenaiChat
+from .openai import OpenaiChat
 
 if TYPE_CHECKING:
     from .._request import ChatRequest

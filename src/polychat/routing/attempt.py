@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from .._timeouts import Limits, Watch, within
 from ..errors import APIError, APITimeoutError, EmptyResponseError
-from .timeouts import Limits, Watch, within
 
 if TYPE_CHECKING:
     from .._context import CallContext

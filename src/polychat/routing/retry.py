@@ -117,6 +117,7 @@ class _StreamRun:
         is, so its next step is this one again."""
         if self.prefilled and isinstance(error, BadRequestError) and step.provider.breaker_key not in self.no_prefill:
             self.no_prefill.add(step.provider.breaker_key)
+            self.plan.failed(step, error, elapsed, may_retry=False)  # recorded (an attempt that failed), no move
             log.warning(
                 "polychat: %s refused the partial answer as a prefill (%s); asking it to continue instead",
                 step.provider.name,
@@ -477,6 +478,17 @@ def _pass() -> None:
 def _chain(held: list[T], rest: Iterator[T]) -> Iterator[T]:
     yield from held
     yield from rest
+
+
+def default_chain(*, api_key: Any = None, base_url: str | None = None) -> Provider:
+    """What ``Client()`` uses when no provider is given: the members of
+    :func:`polychat.providers.defaults.default_members`, tried in that order."""
+    from ..providers.defaults import default_members
+
+    members = default_members(api_key=api_key, base_url=base_url)
+    if len(members) == 1:
+        return members[0]
+    return RetryProvider(members, max_retries=1, name="default")
 
 
 class IterListProvider(RetryProvider):

@@ -9,6 +9,9 @@ One :class:`Watch` per attempt holds the deadlines. How it fires depends on the 
   watchdog thread calls it when a deadline passes. Time the caller spends between chunks is never counted.
 
 Every timeout surfaces as :class:`~polychat.errors.APITimeoutError` saying which limit fired.
+
+It sits below both the failover engine (:mod:`polychat.routing`, which sets the limits) and the HTTP providers
+(which bound their waits by them), so that providers never import the routing layer.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from ..errors import APIError, APITimeoutError
+from .errors import APIError, APITimeoutError
 
 T = TypeVar("T")
 
@@ -35,10 +38,6 @@ class Limits(msgspec.Struct, frozen=True):
     first_token: float | None = None
     idle: float | None = None
     deadline_at: float | None = None
-
-    @property
-    def any(self) -> bool:
-        return self.first_token is not None or self.idle is not None or self.deadline_at is not None
 
 
 def _min(*values: float | None) -> float | None:
@@ -132,12 +131,10 @@ class Watch:
 
     def translate(self, error: APIError, provider: str) -> APIError:
         """The error to report for a failed attempt: a timeout if this watch fired, else ``error`` itself."""
-        if self.fired is None and not isinstance(error, APITimeoutError):
-            return error
-        reason = self.fired or self.reason()
-        if self.fired == "cancelled":
-            return error
-        err = APITimeoutError(f"Timed out: {reason}", provider=provider)
+        lim = self.limits
+        if self.fired is None and (not isinstance(error, APITimeoutError) or lim == Limits()):
+            return error  # not ours: with no limits of its own, the watch cannot say better what timed out
+        err = APITimeoutError(f"Timed out: {self.fired or self.reason()}", provider=provider)
         err.__cause__ = error
         return err
 
