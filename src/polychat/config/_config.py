@@ -4,7 +4,6 @@ facts callers ask for (client arguments, availability, secrets, a redacted view)
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 from dataclasses import asdict
