@@ -46,6 +46,7 @@ _ABSENT = (
 SETUP = {
     "absent": _ABSENT,
     "absent-2": _ABSENT,
+    "before": _ABSENT,
     "off": "import opentelemetry.trace\n",
     "on": (
         "from opentelemetry import trace\n"
@@ -65,9 +66,11 @@ IMPORT_CODE = "from polychat import Client\nimport polychat.providers.openai\n"
 # -- worker ---------------------------------------------------------------------------------------------------------
 
 
-def worker(mode: str, base: str) -> None:
+def worker(mode: str, base: str, before: str | None) -> None:
     # bench/profile.py would shadow the standard library's profile module, which cProfile imports.
     sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != BENCH]
+    if mode == "before":
+        sys.path.insert(0, before or "")
     exec(SETUP[mode], {})
     from polychat import AsyncClient, Client
     from polychat.providers import OpenaiChat
@@ -150,9 +153,10 @@ def worker(mode: str, base: str) -> None:
 # -- driver ---------------------------------------------------------------------------------------------------------
 
 
-def import_time(mode: str, reps: int) -> float:
+def import_time(mode: str, reps: int, before: str | None) -> float:
     script = (
-        SETUP[mode]
+        (f"import sys\nsys.path.insert(0, {before!r})\n" if mode == "before" else "")
+        + SETUP[mode]
         + "import time\nt0 = time.process_time()\n"
         + IMPORT_CODE
         + "print(time.process_time() - t0)\n"
@@ -170,11 +174,17 @@ def import_time(mode: str, reps: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     ap.add_argument("--quick", action="store_true", help="fewer rounds (a smoke run)")
-    ap.add_argument("--worker", choices=MODES, help=argparse.SUPPRESS)
+    ap.add_argument("--worker", choices=(*MODES, "before"), help=argparse.SUPPRESS)
     ap.add_argument("--base", help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--before",
+        metavar="SRC",
+        help="also measure the polychat in SRC (a checkout's src/ directory, e.g. from before tracing), as 'before'",
+    )
     args = ap.parse_args()
     if args.worker:
-        return worker(args.worker, args.base)
+        return worker(args.worker, args.base, args.before)
+    modes = (*MODES, "before") if args.before else MODES
     rounds, batch, import_reps = (6, 10, 3) if args.quick else (60, 10, 9)
 
     up = subprocess.Popen(
@@ -186,16 +196,17 @@ def main() -> None:
     assert up.stdout is not None
     port = int(up.stdout.readline().split()[1])
     base = f"http://127.0.0.1:{port}/v1"
+    before_arg = ["--before", args.before] if args.before else []
     workers = {
         m: subprocess.Popen(
-            [sys.executable, __file__, "--worker", m, "--base", base],
+            [sys.executable, __file__, "--worker", m, "--base", base, *before_arg],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
         )
-        for m in MODES
+        for m in modes
     }
-    samples: dict[str, dict[str, list[list[float]]]] = {m: {k: [] for k in KINDS} for m in MODES}
+    samples: dict[str, dict[str, list[list[float]]]] = {m: {k: [] for k in KINDS} for m in modes}
     try:
 
         def ask(m: str, n: int) -> dict[str, list[list[float]]]:
@@ -205,21 +216,21 @@ def main() -> None:
             p.stdin.flush()
             return json.loads(p.stdout.readline())  # type: ignore[no-any-return]
 
-        for m in MODES:
+        for m in modes:
             ask(m, 20)  # warm-up: pools, caches, first-call imports
         for r in range(rounds):
-            order = MODES[r % len(MODES) :] + MODES[: r % len(MODES)]
+            order = modes[r % len(modes) :] + modes[: r % len(modes)]
             for m in order:
                 for k, v in ask(m, batch).items():
                     samples[m][k].extend(v)
         calls = {}
-        for m in MODES:
+        for m in modes:
             p = workers[m]
             assert p.stdin is not None and p.stdout is not None
             p.stdin.write("count\n")
             p.stdin.flush()
             calls[m] = json.loads(p.stdout.readline())
-        imports = {m: import_time(m, import_reps) for m in MODES}
+        imports = {m: import_time(m, import_reps, args.before) for m in modes}
     finally:
         for p in workers.values():
             if p.stdin is not None:
@@ -231,13 +242,13 @@ def main() -> None:
         up.wait(timeout=10)
 
     # CPU time is the figure: on a shared machine wall time mostly measures the neighbours' load.
-    med = {m: {k: [statistics.median(x[i] for x in v) for i in (0, 1)] for k, v in samples[m].items()} for m in MODES}
+    med = {m: {k: [statistics.median(x[i] for x in v) for i in (0, 1)] for k, v in samples[m].items()} for m in modes}
     lines = [
         f"Tracing overhead ({time.strftime('%Y-%m-%d')}, {rounds} rounds x {batch} calls per kind and mode, "
         "interleaved; medians of CPU time per call (wall time in brackets); ratios to 'absent' in the same run)",
         "",
-        "| | " + " | ".join(MODES) + " |",
-        "|---|" + "---:|" * len(MODES),
+        "| | " + " | ".join(modes) + " |",
+        "|---|" + "---:|" * len(modes),
     ]
     for k in KINDS:
         base_v = med["absent"][k][1]
@@ -245,16 +256,16 @@ def main() -> None:
             f"{med[m][k][1] * 1000:.3f} ms"
             + ("" if m == "absent" else f" ({med[m][k][1] / base_v:.2f}x)")
             + f" [{med[m][k][0] * 1000:.3f} ms]"
-            for m in MODES
+            for m in modes
         ]
         lines.append(f"| {k} | " + " | ".join(cells) + " |")
     for k in KINDS:
         cells = [
             f"{calls[m][k]:.0f}" + ("" if m == "absent" else f" ({calls[m][k] - calls['absent'][k]:+.0f})")
-            for m in MODES
+            for m in modes
         ]
         lines.append(f"| {k}: Python function calls per call | " + " | ".join(cells) + " |")
-    cells = [f"{imports[m] * 1000:.1f} ms" for m in MODES]
+    cells = [f"{imports[m] * 1000:.1f} ms" for m in modes]
     lines.append("| `from polychat import Client` + OpenaiChat, CPU (fresh interpreter) | " + " | ".join(cells) + " |")
     load = os.getloadavg()[0]
     lines += ["", f"Load average during the run: {load:.1f} on {os.cpu_count()} CPUs."]
