@@ -389,13 +389,15 @@ def refusal(spec: GatewayKeySpec, verdict: Verdict, tokens: int) -> Refusal:
 
 
 class _KeyState:
-    __slots__ = ("requests", "reservations", "tokens", "usage", "used", "window")
+    __slots__ = ("requests", "reservations", "reserved", "tokens", "usage", "used", "window", "window_total")
 
     def __init__(self) -> None:
         self.requests: deque[float] = deque()  # admission times (ms) in the window
         self.tokens: deque[tuple[float, str]] = deque()  # (time, rid) of token entries in the window
         self.window: dict[str, int] = {}  # rid -> tokens counted in the window
+        self.window_total = 0  # sum of ``window`` (kept, not recomputed: the window may hold many entries)
         self.reservations: dict[str, tuple[int, float]] = {}  # rid -> (tokens, lease deadline)
+        self.reserved = 0  # sum of the reservations' tokens
         self.used = 0
         self.usage = {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
 
@@ -417,13 +419,19 @@ class MemoryLimits:
     async def reserve(self, spec: GatewayKeySpec, rid: str, tokens: int) -> Verdict:
         now = time.monotonic() * 1000
         st = self._state(spec.name)
-        for dead in [r for r, (_, until) in st.reservations.items() if until <= now]:
-            st.used += st.reservations.pop(dead)[0]
+        # Leases run out in the order reservations were made (dicts keep insertion order): expired ones are in front.
+        while st.reservations:
+            oldest, (held, until) = next(iter(st.reservations.items()))
+            if until > now:
+                break
+            del st.reservations[oldest]
+            st.reserved -= held
+            st.used += held
         cutoff = now - WINDOW_MS
         while st.requests and st.requests[0] <= cutoff:
             st.requests.popleft()
         while st.tokens and st.tokens[0][0] <= cutoff:
-            st.window.pop(st.tokens.popleft()[1], None)
+            st.window_total -= st.window.pop(st.tokens.popleft()[1], 0)
         verdict = self._check(spec, st, tokens, now)
         if not verdict.ok:
             refused = self._refused.setdefault(spec.name, {})
@@ -434,7 +442,9 @@ class MemoryLimits:
         if spec.tokens_per_minute is not None:
             st.tokens.append((now, rid))
             st.window[rid] = tokens
+            st.window_total += tokens
         st.reservations[rid] = (tokens, now + LEASE_MS)
+        st.reserved += tokens
         return ADMITTED
 
     @staticmethod
@@ -445,7 +455,7 @@ class MemoryLimits:
         if tpm is not None:
             if tokens > tpm:
                 return Verdict(False, "too_large", -1)
-            total = sum(st.window.values())
+            total = st.window_total
             if total + tokens > tpm:
                 need, freed = total + tokens - tpm, 0
                 for at, rid in st.tokens:
@@ -456,17 +466,19 @@ class MemoryLimits:
         if budget is not None:
             if tokens > budget:
                 return Verdict(False, "too_large", -1)
-            reserved = sum(t for t, _ in st.reservations.values())
-            if st.used + reserved + tokens > budget:
-                return Verdict(False, "budget", 1000 if reserved else -1)
+            if st.used + st.reserved + tokens > budget:
+                return Verdict(False, "budget", 1000 if st.reserved else -1)
         return ADMITTED
 
     async def settle(self, spec: GatewayKeySpec, rid: str, tokens: int, prompt: int, completion: int) -> None:
         st = self._state(spec.name)
-        if st.reservations.pop(rid, None) is None:
+        reservation = st.reservations.pop(rid, None)
+        if reservation is None:
             return  # settled already, or charged in full when its lease ran out
+        st.reserved -= reservation[0]
         st.used += tokens
         if rid in st.window:
+            st.window_total += tokens - st.window[rid]
             st.window[rid] = tokens
         self._count(st, tokens, prompt, completion)
 
@@ -486,7 +498,7 @@ class MemoryLimits:
         st = self._state(name)
         return KeyUsage(
             used=st.used,
-            reserved=sum(t for t, _ in st.reservations.values()),
+            reserved=st.reserved,
             refused=dict(self._refused.get(name, {})),
             **st.usage,
         )
