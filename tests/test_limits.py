@@ -207,3 +207,23 @@ async def test_redis_down_open_lets_requests_through_and_records_their_usage_whe
         usage = await limiter.backend.usage("team-a")
         assert (usage.requests, usage.total_tokens, usage.used, usage.reserved) == (2, 17, 17, 0)
         await limiter.aclose()
+
+
+async def test_a_reservation_never_settled_is_charged_in_full_when_its_lease_ends(
+    backend_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A gateway that dies mid-request never settles; with a lease of 0 ms the next request finds it expired.
+    monkeypatch.setattr("polychat.server._limits.LEASE_MS", 0)
+    monkeypatch.setattr("polychat.server._limits_redis.LEASE_MS", 0)
+    backend = backend_factory()
+    key = spec(budget_tokens=10_000)
+    orphan = await Limiter({"team-a": key}, backend).admit(key, "fast", MESSAGES, {"max_tokens": 100})
+    assert isinstance(orphan, Admission)
+    assert isinstance(
+        await Limiter({"team-a": key}, backend).admit(key, "fast", MESSAGES, {"max_tokens": 1}), Admission
+    )
+    usage = await backend.usage("team-a")
+    assert usage.used == orphan.reserved  # charged: the upstream may well have served it
+    await backend.settle(key, orphan.rid, 5, 2, 3)  # too late: the charge stands, nothing is counted twice
+    assert (await backend.usage("team-a")).used == orphan.reserved
+    await backend.aclose()
