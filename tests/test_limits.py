@@ -227,3 +227,19 @@ async def test_a_reservation_never_settled_is_charged_in_full_when_its_lease_end
     await backend.settle(key, orphan.rid, 5, 2, 3)  # too late: the charge stands, nothing is counted twice
     assert (await backend.usage("team-a")).used == orphan.reserved
     await backend.aclose()
+
+
+async def test_a_key_with_only_a_request_limit_still_counts_the_tokens_used(backend_factory: Any) -> None:
+    backend = backend_factory()
+    key = spec(requests_per_minute=10)
+    limiter = Limiter({"team-a": key}, backend)
+    admitted = await limiter.admit(key, "fast", MESSAGES, {})
+    assert isinstance(admitted, Admission) and admitted.reserved == 0
+    admitted.usage = CompletionUsage(prompt_tokens=3, completion_tokens=2, total_tokens=5)
+    admitted.finish()
+    await limiter.drain(10)
+    assert limiter.pending == 0
+    usage = await backend.usage("team-a")
+    assert (usage.requests, usage.prompt_tokens, usage.completion_tokens, usage.total_tokens) == (1, 3, 2, 5)
+    assert usage.reserved == 0
+    await backend.aclose()

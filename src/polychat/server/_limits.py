@@ -289,6 +289,13 @@ class Limiter:
                 await asyncio.sleep(delay)  # waiting for Redis to come back, not synchronising with anything
                 delay = min(delay * 2, 1.0)
                 continue
+            except Exception as e:  # a bug, not an outage: retrying would fail the same way and hold the queue
+                log.error(
+                    "polychat: could not settle a request of key %r (%d tokens): %r",
+                    admission.spec.name,
+                    tokens,
+                    e,
+                )
             self._back()
             delay = 0.05
             self._pending.popleft()

@@ -27,6 +27,7 @@ from ._limits import ADMITTED, LEASE_MS, WINDOW_MS, BackendUnavailable, KeyUsage
 _PREFIX = "polychat:limits:"
 _PARTS = ("req", "tok", "amt", "res", "lease", "st")
 
+# Lua's unary minus makes -0 of 0, which Redis sends as "-0" and HINCRBY refuses: negate as ``0 - x``.
 _COMMON = """
 local req, tok, amt, res, lease, st = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local t = redis.call('TIME')
@@ -44,7 +45,7 @@ local dead = redis.call('ZRANGEBYSCORE', lease, '-inf', now)
 for _, rid in ipairs(dead) do
   local r = tonumber(redis.call('HGET', res, rid) or '0')
   redis.call('HDEL', res, rid)
-  redis.call('HINCRBY', st, 'reserved', -r)
+  redis.call('HINCRBY', st, 'reserved', 0 - r)
   redis.call('HINCRBY', st, 'used', r)
 end
 if #dead > 0 then redis.call('ZREMRANGEBYSCORE', lease, '-inf', now) end
@@ -58,7 +59,7 @@ if #old > 0 then
     redis.call('HDEL', amt, rid)
   end
   redis.call('ZREMRANGEBYSCORE', tok, '-inf', cutoff)
-  redis.call('HINCRBY', st, 'window', -freed)
+  redis.call('HINCRBY', st, 'window', 0 - freed)
 end
 local function refuse(limit, wait)
   redis.call('HINCRBY', st, 'refused:' .. limit, 1)
@@ -115,7 +116,7 @@ local r = redis.call('HGET', res, id)
 if not r then return 0 end
 redis.call('HDEL', res, id)
 redis.call('ZREM', lease, id)
-redis.call('HINCRBY', st, 'reserved', -tonumber(r))
+redis.call('HINCRBY', st, 'reserved', 0 - tonumber(r))
 redis.call('HINCRBY', st, 'used', tokens)
 local counted = redis.call('HGET', amt, id)
 if counted then
