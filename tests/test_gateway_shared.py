@@ -83,9 +83,11 @@ def test_keys_wrong_key_401_allowlist_403_limit_429_and_usage_readable(
         with pytest.raises(openai.PermissionDeniedError) as denied:
             client.chat.completions.create(model="smol", messages=HI, max_tokens=2)  # type: ignore[arg-type]
         assert denied.value.code == "model_not_allowed" and "'smol'" in denied.value.message
+        used = 0
         for _ in range(2):
             answer = client.chat.completions.create(model="fast", messages=HI, max_tokens=2)  # type: ignore[arg-type]
-            assert answer.choices[0].message.content is not None
+            assert answer.choices[0].message.content is not None and answer.usage is not None
+            used += answer.usage.total_tokens
         with pytest.raises(openai.RateLimitError) as limited:
             client.chat.completions.create(model="fast", messages=HI, max_tokens=2)  # type: ignore[arg-type]
         assert limited.value.code == "rate_limit_exceeded"
@@ -94,6 +96,10 @@ def test_keys_wrong_key_401_allowlist_403_limit_429_and_usage_readable(
         other = openai.OpenAI(base_url=gw.base_url, api_key=OTHER, max_retries=0)
         other.chat.completions.create(model="smol", messages=HI, max_tokens=2)  # type: ignore[arg-type]
 
+        def settled() -> bool:
+            return metric_value(metrics(gw), "polychat_key_tokens_total", key="team-a", kind="total") == used
+
+        wait_until(settled, 30, what="the answers' usage to be settled")  # settling runs after the answer is sent
         text = metrics(gw)
         assert metric_value(text, "polychat_key_requests_total", key="team-a") == 2
         assert metric_value(text, "polychat_key_refused_total", key="team-a", limit="requests") == 1
