@@ -288,7 +288,11 @@ def test_redis_killed_mid_load_and_restarted(llama_server: LlamaServer, mode: st
         stop.set()
         loader.join(60)
         assert set(background) <= ({200, 503} if mode == "closed" else {200}), background
-        wait_until(settled, 30, what="usage settled after Redis came back")
+        try:
+            wait_until(settled, 30, what="usage settled after Redis came back")
+        except TimeoutError:
+            key_lines = [line for line in metrics(gw).splitlines() if line.startswith("polychat_key_")]
+            raise AssertionError(f"expected > {expected}; {key_lines}\n{gw.log_text()[-3000:]}") from None
         requests = metric_value(metrics(gw), "polychat_key_requests_total", key="team-a")
         assert requests == (4 if mode == "open" else 3) + background.count(200)
         log = gw.log_text()

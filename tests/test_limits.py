@@ -243,3 +243,20 @@ async def test_a_key_with_only_a_request_limit_still_counts_the_tokens_used(back
     assert (usage.requests, usage.prompt_tokens, usage.completion_tokens, usage.total_tokens) == (1, 3, 2, 5)
     assert usage.reserved == 0
     await backend.aclose()
+
+
+async def test_a_reservation_whose_reply_was_lost_is_undone_once(backend_factory: Any) -> None:
+    # Redis may apply a reservation and die before replying: the gateway then treats the request as admitted
+    # offline ("open") or refused ("closed"), and later resolves it with record(), which undoes the reservation.
+    backend = backend_factory()
+    key = spec(requests_per_minute=10, tokens_per_minute=10_000, budget_tokens=10_000)
+    assert (await backend.reserve(key, "served-offline", 300)).ok
+    assert (await backend.reserve(key, "refused", 300)).ok
+    await backend.record(key, "served-offline", 42, 40, 2, True)
+    await backend.record(key, "refused", 0, 0, 0, False)
+    await backend.record(key, "served-offline", 42, 40, 2, True)  # a replay changes nothing
+    usage = await backend.usage("team-a")
+    assert (usage.requests, usage.reserved, usage.used, usage.total_tokens) == (1, 0, 42, 42)
+    for i in range(9):  # the undone reservations no longer hold places in the minute
+        assert (await backend.reserve(key, f"r{i}", 1)).ok
+    await backend.aclose()

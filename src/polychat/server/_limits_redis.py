@@ -10,7 +10,7 @@ Keys of a gateway key NAME (one hash tag, so a Redis Cluster keeps them on one s
     polychat:limits:{NAME}:lease  sorted set: request id -> deadline (ms); past it, the reservation is charged
     polychat:limits:{NAME}:st     hash: window (tokens in the minute), reserved, used (budget), requests,
                                   prompt_tokens, completion_tokens, total_tokens, refused:<limit>
-    polychat:limits:{NAME}:done:ID  marker (1 day) that usage recorded after an outage was counted once
+    polychat:limits:{NAME}:done:ID  marker (1 day): a request whose reservation met an outage was resolved once
 
 Time comes from Redis (``TIME``), so replicas with skewed clocks still share one window. Usage that must survive a
 Redis restart needs persistence on (``appendonly yes``): see the README's multi-replica section.
@@ -135,6 +135,22 @@ _RECORD = (
     + """
 local id, tokens, prompt, completion = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 if not redis.call('SET', KEYS[7], '1', 'NX', 'PX', 86400000) then return 0 end
+-- the reservation may have been made with only its reply lost: undo it
+local r = redis.call('HGET', res, id)
+if r then
+  redis.call('HDEL', res, id)
+  redis.call('ZREM', lease, id)
+  redis.call('HINCRBY', st, 'reserved', 0 - tonumber(r))
+  redis.call('ZREM', req, id)
+  redis.call('HINCRBY', st, 'requests', -1)
+  local counted = redis.call('HGET', amt, id)
+  if counted then
+    redis.call('HDEL', amt, id)
+    redis.call('ZREM', tok, id)
+    redis.call('HINCRBY', st, 'window', 0 - tonumber(counted))
+  end
+end
+if ARGV[5] ~= '1' then return 1 end
 redis.call('HINCRBY', st, 'requests', 1)
 redis.call('HINCRBY', st, 'used', tokens)
 redis.call('HINCRBY', st, 'prompt_tokens', prompt)
@@ -192,9 +208,11 @@ class RedisLimits:
     async def settle(self, spec: GatewayKeySpec, rid: str, tokens: int, prompt: int, completion: int) -> None:
         await self._run(self._settle, _keys(spec.name), [rid, tokens, prompt, completion])
 
-    async def record(self, spec: GatewayKeySpec, rid: str, tokens: int, prompt: int, completion: int) -> None:
+    async def record(
+        self, spec: GatewayKeySpec, rid: str, tokens: int, prompt: int, completion: int, served: bool
+    ) -> None:
         keys = [*_keys(spec.name), f"{_PREFIX}{{{spec.name}}}:done:{rid}"]
-        await self._run(self._record, keys, [rid, tokens, prompt, completion])
+        await self._run(self._record, keys, [rid, tokens, prompt, completion, 1 if served else 0])
 
     async def usage(self, name: str) -> KeyUsage:
         try:
