@@ -260,3 +260,14 @@ async def test_a_reservation_whose_reply_was_lost_is_undone_once(backend_factory
     for i in range(9):  # the undone reservations no longer hold places in the minute
         assert (await backend.reserve(key, f"r{i}", 1)).ok
     await backend.aclose()
+
+
+async def test_a_retried_reservation_is_counted_once(backend_factory: Any) -> None:
+    # redis-py retries a command whose reply timed out; the script may then run twice for one request
+    backend = backend_factory()
+    key = spec(requests_per_minute=1, budget_tokens=1000)
+    assert (await backend.reserve(key, "same", 100)).ok
+    assert (await backend.reserve(key, "same", 100)).ok  # the retry: still admitted, not refused by its own entry
+    usage = await backend.usage("team-a")
+    assert (usage.requests, usage.reserved) == (1, 100)
+    await backend.aclose()

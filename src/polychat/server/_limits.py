@@ -435,6 +435,8 @@ class MemoryLimits:
     async def reserve(self, spec: GatewayKeySpec, rid: str, tokens: int) -> Verdict:
         now = time.monotonic() * 1000
         st = self._state(spec.name)
+        if rid in st.reservations:
+            return ADMITTED  # a retried call (see the Redis script)
         # Leases run out in the order reservations were made (dicts keep insertion order): expired ones are in front.
         while st.reservations:
             oldest, (held, until) = next(iter(st.reservations.items()))

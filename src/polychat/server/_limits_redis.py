@@ -40,6 +40,8 @@ _RESERVE = (
 local id, est = ARGV[1], tonumber(ARGV[2])
 local rpm, tpm, budget = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local window_ms, lease_ms = tonumber(ARGV[6]), tonumber(ARGV[7])
+-- a retried call (its first reply was lost) must not count the request twice, nor refuse what it admitted
+if redis.call('HEXISTS', res, id) == 1 then return {1, '', 0} end
 -- reservations whose gateway never settled them: charged in full (the upstream may have served them)
 local dead = redis.call('ZRANGEBYSCORE', lease, '-inf', now)
 for _, rid in ipairs(dead) do
