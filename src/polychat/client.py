@@ -149,6 +149,12 @@ class AsyncStream(Generic[_T]):
             self._record.chunk(item)
         return item
 
+    def __del__(self) -> None:
+        # Dropped without aclose() (nothing can be awaited here): at least the call's record and spans end.
+        if self._record is not None:
+            with contextlib.suppress(Exception):
+                self._record.finish()
+
     async def aclose(self) -> None:
         self._first = _END
         aclose = getattr(self._chunks, "aclose", None)
