@@ -128,6 +128,7 @@ CALL_OPTIONS = frozenset(
         # failover switches (see polychat.routing)
         "first_token_timeout",
         "idle_timeout",
+        "response_timeout",
         "deadline",
         "hedge_after",
         "resume",
@@ -137,7 +138,7 @@ CALL_OPTIONS = frozenset(
     }
 )
 #: Call options that are durations in seconds.
-SECONDS_OPTIONS = ("first_token_timeout", "idle_timeout", "deadline", "hedge_after")
+SECONDS_OPTIONS = ("first_token_timeout", "idle_timeout", "response_timeout", "deadline", "hedge_after")
 
 
 class ChatRequest(Struct):

@@ -198,6 +198,7 @@ class _BaseClient:
         deadline: float | None = None,
         hedge_after: float | None = None,
         resume: bool | None = None,
+        response_timeout: float | None = None,
         config: str | os.PathLike[str] | Config | Literal[False] | None = None,
     ) -> None:
         self.config = _load_config(config)
@@ -209,6 +210,7 @@ class _BaseClient:
                 "max_retries": max_retries,
                 "first_token_timeout": first_token_timeout,
                 "idle_timeout": idle_timeout,
+                "response_timeout": response_timeout,
                 "deadline": deadline,
                 "hedge_after": hedge_after,
                 "resume": resume,
@@ -219,6 +221,7 @@ class _BaseClient:
             max_retries = defaults.get("max_retries", max_retries)
             first_token_timeout = defaults.get("first_token_timeout", first_token_timeout)
             idle_timeout = defaults.get("idle_timeout", idle_timeout)
+            response_timeout = defaults.get("response_timeout", response_timeout)
             deadline = defaults.get("deadline", deadline)
             hedge_after = defaults.get("hedge_after", hedge_after)
             resume = defaults.get("resume", resume)
@@ -239,6 +242,7 @@ class _BaseClient:
         self.policy: dict[str, Any] = {
             "first_token_timeout": first_token_timeout,
             "idle_timeout": idle_timeout,
+            "response_timeout": response_timeout,
             "deadline": deadline,
             "hedge_after": hedge_after,
             "resume": resume,
@@ -390,7 +394,7 @@ class Client(_BaseClient):
     ``{'http': ..., 'https': ...}`` dict, or False for a direct connection. ``api_key`` / ``base_url`` apply to
     providers given as classes. ``timeout``: seconds or an ``httpx.Timeout``. ``max_retries``: retries of a
     single provider (default 2; a RetryProvider keeps its own). ``first_token_timeout``, ``idle_timeout``,
-    ``deadline``, ``hedge_after`` and ``resume``: failover defaults for every call (see
+    ``response_timeout``, ``deadline``, ``hedge_after`` and ``resume``: failover defaults for every call (see
     :class:`~polychat.RetryProvider`); a chain's own settings and a call's arguments take precedence.
     ``trust_env=False`` ignores proxy environment variables. ``config``: a TOML config file (path) or a
     :class:`polychat.config.Config`: its ``[defaults]`` fill in unset arguments, and its routes and providers

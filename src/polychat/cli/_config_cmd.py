@@ -133,6 +133,13 @@ def _effective(config: Config) -> list[str]:
     for key in ("first_token_timeout", "idle_timeout", "deadline", "hedge_after"):
         value = config.client_kwargs().get(key)
         rows.append((key, f"{value:g}s" if value is not None else "none", source(value)))
+    answer = config.client_kwargs().get("response_timeout")
+    first = config.client_kwargs().get("first_token_timeout")
+    derived = first * C.RESPONSE_TIMEOUT_FACTOR if first is not None else C.RESPONSE_TIMEOUT
+    why = f"non-stream, per attempt; {C.RESPONSE_TIMEOUT_FACTOR:g} × first_token_timeout, else {C.RESPONSE_TIMEOUT:g}s"
+    rows.append(
+        ("response_timeout", f"{answer if answer is not None else derived:g}s", here if answer is not None else why)
+    )
     retries = config.max_retries if config.max_retries is not None else C.DEFAULT_MAX_RETRIES
     rows.append(("max_retries", str(retries), source(config.max_retries)))
     rows.append(("chat --max-tokens", str(DEFAULT_MAX_TOKENS), "built in; 0 or none: no limit"))

@@ -5,7 +5,6 @@ facts callers ask for (client arguments, availability, secrets, a redacted view)
 from __future__ import annotations
 
 import contextlib
-import importlib
 import logging
 import os
 import time

@@ -131,7 +131,7 @@ _SERVER_KEYS = (
 _GATEWAY_KEY_KEYS = ("key_env", "models", "requests_per_minute", "tokens_per_minute", "budget_tokens")
 #: ``[server] redis_failure``: what limits do while Redis is unreachable.
 REDIS_FAILURE_MODES = ("closed", "open")
-_POLICY_KEYS = ("first_token_timeout", "idle_timeout", "deadline", "hedge_after", "resume")
+_POLICY_KEYS = ("first_token_timeout", "idle_timeout", "response_timeout", "deadline", "hedge_after", "resume")
 _DEFAULTS_KEYS = ("model", "provider", "fallback", "timeout", "proxy", "max_retries", *_POLICY_KEYS)
 _ROUTE_KEYS = ("chain", "max_retries", "shuffle", *_POLICY_KEYS)
 

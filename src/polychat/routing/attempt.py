@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from .. import _constants as C
 from .._timeouts import Limits, Watch, within
 from ..errors import APIError, APITimeoutError, EmptyResponseError
 
@@ -29,6 +30,8 @@ class Policy(msgspec.Struct, frozen=True):
 
     first_token_timeout: float | None = None
     idle_timeout: float | None = None
+    #: Non-stream attempts: seconds to the whole answer (None: derived, see :meth:`answer_timeout`).
+    response_timeout: float | None = None
     deadline_at: float | None = None
     hedge_after: float | None = None
     resume: bool = False
@@ -38,17 +41,26 @@ class Policy(msgspec.Struct, frozen=True):
     call_idle: bool = False
 
     def limits(self, provider: Provider, *, stream: bool) -> Limits:
-        if not stream:
-            return Limits(deadline_at=self.deadline_at)
         first = self.first_token_timeout
-        idle = self.idle_timeout
         own_first = getattr(provider, "first_token_timeout", None)
-        own_idle = getattr(provider, "idle_timeout", None)
         if own_first is not None and not self.call_first_token:
             first = own_first
+        if not stream:
+            return Limits(self.answer_timeout(first), None, self.deadline_at)
+        idle = self.idle_timeout
+        own_idle = getattr(provider, "idle_timeout", None)
         if own_idle is not None and not self.call_idle:
             idle = own_idle
         return Limits(first, idle, self.deadline_at)
+
+    def answer_timeout(self, first_token: float | None) -> float:
+        """A non-stream attempt's limit: ``response_timeout``, else a multiple of the first-token limit in effect,
+        else :data:`~polychat._constants.RESPONSE_TIMEOUT` (the numbers and why: :mod:`polychat._constants`)."""
+        if self.response_timeout is not None:
+            return self.response_timeout
+        if first_token is not None:
+            return first_token * C.RESPONSE_TIMEOUT_FACTOR
+        return C.RESPONSE_TIMEOUT
 
 
 def has_content(chunk: ChatCompletionChunk) -> bool:
@@ -86,6 +98,7 @@ class SyncAttempt:
         return time.monotonic() - self.started
 
     def complete(self) -> ChatCompletion:
+        self.watch.phase = "answer"
         self.watch.start()
         try:
             return self.provider.complete(self.request, self.ctx)
@@ -177,8 +190,9 @@ class AsyncAttempt:
         return _min(idle, lim.deadline_at)
 
     async def complete(self) -> ChatCompletion:
+        self._phase = "answer"
         try:
-            return await within(self.limits.deadline_at, self.provider.acomplete(self.request, self.ctx))
+            return await within(self._first_deadline(), self.provider.acomplete(self.request, self.ctx))
         except TimeoutError as e:
             raise self._timeout(e) from e
 
@@ -239,6 +253,7 @@ def resolve_policy(chain_defaults: dict[str, Any], options: dict[str, Any]) -> P
     return Policy(
         first_token_timeout=pick("first_token_timeout"),
         idle_timeout=pick("idle_timeout"),
+        response_timeout=pick("response_timeout"),
         deadline_at=time.monotonic() + deadline if deadline is not None else None,
         hedge_after=pick("hedge_after"),
         resume=bool(pick("resume")),

@@ -42,7 +42,15 @@ if TYPE_CHECKING:
 log = logging.getLogger("polychat")
 T = TypeVar("T")
 
-_POLICY_KEYS = ("first_token_timeout", "idle_timeout", "deadline", "hedge_after", "resume", "allow_empty")
+_POLICY_KEYS = (
+    "first_token_timeout",
+    "idle_timeout",
+    "response_timeout",
+    "deadline",
+    "hedge_after",
+    "resume",
+    "allow_empty",
+)
 
 
 class _Resumer:
@@ -178,6 +186,8 @@ class RetryProvider(Provider):
     different settings. Policy (each also settable per client and per call):
 
     * ``first_token_timeout`` / ``idle_timeout``: seconds to the first content chunk / between chunks (streams);
+    * ``response_timeout``: seconds to a whole non-stream answer, per attempt (default: 6 × ``first_token_timeout``
+      when that is set, else 300 s — see :mod:`polychat._constants`);
     * ``deadline``: seconds for the whole call, retries and failovers included;
     * ``hedge_after``: seconds without a first token after which the next provider is started too;
     * ``resume``: continue an interrupted stream on the next provider instead of raising;
@@ -194,6 +204,7 @@ class RetryProvider(Provider):
         *,
         first_token_timeout: float | None = None,
         idle_timeout: float | None = None,
+        response_timeout: float | None = None,
         deadline: float | None = None,
         hedge_after: float | None = None,
         resume: bool = False,
@@ -212,6 +223,7 @@ class RetryProvider(Provider):
         for label, value in (
             ("first_token_timeout", first_token_timeout),
             ("idle_timeout", idle_timeout),
+            ("response_timeout", response_timeout),
             ("deadline", deadline),
             ("hedge_after", hedge_after),
         ):
@@ -224,6 +236,7 @@ class RetryProvider(Provider):
         self.policy = {
             "first_token_timeout": first_token_timeout,
             "idle_timeout": idle_timeout,
+            "response_timeout": response_timeout,
             "deadline": deadline,
             "hedge_after": hedge_after,
             "resume": resume,
