@@ -135,10 +135,28 @@ CALL_OPTIONS = frozenset(
         "allow_empty",
         # providers that cannot honour a parameter drop it instead of refusing the call (opt-in)
         "drop_unsupported",
+        # the request as the client sent it in another protocol (see NativeRequest)
+        "native_request",
     }
 )
 #: Call options that are durations in seconds.
 SECONDS_OPTIONS = ("first_token_timeout", "idle_timeout", "response_timeout", "deadline", "hedge_after")
+
+
+class NativeRequest(Struct, frozen=True):
+    """A request as a client sent it in another protocol than OpenAI's (the gateway's ``/v1/messages``).
+
+    A provider that speaks ``protocol`` natively sends ``body`` (with its own model and stream switch) and
+    ``headers`` instead of translating the normalised request, so nothing is lost on the way. ``lossy`` names what
+    the normalised request could not carry: any other provider refuses the call naming the first of them (an
+    :class:`~polychat.errors.UnsupportedParameterError`, so a failover chain tries the next provider), unless the
+    call says ``drop_unsupported=True``.
+    """
+
+    protocol: str
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+    lossy: tuple[str, ...] = ()
 
 
 class ChatRequest(Struct):
@@ -153,6 +171,8 @@ class ChatRequest(Struct):
     extra_body: dict[str, Any] = field(default_factory=dict)
     #: The ``drop_unsupported`` call option: providers drop parameters they cannot honour instead of refusing.
     drop_unsupported: bool = False
+    #: The client's original request in another protocol, for providers that speak it (see NativeRequest).
+    native: NativeRequest | None = None
 
     def with_model(self, model: str) -> ChatRequest:
         return replace(self, model=model)
@@ -229,6 +249,9 @@ def build_request(
         value = options.get(name)
         if value is not None and (not _is_num(value) or value <= 0):
             raise _fail(name, "must be a positive number of seconds")
+    native = options.pop("native_request", None)
+    if native is not None and not isinstance(native, NativeRequest):
+        raise _fail("native_request", "must be a polychat._request.NativeRequest")
     for name in ("resume", "allow_empty", "drop_unsupported"):
         if options.get(name) is not None and not isinstance(options[name], bool):
             raise _fail(name, "must be true or false")
@@ -268,5 +291,6 @@ def build_request(
         extra_query=extras["extra_query"],
         extra_body=extras["extra_body"],
         drop_unsupported=bool(options.get("drop_unsupported")),
+        native=native,
     )
     return req, options

@@ -15,7 +15,7 @@ import msgspec
 
 from .. import _constants as C
 from .._timeouts import Limits, Watch, within
-from ..errors import APIError, APITimeoutError, EmptyResponseError
+from ..errors import APIError, APITimeoutError, EmptyResponseError, UnsupportedParameterError
 
 if TYPE_CHECKING:
     from .._context import CallContext
@@ -63,7 +63,28 @@ class Policy(msgspec.Struct, frozen=True):
         return C.RESPONSE_TIMEOUT
 
 
+def refuse_untranslated(provider: Provider, request: ChatRequest) -> None:
+    """A request that came in another protocol and carries what the normalised request cannot: only a provider
+    speaking that protocol may answer it (others refuse, naming the field), unless the call allows dropping."""
+    native = request.native
+    if native is None or not native.lossy or request.drop_unsupported:
+        return
+    if provider.capabilities.native_protocol == native.protocol:
+        return
+    field = native.lossy[0]
+    raise UnsupportedParameterError(
+        f"Parameter {field} cannot be passed on to provider {provider.name}: only a provider speaking the "
+        f"{native.protocol} protocol can honour it. Remove it, or ask the gateway to drop what a provider cannot "
+        "honour (header x-polychat-drop-unsupported: true).",
+        param=field,
+        provider=provider.name,
+    )
+
+
 def has_content(chunk: ChatCompletionChunk) -> bool:
+    native = chunk.native
+    if native and native.get("type") == "content_block_delta":
+        return True  # a provider's own event carrying a block's content (thinking included)
     for choice in chunk.choices:
         d = choice.delta
         if d.content or d.tool_calls or d.refusal:
@@ -101,6 +122,7 @@ class SyncAttempt:
         self.watch.phase = "answer"
         self.watch.start()
         try:
+            refuse_untranslated(self.provider, self.request)
             return self.provider.complete(self.request, self.ctx)
         except APIError as e:
             err = self.watch.translate(e, self.provider.name)
@@ -115,6 +137,7 @@ class SyncAttempt:
         self.watch.start()
         held: list[ChatCompletionChunk] = []
         try:
+            refuse_untranslated(self.provider, self.request)
             self._chunks = self.provider.stream(self.request, self.ctx)
             for chunk in self._chunks:
                 held.append(chunk)
@@ -190,6 +213,7 @@ class AsyncAttempt:
         return _min(idle, lim.deadline_at)
 
     async def complete(self) -> ChatCompletion:
+        refuse_untranslated(self.provider, self.request)
         self._phase = "answer"
         try:
             return await within(self._first_deadline(), self.provider.acomplete(self.request, self.ctx))
@@ -199,6 +223,7 @@ class AsyncAttempt:
     async def open(self) -> list[ChatCompletionChunk]:
         held: list[ChatCompletionChunk] = []
         deadline = self._first_deadline()
+        refuse_untranslated(self.provider, self.request)
         chunks = self._chunks = self.provider.astream(self.request, self.ctx)
         while True:
             try:
