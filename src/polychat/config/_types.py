@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._failover import SWITCHES, UNSET, FailoverPolicy
 from .._proxy import ProxyConfig
 
 
@@ -86,7 +87,7 @@ _SERVER_KEYS = (
 _GATEWAY_KEY_KEYS = ("key_env", "models", "requests_per_minute", "tokens_per_minute", "budget_tokens")
 #: ``[server] redis_failure``: what limits do while Redis is unreachable.
 REDIS_FAILURE_MODES = ("closed", "open")
-_POLICY_KEYS = ("first_token_timeout", "idle_timeout", "deadline", "hedge_after", "resume")
+_POLICY_KEYS = SWITCHES
 _DEFAULTS_KEYS = ("model", "provider", "timeout", "proxy", "max_retries", *_POLICY_KEYS)
 _ROUTE_KEYS = ("chain", "max_retries", "shuffle", *_POLICY_KEYS)
 
@@ -134,8 +135,8 @@ class RouteSpec:
     chain: tuple[tuple[str, str], ...]
     max_retries: int | None = None
     shuffle: bool = False
-    #: Failover settings of this chain (first_token_timeout, idle_timeout, deadline, hedge_after, resume).
-    policy: dict[str, Any] = field(default_factory=dict)
+    #: Failover settings of this chain.
+    policy: FailoverPolicy = UNSET
 
 
 @dataclass(frozen=True)
