@@ -44,16 +44,21 @@ def default_members(*, api_key: Any = None, base_url: str | None = None) -> list
 
 
 def _native_members(api_key: Any) -> list[Provider]:
-    """Anthropic, Gemini and the registry presets whose credentials are present, in that order."""
-    from .anthropic import Anthropic
-    from .gemini import Gemini
-    from .registry import credentialed
+    """The registry's native adapters that need a key and have one (OpenAI has its own rule above), then the
+    presets whose credentials are present, in registry order."""
+    from .http import HTTPProvider
+    from .registry import NATIVE, credentialed, provider_class
 
     keys = api_key if isinstance(api_key, dict) else {}
     out: list[Provider] = []
-    if keys.get("anthropic") or os.environ.get(Anthropic.api_key_env):
-        out.append(Anthropic(api_key=keys.get("anthropic")))
-    if keys.get("gemini") or any(os.environ.get(k) for k in Gemini.api_key_envs):
-        out.append(Gemini(api_key=keys.get("gemini")))
+    for name in NATIVE:
+        if name == "openai":
+            continue
+        cls = provider_class(name)
+        if not issubclass(cls, HTTPProvider) or cls.official_key_env() is None:
+            continue  # the embedded model comes last; servers you run yourself are never guessed at
+        key = keys.get(name)
+        if key or cls.env_api_key():
+            out.append(cls(api_key=key))
     out.extend(credentialed(keys))
     return out
