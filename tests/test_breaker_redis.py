@@ -18,6 +18,7 @@ from polychat.routing import CircuitBreaker, RedisBreakerStore, RetryProvider
 from polychat.routing.breaker import OPEN, BreakerState
 from tests.support.faults import FaultServer, Ok, Status
 from tests.support.redis import RedisServer
+from tests.support.servers import wait_until
 
 HI = [{"role": "user", "content": "hi"}]
 
@@ -41,17 +42,24 @@ def test_two_stores_share_one_state_and_updates_are_atomic(redis_server: RedisSe
         t.start()
     for t in threads:
         t.join()
-    assert a.get("ep").failures == b.get("ep").failures == 200  # no lost update between "processes"
+    assert a._update("ep", lambda st: st).failures == 200  # no lost update between "processes"
+    wait_until(lambda: a.get("ep").failures == b.get("ep").failures == 200, 10, what="both copies to follow")
 
     breaker_a, breaker_b = CircuitBreaker(a), CircuitBreaker(b)
     breaker_a.failure("ep2", InternalServerError("boom", status_code=500))
     breaker_a.failure("ep2", InternalServerError("boom", status_code=500))
     assert not breaker_b.is_open("ep2")
     breaker_a.failure("ep2", InternalServerError("boom", status_code=500))
-    assert breaker_b.is_open("ep2") and breaker_b.state("ep2") == OPEN
-    assert dict(b.items())["ep2"].state == OPEN
+    assert breaker_a.is_open("ep2")
+    # b's copy follows through pub/sub (a message's delivery away)
+    wait_until(lambda: breaker_b.is_open("ep2"), 10, what="b to see the open breaker")
+    assert breaker_b.state("ep2") == OPEN and dict(b.items())["ep2"].state == OPEN
     breaker_b.success("ep2")
-    assert not breaker_a.is_open("ep2")
+    wait_until(lambda: not breaker_a.is_open("ep2"), 10, what="a to see the breaker closed")
+    late = RedisBreakerStore(redis_server.url)  # a process started later reads what the others left
+    assert late.get("ep").failures == 200
+    for store in (a, b, late):
+        store.close()
 
 
 def chain(fault: FaultServer, store: RedisBreakerStore) -> RetryProvider:
@@ -64,10 +72,12 @@ def chain(fault: FaultServer, store: RedisBreakerStore) -> RetryProvider:
 async def test_a_breaker_opened_by_a_sync_client_is_honoured_by_an_async_one(
     redis_server: RedisServer, faults: FaultServer
 ) -> None:
-    sync_client = Client(provider=chain(faults, RedisBreakerStore(redis_server.url)))
+    first = RedisBreakerStore(redis_server.url)
+    sync_client = Client(provider=chain(faults, first))
     for _ in range(3):
         assert sync_client.chat.completions.create(model="m", messages=HI).provider == "good"
     assert len(faults.requests("flaky")) == 3
+    assert any(st.state == OPEN for _, st in first.items())
     async with AsyncClient(provider=chain(faults, RedisBreakerStore(redis_server.url))) as async_client:
         answer = await async_client.chat.completions.create(model="m", messages=HI)
     assert answer.provider == "good"
@@ -87,8 +97,8 @@ def test_redis_outage_falls_back_to_this_process_and_says_so(
         lost = [r.getMessage() for r in caplog.records if "lost the connection to Redis" in r.getMessage()]
         assert len(lost) == 1  # one line, not one per call
         redis_server.restart()
-        store._next_try = 0.0  # the retry interval is a wall-clock matter; the test does not wait for it
-        assert not breaker.is_open("ep")  # Redis (empty after the restart) is the truth again
+        # Redis (empty after the restart) is the truth again once the store has reconnected
+        wait_until(lambda: not breaker.is_open("ep"), 30, what="the store to resync with Redis")
     messages = [r.getMessage() for r in caplog.records]
     assert any("reachable again" in m for m in messages)
     assert not any("redis-pass" in m for m in messages)

@@ -219,7 +219,11 @@ def test_a_breaker_opened_through_one_replica_is_open_on_the_other(
             assert answer.choices
         assert len(faults.requests("flaky")) == 3
         assert metric_value(metrics(a, OTHER), "polychat_breaker_state", provider="flaky", state="open") == 1
-        assert metric_value(metrics(b, OTHER), "polychat_breaker_state", provider="flaky", state="open") == 1
+
+        def open_on_b() -> bool:
+            return metric_value(metrics(b, OTHER), "polychat_breaker_state", provider="flaky", state="open") == 1
+
+        wait_until(open_on_b, 10, what="replica b to see the breaker replica a opened")
         client_b = openai.OpenAI(base_url=b.base_url, api_key=OTHER, max_retries=0)
         raw = client_b.chat.completions.with_raw_response.create(model="guarded", messages=HI, max_tokens=1)  # type: ignore[arg-type]
         assert raw.headers["x-polychat-provider"] == "llama"
@@ -291,3 +295,42 @@ def test_workers_share_limits_through_redis(llama_server: LlamaServer, redis_ser
 
         statuses = asyncio.run(burst())
         assert statuses.count(200) == limit and statuses.count(429) == sent - limit
+
+
+def test_streams_settle_with_the_upstreams_usage_and_when_the_client_disconnects(
+    llama_server: LlamaServer, redis_server: RedisServer, faults: FaultServer
+) -> None:
+    from polychat.server._limits import prompt_bound
+    from tests.support.faults import Ok, Stall
+
+    key = 'budget_tokens = 100000\nmodels = ["flaky-model"]'
+    with ExitStack() as stack:
+        (gw,) = replicas(stack, 1, config(llama_server, key, fault=faults), redis_server.url)
+        faults.scenario("flaky", Ok("one two three four"), Stall(after_chunks=2))  # the gateway's config set it
+        client = openai.OpenAI(base_url=gw.base_url, api_key=TOKEN, max_retries=0)
+        chunks = list(client.chat.completions.create(model="flaky-model", messages=HI, max_tokens=50, stream=True))  # type: ignore[arg-type]
+        assert all(c.usage is None for c in chunks)  # the usage the gateway asked for is not the client's
+        assert any(c.choices and c.choices[0].delta.content for c in chunks)
+        text = metrics(gw)
+        # the fault server reports prompt 3 + one token per word
+        assert metric_value(text, "polychat_key_tokens_total", key="team-a", kind="total") == 7
+        assert metric_value(text, "polychat_key_budget_used_tokens", key="team-a") == 7
+
+        # a stream the client abandons settles too: with its whole reservation, as the upstream's count is unknown
+        with httpx.stream(
+            "POST",
+            f"{gw.base_url}/chat/completions",
+            json={"model": "flaky-model", "messages": HI, "max_tokens": 50, "stream": True},
+            headers={"authorization": f"Bearer {TOKEN}"},
+            timeout=60,
+        ) as r:
+            lines = r.iter_lines()
+            assert next(line for line in lines if line.startswith("data: "))
+
+        def settled() -> bool:
+            t = metrics(gw)
+            return metric_value(t, "polychat_key_reserved_tokens", key="team-a") == 0
+
+        wait_until(settled, 30, what="the abandoned stream to settle")
+        used = metric_value(metrics(gw), "polychat_key_budget_used_tokens", key="team-a")
+        assert used == 7 + prompt_bound(HI, {}) + 50

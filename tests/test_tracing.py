@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import msgspec
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -217,6 +218,35 @@ def test_resume_on_the_next_provider(spans: InMemorySpanExporter, faults: FaultS
     assert resumed.name == "resume B" and attrs(resumed)["polychat.attempt.kind"] == "resume"
     assert attrs(resumed)["polychat.outcome"] == "ok"
     assert root.status.status_code == StatusCode.UNSET and attrs(root)["polychat.provider"] == "B"
+
+
+class PrefillChat(OpenaiChat):
+    """Says it continues an assistant prefill; the server behind it refuses one (a 400)."""
+
+    capabilities = msgspec.structs.replace(OpenaiChat.capabilities, prefill=True)
+
+
+def test_resume_refused_as_prefill_then_continued(
+    spans: InMemorySpanExporter, faults: FaultServer, flavour: str
+) -> None:
+    text = "one two three four five six seven eight"
+    cut = faults.scenario("cut", ResetAfter(n=3, text=text))
+    picky = faults.scenario("picky", Ok(text=text, continues=True, reject_prefill=True))
+    providers = [OpenaiChat(base_url=cut, name="A", api_key=""), PrefillChat(base_url=picky, name="B", api_key="")]
+    res = call(flavour, RetryProvider(providers, breaker=CircuitBreaker(), max_retries=0, resume=True), stream=True)
+    assert res.error is None and res.text == text
+    assert [(a.provider, a.outcome, a.kind, a.error_class) for a in res.attempts] == [
+        ("A", "failed", "attempt", "APIConnectionError"),
+        ("B", "failed", "resume", "BadRequestError"),  # the prefill, refused
+        ("B", "ok", "resume", "ok"),  # the same provider, asked to continue instead
+    ]
+    _, children = tree(spans)
+    assert [(c.name, attrs(c)["polychat.outcome"]) for c in children] == [
+        ("attempt A", "failed"),
+        ("resume B", "failed"),
+        ("resume B", "ok"),
+    ]
+    assert [attrs(c)["polychat.attempt.index"] for c in children] == [0, 1, 2]
 
 
 def test_interrupted_stream_ends_its_spans_with_the_error(

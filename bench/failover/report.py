@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 SYMBOL = {"pass": "pass", "safe": "safe", "partial": "PARTIAL", "fail": "FAIL", "n/a": "n/a"}
-COLOUR = {"pass": "#2e7d32", "safe": "#f9a825", "partial": "#ef6c00", "fail": "#c62828", "n/a": "#9e9e9e"}
+COLOUR = {"pass": "#2e7d32", "safe": "#64b5f6", "partial": "#ef6c00", "fail": "#c62828", "n/a": "#9e9e9e"}
 
 
 def rows(data: dict[str, Any]) -> list[tuple[str, str, str]]:

@@ -32,7 +32,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path[:0] = [str(HERE), str(ROOT)]
 
-from tests.support.faults import FaultServer  # noqa: E402
+from tests.support.faults import FaultServer, Ok  # noqa: E402
 from tests.support.scenarios import ANSWER, SCENARIOS, Addresses, Scenario  # noqa: E402
 
 #: Seconds from the call to the complete answer within which a result counts (README: the rules).
@@ -72,14 +72,14 @@ class CellSpec:
     scenario: Scenario
     stream: bool
     index: int
+    route: str = ""
+
+    def __post_init__(self) -> None:
+        self.route = self.route or f"r{self.index}"
 
     @property
     def id(self) -> str:
         return f"{self.contender}.{self.scenario.key}.{'stream' if self.stream else 'plain'}"
-
-    @property
-    def route(self) -> str:
-        return f"r{self.index}"
 
 
 # -- addresses that fail before HTTP ------------------------------------------------------------------------------
@@ -107,7 +107,11 @@ def wait_http(url: str, proc: subprocess.Popen[bytes], seconds: float) -> None:
     raise RuntimeError(f"not ready after {seconds:.0f} s")
 
 
-def polychat_config(cells: list[tuple[CellSpec, str, str]]) -> str:
+def warm_cell(warm: str) -> tuple[CellSpec, str, str]:
+    return CellSpec("", SCENARIOS[0], False, -1, route="warm"), warm, warm
+
+
+def polychat_config(cells: list[tuple[CellSpec, str, str]], warm: str) -> str:
     lines = [
         "[defaults]",
         f"timeout = {TIMEOUT}",
@@ -118,7 +122,7 @@ def polychat_config(cells: list[tuple[CellSpec, str, str]]) -> str:
         "resume = true",
         "",
     ]
-    for cell, a, b in cells:
+    for cell, a, b in [*cells, warm_cell(warm)]:
         for side, url in (("a", a), ("b", b)):
             lines += [f"[providers.{cell.route}{side}]", 'type = "openai"', f'base_url = "{url}"']
             lines += ['api_key_env = "BENCH_KEY"', ""]
@@ -126,9 +130,9 @@ def polychat_config(cells: list[tuple[CellSpec, str, str]]) -> str:
     return "\n".join(lines)
 
 
-def litellm_config(cells: list[tuple[CellSpec, str, str]]) -> str:
+def litellm_config(cells: list[tuple[CellSpec, str, str]], warm: str) -> str:
     models, fallbacks = [], []
-    for cell, a, b in cells:
+    for cell, a, b in [*cells, warm_cell(warm)]:
         for side, url in (("", a), ("-b", b)):
             models.append(
                 {
@@ -181,16 +185,17 @@ class Gateways:
             tail = log.read_text(errors="replace").strip().splitlines()[-3:]
             self.unavailable[name] = f"did not start ({e}): {' | '.join(tail)}"[:300]
 
-    def start(self, names: set[str], cells: list[tuple[CellSpec, str, str]]) -> None:
+    def start(self, names: set[str], cells: list[tuple[CellSpec, str, str]], warm: str) -> None:
+        """Start the wanted gateways, each with a route per cell of its own and a ``warm`` route to ``warm``."""
         if "polychat-serve" in names:
             cfg = self.tmp / "polychat.toml"
-            cfg.write_text(polychat_config([c for c in cells if c[0].contender == "polychat-serve"]))
+            cfg.write_text(polychat_config([c for c in cells if c[0].contender == "polychat-serve"], warm))
             port = free_port()
             cmd = [str(ROOT / ".venv" / "bin" / "polychat"), "serve", "--config", str(cfg), "--port", str(port)]
             self._start("polychat-serve", cmd, "/health", port, 60)
         if "litellm-proxy" in names:
             cfg = self.tmp / "litellm.yaml"
-            cfg.write_text(litellm_config([c for c in cells if c[0].contender == "litellm-proxy"]))
+            cfg.write_text(litellm_config([c for c in cells if c[0].contender == "litellm-proxy"], warm))
             port = free_port()
             exe = str(PEERS_PY.parent / "litellm")
             self._start(
@@ -309,9 +314,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     b = faults.scenario(f"{tag}b", sc.second)
                     cells.append((cell, a, b))
         gateways = Gateways(env, tmp)
+        warm = faults.scenario("warm-up", Ok(text=ANSWER))
         try:
-            gateways.start({n for n, _, _ in wanted}, cells)
-            results = drive(wanted, cells, gateways, env)
+            gateways.start({n for n, _, _ in wanted}, cells, warm)
+            results = drive(wanted, cells, gateways, env, warm)
         finally:
             gateways.stop()
         bugs = list(faults.handler_errors)
@@ -349,6 +355,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         to_a, to_b = asked[cell.id]
         if to_a == 0:
             s, note = "n/a", "never asked the failing provider (a bench or setup problem, not a result)"
+        elif cell.scenario.calls > 1:
+            note += f"; the flapping provider was asked {to_a} times, the healthy one {to_b}"
         row[key] = {"score": s, "note": note, "requests_first": to_a, "requests_second": to_b, "calls": res["calls"]}
     return {
         "info": info,
@@ -364,6 +372,7 @@ def drive(
     cells: list[tuple[CellSpec, str, str]],
     gateways: Gateways,
     env: dict[str, str],
+    warm: str,
 ) -> dict[str, dict[str, Any]]:
     """Run the contenders' workers, :data:`WORKERS` at a time; every cell's result by cell id."""
     results: dict[str, dict[str, Any]] = {}
@@ -378,6 +387,7 @@ def drive(
             "retries": RETRIES,
             "cap": HARD_CAP,
             "cell_cap": CELL_CAP,
+            "warm": warm,
             "cells": [
                 {"id": c.id, "a": a, "b": b, "stream": c.stream, "calls": c.scenario.calls, "route": c.route}
                 for c, a, b in cells

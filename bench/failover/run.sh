@@ -4,7 +4,7 @@
 # 1. the project's venv and bench/.venv-peers, as bench/run.sh builds them (its --setup-only);
 # 2. Portkey's open-source gateway from npm into bench/failover/node_modules (pinned in package.json);
 # 3. bench/failover/run.py: every scenario against every contender, in parallel; prints the scorecard and writes
-#    bench/failover/results/latest.{md,json,png}. About 3 minutes once the venvs exist.
+#    bench/failover/results/latest.{md,json,png}. About 3 minutes once the venvs exist (4-8 minutes to build them).
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"

@@ -1,8 +1,9 @@
 """A real ``redis-server`` (Debian's) on a free loopback port, for the shared-state tests.
 
 ``RedisServer()`` starts it without persistence (``--save '' --appendonly no``); ``RedisServer(persistent=True)``
-turns the append-only file on (``appendfsync always``), so ``kill()`` followed by ``restart()`` — same port, same
-directory — keeps every write Redis acknowledged. ``stop()`` is idempotent; the directory goes with it.
+turns the append-only file on (``appendfsync always`` unless ``fsync`` says otherwise), so ``kill()`` followed by
+``restart()`` — same port, same directory — keeps every write Redis acknowledged. ``stop()`` is idempotent; the
+directory goes with it.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from tests.support.servers import LOOPBACK, ManagedProcess, _Server, free_port, 
 class RedisServer(_Server):
     name = "redis-server"
 
-    def __init__(self, *, persistent: bool = False, password: str | None = None) -> None:
+    def __init__(self, *, persistent: bool = False, password: str | None = None, fsync: str = "always") -> None:
         super().__init__()
         self.port = free_port()
         self.persistent = persistent
+        self.fsync = fsync
         self.password = password
         auth = f":{password}@" if password else ""
         self.url = f"redis://{auth}{LOOPBACK}:{self.port}/0"
@@ -31,7 +33,7 @@ class RedisServer(_Server):
         argv = [self._program, "--port", str(self.port), "--bind", LOOPBACK, "--dir", str(self.tmpdir)]
         argv += ["--save", "", "--daemonize", "no", "--logfile", ""]
         if self.persistent:
-            argv += ["--appendonly", "yes", "--appendfsync", "always"]
+            argv += ["--appendonly", "yes", "--appendfsync", self.fsync]
         else:
             argv += ["--appendonly", "no"]
         if self.password:

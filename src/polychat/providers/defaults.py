@@ -11,7 +11,9 @@ come first, in this order, then the embedded model last:
    registry order (OpenRouter, Groq, Mistral, DeepSeek, Together, Fireworks, xAI, Perplexity, Cerebras, Azure
    OpenAI — Azure only with ``AZURE_OPENAI_ENDPOINT`` too); local servers (vLLM, LM Studio, llama.cpp, Ollama) are
    never added, since nothing says one is running;
-5. ``Local`` — the embedded SmolLM2 model, always, so an answer is possible with no key and no network.
+5. ``Local`` — the embedded SmolLM2 model, when the ``polychat[local]`` extra is installed, so an answer is
+   possible with no key and no network. Without the extra and with no key either, building the chain raises a
+   ``ConfigError`` saying what to install or which key to set.
 
 A client-wide ``api_key`` string and ``base_url`` apply to OpenaiChat only. Each member asks for its own default
 model when the call names none.
@@ -29,7 +31,9 @@ DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
 
 
 def default_members(*, api_key: Any = None, base_url: str | None = None) -> list[Provider]:
-    from .local import Local
+    from ..errors import ConfigError
+    from .local import ENV_MODEL, Local
+    from .local._install import INSTALL_HINT, missing
     from .openai import OpenaiChat
 
     members: list[Provider] = []
@@ -39,7 +43,15 @@ def default_members(*, api_key: Any = None, base_url: str | None = None) -> list
     members.extend(_native_members(api_key))
     # Behind remote providers the embedded model is the last resort: it answers whatever model was asked (its
     # answers say model 'smollm2-135m'). Alone, an unknown model name is a clear 404.
-    members.append(Local(any_model=bool(members)))
+    gone = missing(need_model=not os.environ.get(ENV_MODEL))
+    if gone is None:
+        members.append(Local(any_model=bool(members)))
+    elif not members:
+        raise ConfigError(
+            f"No provider is configured, and the embedded model is not installed ({gone} missing). Install it with "
+            f"{INSTALL_HINT}, or set a provider's key: OPENAI_API_KEY, ANTHROPIC_API_KEY or GEMINI_API_KEY (more "
+            "in the README's Providers table)."
+        )
     return members
 
 

@@ -107,6 +107,7 @@ class _StreamRun:
         is, so its next step is this one again."""
         if self.prefilled and isinstance(error, BadRequestError) and step.provider.breaker_key not in self.no_prefill:
             self.no_prefill.add(step.provider.breaker_key)
+            self.plan.failed(step, error, elapsed, may_retry=False)  # recorded (an attempt that failed), no move
             log.warning(
                 "polychat: %s refused the partial answer as a prefill (%s); asking it to continue instead",
                 step.provider.name,

@@ -253,16 +253,10 @@ class ChatEndpoint:
         admission: Admission | None,
     ) -> None:
         gw = self.gw
-        # A limited key's stream asks the upstream for its usage, to settle with the real count; the usage chunk is
-        # then the gateway's, not the client's, unless the client asked for it too.
-        own_usage = False
-        if admission is not None and admission.want_usage and stream is True:
-            options = kwargs.get("stream_options")
-            if options is None or (isinstance(options, dict) and not options.get("include_usage")):
-                kwargs["stream_options"] = {**(options or {}), "include_usage": True}
-                own_usage = True
-        usage: Any = None
+        if admission is not None and stream is True:
+            admission.prepare_stream(kwargs)
         served = True
+        usage: Any = None
         metrics = gw.metrics
         label = gw.route_label(model)
         stream_label = "true" if stream is True else "false"
@@ -305,6 +299,8 @@ class ChatEndpoint:
                 provider_name = result.provider or "unknown"
                 attempts = result.attempts
                 usage = getattr(result, "usage", None)
+                if admission is not None:
+                    admission.usage = usage
                 body = _encode(result)
                 await send(
                     {
@@ -323,10 +319,10 @@ class ChatEndpoint:
                 return
             provider_name = result.provider or "unknown"
             attempts = result.attempts  # the stream's own list: complete once the stream has ended
-            error, usage = await self._stream(call, send, result, provider_name, label, t0, own_usage)
+            error, usage = await self._stream(call, send, result, provider_name, label, t0, admission)
         finally:
             if admission is not None:
-                admission.finish(usage, served=served)
+                admission.finish(served=served)
             metrics.in_flight.inc(in_flight, -1.0)
             elapsed = time.perf_counter() - t0
             if call.reason == "disconnect":
@@ -345,10 +341,17 @@ class ChatEndpoint:
                     metrics.fallbacks.inc((label, provider_name))
 
     async def _stream(
-        self, call: Call, send: Send, stream: Any, provider_name: str, label: str, t0: float, own_usage: bool
+        self,
+        call: Call,
+        send: Send,
+        stream: Any,
+        provider_name: str,
+        label: str,
+        t0: float,
+        admission: Admission | None,
     ) -> tuple[BaseException | None, Any]:
         """Send the chunks; returns the error that ended the stream early (None: it completed) and the usage the
-        stream reported (None: none came; a cancelled stream settles when ``_answer`` ends, with None)."""
+        stream reported (None: none came)."""
         gw = self.gw
         headers = [
             *_SSE_HEADERS,
@@ -363,10 +366,10 @@ class ChatEndpoint:
             async for chunk in stream:
                 if chunk.usage is not None:
                     usage = chunk.usage
-                    if own_usage:
-                        if not chunk.choices:
+                    if admission is not None:  # the key's settlement; its own usage request is not the client's
+                        chunk = admission.observe(chunk)
+                        if chunk is None:
                             continue
-                        chunk = msgspec.structs.replace(chunk, usage=None)
                 await send({"type": "http.response.body", "body": _sse.frame(chunk), "more_body": True})
                 if first:
                     first = False

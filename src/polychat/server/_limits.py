@@ -143,9 +143,11 @@ def _new_id() -> str:
 
 
 class Admission:
-    """A request let through: call :meth:`finish` exactly once when it is over (any way it ends)."""
+    """A request let through. An endpoint calls :meth:`prepare_stream` before a streamed call, passes each chunk
+    through :meth:`observe` (or sets :attr:`usage` from a completion), and calls :meth:`finish` when the request is
+    over, however it ends (in a ``finally``)."""
 
-    __slots__ = ("_done", "limiter", "offline", "reserved", "rid", "spec", "want_usage")
+    __slots__ = ("_done", "_own_usage", "limiter", "offline", "reserved", "rid", "spec", "usage")
 
     def __init__(self, limiter: Limiter, spec: GatewayKeySpec, rid: str, reserved: int, offline: bool) -> None:
         self.limiter = limiter
@@ -154,16 +156,41 @@ class Admission:
         self.reserved = reserved
         #: Admitted without the backend (it was down, ``redis_failure = "open"``): usage is recorded later.
         self.offline = offline
-        #: The endpoint should ask the upstream for usage on streams (``stream_options.include_usage``).
-        self.want_usage = reserved > 0
+        #: The usage the upstream reported (OpenAI's usage object); None: unknown, the reservation is charged.
+        self.usage: Any = None
+        self._own_usage = False
         self._done = False
 
+    def prepare_stream(self, kwargs: dict[str, Any]) -> None:
+        """Ask the upstream for the stream's usage (``stream_options.include_usage``), to settle with the real count;
+        the usage chunk is then the gateway's, not the client's (:meth:`observe` drops it), unless the client
+        asked for it too."""
+        if self.reserved <= 0:
+            return
+        options = kwargs.get("stream_options")
+        if options is None or (isinstance(options, dict) and not options.get("include_usage")):
+            kwargs["stream_options"] = {**(options or {}), "include_usage": True}
+            self._own_usage = True
+
+    def observe(self, chunk: Any) -> Any:
+        """Note a stream chunk's usage; returns the chunk to send (None: it was only the gateway's usage)."""
+        usage = getattr(chunk, "usage", None)
+        if usage is None:
+            return chunk
+        self.usage = usage
+        if not self._own_usage:
+            return chunk
+        if not chunk.choices:
+            return None
+        return msgspec.structs.replace(chunk, usage=None)
+
     def finish(self, usage: Any = None, *, served: bool = True) -> None:
-        """Settle with ``usage`` (an OpenAI usage object or None: unknown, charge the reservation), or refund
-        when nothing was ``served``. Runs in the background: never blocks or fails the request."""
+        """Settle with ``usage`` (default: :attr:`usage`; None: unknown, charge the reservation), or refund when
+        nothing was ``served``. Runs in the background: never blocks or fails the request."""
         if self._done:
             return
         self._done = True
+        usage = usage if usage is not None else self.usage
         if not served:
             tokens = prompt = completion = 0
         elif usage is not None and isinstance(getattr(usage, "total_tokens", None), int):

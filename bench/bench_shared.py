@@ -1,0 +1,196 @@
+"""What sharing state through Redis costs the gateway, and what workers with Redis buy.
+
+One command: ``.venv/bin/python bench/bench_shared.py`` (needs Debian's redis-server, which
+``bash scripts/setup.sh --test`` installs). It starts ``bench/upstream.py`` (fixed answers, with usage), a
+``redis-server`` with the settings the README recommends (``appendonly yes``, ``appendfsync everysec``) and
+``polychat serve`` gateways in front of the upstream, all with one named key whose limits (requests and tokens per
+minute, budget) are far above the load, so every request goes through reserve and settle:
+
+1. **Added latency at concurrency 1**: the same gateway with its limits in the process vs in Redis (and, for
+   reference, with no limited key), non-stream requests interleaved one by one; medians and the difference.
+2. **Throughput at concurrency 64**: ``--workers 2`` with Redis vs one worker without, each the median of a few
+   rounds, the two interleaved round by round. On a 2-core machine the load generator and Redis share the cores with
+   the workers, so this measures less than two free cores would give.
+3. **Memory of each worker** of the 2-worker gateway: RSS after a warm-up and after 10,000 more requests.
+
+Prints a Markdown table and writes ``bench/results/shared.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.support.gateway import Gateway  # noqa: E402
+from tests.support.redis import RedisServer  # noqa: E402
+
+TOKEN = "bench-team-token-0123456789"
+BODY = {"model": "fast", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 16}
+HEADERS = {"authorization": f"Bearer {TOKEN}"}
+
+
+def start_upstream() -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "bench" / "upstream.py"), "--port", "0", "--chunks", "16"],
+        stdin=subprocess.PIPE,  # the upstream lives until its stdin closes
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline().split()
+    return proc, f"http://127.0.0.1:{line[1]}/v1"
+
+
+def config(upstream: str, limited: bool) -> str:
+    text = f"""
+[providers.up]
+type = "openai"
+base_url = "{upstream}"
+models = ["bench-model"]
+
+[routes.fast]
+chain = ["up:bench-model"]
+max_retries = 0
+
+[server.keys.team]
+key_env = "BENCH_TEAM_KEY"
+"""
+    if limited:
+        text += "requests_per_minute = 100000000\ntokens_per_minute = 100000000000\nbudget_tokens = 100000000000000\n"
+    return text
+
+
+def workers_of(gw: Gateway) -> list[int]:
+    """PIDs of a ``--workers`` gateway's worker processes (children running multiprocessing's spawn)."""
+    out = subprocess.run(["ps", "-o", "pid=,args=", "--ppid", str(gw.pid)], capture_output=True, text=True).stdout
+    return [int(line.split()[0]) for line in out.splitlines() if "spawn" in line]
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+async def load(session: Any, url: str, n: int, concurrency: int) -> float:
+    """Requests per second for ``n`` requests over ``concurrency`` lanes; every answer must be a 200."""
+    remaining = n
+
+    async def lane() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            async with session.post(url, json=BODY, headers=HEADERS) as r:
+                await r.read()
+                if r.status != 200:
+                    raise RuntimeError(f"HTTP {r.status}: {(await r.text())[:200]}")
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(lane() for _ in range(concurrency)))
+    return n / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    ap.add_argument("--samples", type=int, default=2000, help="latency samples per gateway (default: 2000)")
+    ap.add_argument("--tput-n", type=int, default=4000, help="requests per throughput round (default: 4000)")
+    ap.add_argument("--rounds", type=int, default=5, help="throughput rounds per gateway (default: 5)")
+    ap.add_argument("--memory-n", type=int, default=10_000, help="requests between the two RSS readings")
+    args = ap.parse_args()
+
+    import aiohttp
+    import httpx
+
+    env = {"BENCH_TEAM_KEY": TOKEN}
+    upstream, base = start_upstream()
+    result: dict[str, Any] = {}
+    try:
+        with RedisServer(persistent=True, fsync="everysec") as redis:
+            shared = ["--redis-url", redis.url, "--no-access-log"]
+            local = ["--no-access-log"]
+            with (
+                Gateway(config_text=config(base, True), env=env, args=local) as in_process,
+                Gateway(config_text=config(base, True), env=env, args=shared) as in_redis,
+                Gateway(config_text=config(base, False), env=env, args=local) as unlimited,
+            ):
+                gateways = {"limits in process": in_process, "limits in Redis": in_redis, "no limited key": unlimited}
+                clients = {k: httpx.Client(base_url=g.base_url, headers=HEADERS) for k, g in gateways.items()}
+                lat: dict[str, list[float]] = {k: [] for k in gateways}
+                for i in range(200 + args.samples):
+                    for name, c in clients.items():
+                        t0 = time.perf_counter()
+                        r = c.post("/chat/completions", json=BODY)
+                        elapsed = time.perf_counter() - t0
+                        assert r.status_code == 200, r.text
+                        if i >= 200:
+                            lat[name].append(elapsed)
+                for c in clients.values():
+                    c.close()
+                p50 = {k: statistics.median(v) * 1000 for k, v in lat.items()}
+                result["latency_p50_ms"] = p50
+                result["redis_added_ms"] = p50["limits in Redis"] - p50["limits in process"]
+                usage = httpx.get(f"{in_redis.url}/metrics", headers=HEADERS).text
+                assert 'polychat_key_requests_total{key="team"}' in usage
+
+            with (
+                Gateway(config_text=config(base, True), env=env, args=local) as one,
+                Gateway(config_text=config(base, True), env=env, args=[*shared, "--workers", "2"]) as two,
+            ):
+                pids = workers_of(two)
+                assert len(pids) == 2, pids
+
+                async def throughput() -> dict[str, list[float]]:
+                    out: dict[str, list[float]] = {"1 worker, no Redis": [], "2 workers, Redis": []}
+                    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+                        targets = {"1 worker, no Redis": one, "2 workers, Redis": two}
+                        for g in targets.values():
+                            await load(session, g.base_url + "/chat/completions", 500, 64)  # warm-up
+                        for _ in range(args.rounds):
+                            for name, g in targets.items():
+                                out[name].append(await load(session, g.base_url + "/chat/completions", args.tput_n, 64))
+                        before = {pid: rss_mib(pid) for pid in pids}
+                        await load(session, two.base_url + "/chat/completions", args.memory_n, 64)
+                        after = {pid: rss_mib(pid) for pid in pids}
+                    result["rss_mib"] = {str(p): [before[p], after[p]] for p in pids}
+                    return out
+
+                tput = asyncio.run(throughput())
+                result["throughput_rps"] = tput
+    finally:
+        upstream.terminate()
+        upstream.wait(5)
+
+    p50 = result["latency_p50_ms"]
+    print("| gateway, concurrency 1, non-stream | p50 |")
+    print("|---|---:|")
+    for name, v in p50.items():
+        print(f"| {name} | {v:.3f} ms |")
+    print(f"\nRedis path adds {result['redis_added_ms']:.3f} ms per request at p50 (target <= 0.3 ms).\n")
+    med = {k: statistics.median(v) for k, v in result["throughput_rps"].items()}
+    ratio = med["2 workers, Redis"] / med["1 worker, no Redis"]
+    result["throughput_ratio"] = ratio
+    print("| concurrency 64 | req/s (median of rounds) |")
+    print("|---|---:|")
+    for name, v in med.items():
+        print(f"| {name} | {v:.0f} |")
+    print(f"\n2 workers with Redis / 1 worker without: {ratio:.2f}x (target >= 1.6x)\n")
+    for pid, (before, after) in result["rss_mib"].items():
+        print(f"worker {pid}: RSS {before:.1f} MiB -> {after:.1f} MiB after {args.memory_n} more requests")
+    out = ROOT / "bench" / "results" / "shared.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
