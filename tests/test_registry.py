@@ -246,11 +246,11 @@ def test_default_chain_order(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GROQ_API_KEY", "q")
     monkeypatch.setenv("OPENAI_API_KEY", "o")
     monkeypatch.setenv("AZURE_OPENAI_API_KEY", "z")  # no endpoint: not added
-    assert names() == ["OpenaiChat", "Anthropic", "Gemini", "Groq", "Mistral", "Local"]
+    assert names() == ["OpenaiChat", "Anthropic", "Gemini", "Groq", "Mistral"]  # the embedded model: only alone
     for var in ("GEMINI_API_KEY", "ANTHROPIC_API_KEY", "MISTRAL_API_KEY", "GROQ_API_KEY", "OPENAI_API_KEY"):
         monkeypatch.delenv(var)
     members = default_members(api_key={"anthropic": "ka", "deepseek": "kd"})
-    assert [p.name for p in members] == ["Anthropic", "DeepSeek", "Local"]
+    assert [p.name for p in members] == ["Anthropic", "DeepSeek"]
     assert members[0].api_key == "ka" and members[1].api_key == "kd"  # type: ignore[attr-defined]
 
 

@@ -9,6 +9,7 @@ different proxies never share a connection. Async requests with no proxy in effe
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import AsyncIterator, Mapping
 from email.utils import parsedate_to_datetime
@@ -126,7 +127,7 @@ class HttpxAsyncTransport:
 
     def error(self, exc: BaseException, *, provider: str, url: str, proxy: ProxyConfig | None) -> APIError:
         assert isinstance(exc, Exception)
-        return transport_error(exc, provider=provider, url=url, proxy=proxy)
+        return transport_error(exc, provider=provider, url=url, proxy=proxy, trust_env=self.client.trust_env)
 
 
 def goes_direct(proxy: ProxyConfig | None, url: str, *, trust_env: bool) -> bool:
@@ -271,17 +272,40 @@ class TransportPool:
 # -- errors ----------------------------------------------------------------------------------------------------
 
 
-def _proxy_hint(proxy: ProxyConfig | None, url: str) -> str:
-    if proxy is None or proxy.direct:
+def _proxy_hint(proxy: ProxyConfig | None, url: str, *, trust_env: bool = False) -> str:
+    if proxy is None:
+        return _env_proxy_hint(url) if trust_env else ""
+    if proxy.direct:
         return ""
     scheme = "https" if url.startswith("https:") else "http"
     purl = proxy.url_for(scheme)
     return f" via proxy {redact_url(purl)}" if purl else ""
 
 
-def transport_error(exc: Exception, *, provider: str, url: str, proxy: ProxyConfig | None) -> APIError:
-    """Map an httpx exception to a polychat error naming the target (and proxy), never a secret."""
-    where = f"{redact_url(url)}{_proxy_hint(proxy, url)}"
+def _env_proxy_hint(url: str) -> str:
+    """The environment's proxy for ``url`` (``HTTPS_PROXY`` and friends, minus ``NO_PROXY``), as httpx picks it."""
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    scheme = "https" if url.startswith("https:") else "http"
+    found = urllib.request.getproxies_environment()
+    purl = found.get(scheme) or found.get("all")
+    bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]  # public, not in typeshed
+    if not purl or bypass(urlsplit(url).hostname or ""):
+        return ""
+    var = next(
+        (v for v in (f"{scheme}_proxy", "all_proxy") for v in (v, v.upper()) if os.environ.get(v) == purl),
+        f"{scheme.upper()}_PROXY",
+    )
+    return f" via proxy {redact_url(purl)} (from {var})"
+
+
+def transport_error(
+    exc: Exception, *, provider: str, url: str, proxy: ProxyConfig | None, trust_env: bool = False
+) -> APIError:
+    """Map an httpx exception to a polychat error naming the target (and proxy — the environment's too, when
+    ``trust_env`` let it apply), never a secret."""
+    where = f"{redact_url(url)}{_proxy_hint(proxy, url, trust_env=trust_env)}"
     detail = str(exc) or type(exc).__name__
     if isinstance(exc, httpx.TimeoutException):
         phase = {

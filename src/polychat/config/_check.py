@@ -264,7 +264,7 @@ def _check(doc: dict[str, Any], c: _Checker) -> tuple[dict[str, Any], dict[str, 
     defaults.update(c.policy(raw_defaults, ("defaults",)).set_values())
     for key, value in raw_defaults.items():
         where: tuple[str, ...] = ("defaults", key)
-        if key in ("model", "provider"):
+        if key in ("model", "provider", "fallback"):
             defaults[key] = c.string(value, where)
         elif key == "timeout":
             defaults[key] = c.seconds(value, where)
@@ -378,7 +378,8 @@ def _check(doc: dict[str, Any], c: _Checker) -> tuple[dict[str, Any], dict[str, 
                     f"known providers: {', '.join(known)}",
                 )
             target = known[pname]
-            if not model and target.type != "local" and not target.effective_default_model:
+            # (built-in providers' classes have default models of their own)
+            if not model and target.type != "local" and not target.builtin and not target.effective_default_model:
                 raise c.error(
                     (*base, "chain"),
                     f"{entry!r}: provider {pname!r} has no default model; write '{pname}:MODEL'",
@@ -392,9 +393,14 @@ def _check(doc: dict[str, Any], c: _Checker) -> tuple[dict[str, Any], dict[str, 
             policy=c.policy(table, base),
         )
 
-    if "provider" in defaults and defaults["provider"] not in known and defaults["provider"] not in routes:
-        raise c.error(
-            ("defaults", "provider"),
-            f"{defaults['provider']!r} is neither a provider nor a route (known: {', '.join([*known, *routes])})",
-        )
+    for key in ("provider", "fallback"):
+        chosen: str | None = defaults.get(key)
+        if chosen is None:
+            continue
+        name = chosen.partition(":")[0] if key == "fallback" else chosen  # a fallback may be "provider:model"
+        if name not in known and chosen not in routes:
+            raise c.error(
+                ("defaults", key),
+                f"{chosen!r} is neither a provider nor a route (known: {', '.join([*known, *routes])})",
+            )
     return defaults, providers, routes

@@ -4,9 +4,11 @@ facts callers ask for (client arguments, availability, secrets, a redacted view)
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import os
+import time
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
@@ -20,6 +22,7 @@ from ._types import _BUILTINS, _DEFAULTS_KEYS, PROVIDER_TYPES, ProviderSpec, Rou
 
 if TYPE_CHECKING:
     from ..providers.base import Provider
+    from ..types import Model
 
 log = logging.getLogger("polychat")
 
@@ -48,6 +51,9 @@ class Config:
         self._defaults = defaults
         self.default_model: str | None = defaults.get("model")
         self.default_provider: str | None = defaults.get("provider")
+        #: ``[defaults] fallback``: a provider ("provider:model") or route the default chain ends with, answering
+        #: whatever was asked. The only way the default chain substitutes a model the caller did not ask for.
+        self.fallback: str | None = defaults.get("fallback")
         self.timeout: float | None = defaults.get("timeout")
         self.max_retries: int | None = defaults.get("max_retries")
         self.proxy: ProxyConfig | None = defaults.get("proxy_config")
@@ -55,6 +61,8 @@ class Config:
         self.failover = FailoverPolicy.checked(defaults)
         self._providers: dict[str, Provider] = {}
         self._routes: dict[str, Provider] = {}
+        self._models: list[Model] | None = None
+        self._default_chain: Provider | None = None
 
     # -- building providers --------------------------------------------------------------------------------
 
@@ -120,6 +128,14 @@ class Config:
                 return self.provider(pname), pmodel
             return self.provider(pname), self.specs[pname].effective_default_model or ""
         owners = [name for name, spec in self.declared.items() if model in spec.models]
+        if not owners:
+            # The embedded model's name goes to it even when the default chain is remote providers (those, and
+            # their own model names, are the default chain's: it ends with the fallback, when one is set).
+            owners = [
+                m.owned_by
+                for m in self.model_list()
+                if m.id == model and m.owned_by in _BUILTINS and _BUILTINS[m.owned_by].type == "local"
+            ][:1]
         if len(owners) == 1:
             return self.provider(owners[0]), model
         if owners:
@@ -143,7 +159,7 @@ class Config:
                 assert routed is not None
                 return routed
             if provider not in self.specs:
-                raise ConfigError(f"unknown provider {provider!r}; known: {', '.join(self.names())}")
+                raise ConfigError(f"unknown provider {provider!r}; known: {', '.join(self.listed_names())}")
             if model is None:
                 model = self.specs[provider].effective_default_model or ""
             return self.provider(provider), model
@@ -154,6 +170,73 @@ class Config:
         if self.default_provider is not None:
             return self.resolve(wanted or None, self.default_provider)
         return None, wanted
+
+    def default_chain(self) -> Provider:
+        """What a call that no route or provider claims goes to: the providers whose credentials are present (the
+        embedded model only when there are none), then ``[defaults] fallback`` when set.
+
+        The rule behind it: failing over to another provider is polychat's job; answering with another *model*
+        than the one asked for is something the user asks for (a route, or ``fallback``), never a silent default.
+        """
+        if self._default_chain is None:
+            from ..routing.retry import default_chain
+
+            chain = default_chain()
+            if self.fallback is not None:
+                from ..routing.pinned import PinnedModel
+                from ..routing.retry import RetryProvider
+
+                name, sep, pinned = self.fallback.partition(":")
+                target, model = self.resolve(None, name)
+                assert target is not None
+                # A route's members are already pinned; a provider answers with its default (or the named) model.
+                last = target.members() if name in self.routes else [PinnedModel(target, pinned if sep else model)]
+                chain = RetryProvider([*chain.members(), *last], max_retries=1, name="default")
+            self._default_chain = chain
+        return self._default_chain
+
+    def model_list(self) -> list[Model]:
+        """The models this config can serve (what the gateway's ``/v1/models`` lists): route aliases, then each
+        usable provider's models — declared ``models`` and default model, a built-in provider's default model,
+        the embedded model's. Nothing is sent anywhere."""
+        if self._models is not None:
+            return self._models
+        from ..types import Model
+
+        try:
+            created = int(os.path.getmtime(self.path)) if self.path else 0
+        except OSError:
+            created = 0
+        created = created or int(time.time())  # no file: when this config came to be
+        seen: dict[str, Model] = {}
+
+        def add(model_id: str | None, owned_by: str, when: int = created) -> None:
+            if model_id and model_id not in seen:
+                seen[model_id] = Model(id=model_id, created=when or created, owned_by=owned_by)
+
+        for alias in self.routes:
+            add(alias, "polychat")
+        for name, spec in self.specs.items():
+            if self.unavailable(name) is not None:
+                continue
+            if PROVIDER_TYPES[spec.type].http:
+                for model_id in spec.models:
+                    add(model_id, name)
+                default = spec.effective_default_model
+                if default is None and spec.builtin:
+                    with contextlib.suppress(Exception):  # built, not used: cheap, sends nothing
+                        default = self.provider(name).default_model
+                add(default, name)
+                continue
+            try:
+                listed = self.provider(name).list_models(None)  # type: ignore[arg-type]  # local: no context needed
+            except Exception as e:  # listing must never fail the caller
+                log.warning("polychat: cannot list the models of %s: %s", name, e)
+                continue
+            for entry in listed:
+                add(entry.id, name, entry.created)
+        self._models = list(seen.values())
+        return self._models
 
     def _build_route(self, spec: RouteSpec) -> Provider:
         from ..routing.pinned import PinnedModel
@@ -178,7 +261,7 @@ class Config:
     def _spec(self, name: str) -> ProviderSpec:
         spec = self.specs.get(name)
         if spec is None:
-            raise ConfigError(f"unknown provider {name!r}; known: {', '.join(self.names())}")
+            raise ConfigError(f"unknown provider {name!r}; known: {', '.join(self.listed_names())}")
         return spec
 
     # -- facts for callers -----------------------------------------------------------------------------------
@@ -186,6 +269,17 @@ class Config:
     def names(self) -> list[str]:
         """Provider names (built-in first, then declared) and route aliases."""
         return [*self.specs, *self.routes]
+
+    def listed_names(self) -> list[str]:
+        """What ``polychat providers`` lists: the built-ins that are usable (openai, anthropic, gemini and local
+        always), declared providers and routes."""
+        from ._types import _ALWAYS_LISTED
+
+        return [
+            n
+            for n, spec in self.specs.items()
+            if not spec.builtin or n in _ALWAYS_LISTED or self.unavailable(n) is None
+        ] + list(self.routes)
 
     def client_kwargs(self) -> dict[str, Any]:
         """``Client(...)`` arguments from ``[defaults]`` (proxies, timeout, max_retries, failover settings), only
@@ -229,6 +323,12 @@ class Config:
             if os.environ.get("OPENAI_API_KEY") or os.environ.get("OPENAI_BASE_URL"):
                 return None
             return "OPENAI_API_KEY not set"
+        if spec.builtin:
+            # The same test as the default chain's (polychat.providers.defaults): the key variable(s), and Azure's
+            # endpoint.
+            from ..providers.defaults import missing_credentials
+
+            return missing_credentials(spec.type)
         if spec.api_key:
             return None
         env = spec.key_env

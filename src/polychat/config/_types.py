@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._constants import DEFAULT_OPENAI_MODEL
 from .._failover import SWITCHES, UNSET, FailoverPolicy
 from .._proxy import ProxyConfig
 
@@ -77,7 +78,7 @@ _GATEWAY_KEY_KEYS = ("key_env", "models", "requests_per_minute", "tokens_per_min
 #: ``[server] redis_failure``: what limits do while Redis is unreachable.
 REDIS_FAILURE_MODES = ("closed", "open")
 _POLICY_KEYS = SWITCHES
-_DEFAULTS_KEYS = ("model", "provider", "timeout", "proxy", "max_retries", *_POLICY_KEYS)
+_DEFAULTS_KEYS = ("model", "provider", "fallback", "timeout", "proxy", "max_retries", *_POLICY_KEYS)
 _ROUTE_KEYS = ("chain", "max_retries", "shuffle", *_POLICY_KEYS)
 
 
@@ -145,7 +146,18 @@ class GatewayKeySpec:
         return any(v is not None for v in (self.requests_per_minute, self.tokens_per_minute, self.budget_tokens))
 
 
+#: Providers that exist without being declared: every remote type with a key variable (usable once that variable
+#: is set: the same providers, in the same order, as the default chain of
+#: :mod:`polychat.providers.defaults`), and the embedded model.
 _BUILTINS = {
-    "openai": ProviderSpec(name="openai", type="openai", builtin=True),
+    **{
+        name: ProviderSpec(
+            name=name, type=name, builtin=True, default_model=DEFAULT_OPENAI_MODEL if name == "openai" else None
+        )
+        for name, ptype in PROVIDER_TYPES.items()
+        if ptype.http and ptype.key_env
+    },
     "local": ProviderSpec(name="local", type="local", builtin=True),
 }
+#: Built-ins listed even when not configured (the others show up once their key is set).
+_ALWAYS_LISTED = ("openai", "anthropic", "gemini", "local")

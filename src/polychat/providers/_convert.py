@@ -114,11 +114,12 @@ def accepted_params(
 
 
 def unsupported(param: str, why: str, provider: str) -> UnsupportedParameterError:
+    detail = f"Parameter {param} {why} by provider {provider}"
     return UnsupportedParameterError(
-        f"Parameter {param} {why} by provider {provider}; remove it, or pass drop_unsupported=True to let "
-        "providers drop parameters they cannot honour.",
+        f"{detail}; remove it, or pass drop_unsupported=True to let providers drop parameters they cannot honour.",
         param=param,
         provider=provider,
+        detail=detail,
     )
 
 

@@ -203,7 +203,9 @@ class HTTPProvider(Provider):
                 for data in resp.iter_bytes():
                     yield from parser.feed(data)
             except httpx.HTTPError as e:
-                raise transport_error(e, provider=self.name, url=wire.url, proxy=ctx.proxy_for(self)) from e
+                raise transport_error(
+                    e, provider=self.name, url=wire.url, proxy=ctx.proxy_for(self), trust_env=ctx.pool.trust_env
+                ) from e
             yield from parser.finish()
         finally:
             resp.close()
@@ -222,7 +224,9 @@ class HTTPProvider(Provider):
         try:
             resp = _send_within(client, req, ctx.watch, stream=True)
         except httpx.HTTPError as e:
-            raise transport_error(e, provider=self.name, url=wire.url, proxy=ctx.proxy_for(self)) from e
+            raise transport_error(
+                e, provider=self.name, url=wire.url, proxy=ctx.proxy_for(self), trust_env=ctx.pool.trust_env
+            ) from e
         if ctx.watch is not None:
             ctx.watch.attach(shutdown_socket(resp.extensions.get("network_stream")))
         if resp.status_code >= 400:
@@ -240,7 +244,9 @@ class HTTPProvider(Provider):
         try:
             return resp.read()
         except httpx.HTTPError as e:
-            raise transport_error(e, provider=self.name, url=wire.url, proxy=ctx.proxy_for(self)) from e
+            raise transport_error(
+                e, provider=self.name, url=wire.url, proxy=ctx.proxy_for(self), trust_env=ctx.pool.trust_env
+            ) from e
         finally:
             resp.close()
 

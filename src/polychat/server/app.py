@@ -9,7 +9,8 @@ against 125 ms and 28 MB. Over HTTP both are far under the 1.5 ms budget (uvicor
 wanted.
 
 Endpoints: ``POST /v1/chat/completions``, ``GET /v1/models`` (and ``/v1/models/{id}``), ``GET /health``,
-``GET /metrics`` (Prometheus text), ``GET /`` (the chat page) and ``GET /static/{app.js,style.css}``.
+``GET /metrics`` (Prometheus text), ``GET /`` (the chat page) and ``GET /static/{name}`` (its script and
+stylesheet, and the vendored marked + DOMPurify that render its markdown).
 
 ``create_app()`` builds the app from :class:`ServerSettings` (or, as a uvicorn factory for ``--workers``, from the
 settings the parent put in the environment).
@@ -50,6 +51,11 @@ _STATIC_TYPES = {
     "index.html": "text/html; charset=utf-8",
     "app.js": "text/javascript; charset=utf-8",
     "style.css": "text/css; charset=utf-8",
+    # vendored, unmodified but for the source-map comment (licences beside them: LICENSE.*.txt)
+    "marked.umd.js": "text/javascript; charset=utf-8",
+    "purify.min.js": "text/javascript; charset=utf-8",
+    "LICENSE.marked.txt": "text/plain; charset=utf-8",
+    "LICENSE.dompurify.txt": "text/plain; charset=utf-8",
 }
 #: The page loads only its own script and stylesheet and talks only to this server; model output is never HTML.
 _PAGE_HEADERS = {

@@ -169,6 +169,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         sys.stderr.write("polychat: error: the gateway needs Starlette and uvicorn: pip install 'polychat[server]'\n")
         return EXIT_USAGE
 
+    # Bind here, so the banner shows the real port (``--port 0`` picks a free one) and a taken port is one line.
+    sock = _bind(settings.host, settings.port)
+    port = sock.getsockname()[1]
     shown = f"[{settings.host}]" if ":" in settings.host else settings.host
     count = len(keys) + len(named)
     notes = [f"auth: {'on, ' + str(count) + ' key(s)' if count else 'off'}"]
@@ -190,13 +193,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
             raise UsageError(str(e)) from None
         notes.append("traces: OTLP")
     sys.stderr.write(
-        f"polychat gateway: chat page http://{shown}:{settings.port}/  API http://{shown}:{settings.port}/v1  "
-        f"({'; '.join(notes)})\n"
+        f"polychat gateway: chat page http://{shown}:{port}/  API http://{shown}:{port}/v1  ({'; '.join(notes)})\n"
     )
     sys.stderr.flush()
     common: dict[str, Any] = {
         "host": settings.host,
-        "port": settings.port,
+        "port": port,
         "log_level": "debug" if settings.debug else "info",
         "access_log": settings.access_log,
         "server_header": False,
@@ -209,16 +211,38 @@ def cmd_serve(args: argparse.Namespace) -> int:
         os.environ[SETTINGS_ENV] = settings.to_env()
         if settings.redis_url:
             os.environ[REDIS_URL_ENV] = settings.redis_url  # not in the settings JSON: it may hold a password
+        # uvicorn binds for its workers itself: hand it the port (a real one, even for --port 0) and let go of ours.
+        sock.close()
         uvicorn.run("polychat.server.app:app_from_env", factory=True, workers=settings.workers, **common)
         return EXIT_OK
     from .app import create_app
 
     app = create_app(settings, config)
     server = uvicorn.Server(uvicorn.Config(app, **common))
-    server.run()
+    server.run(sockets=[sock])
     if not server.started:
         return 1
     return EXIT_OK
+
+
+def _bind(host: str, port: int) -> Any:
+    """A listening socket on ``host:port`` (uvicorn's own options: SO_REUSEADDR, IPv6 when the host is one)."""
+    import socket
+
+    from ..cli import UsageError
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise UsageError(
+            f"cannot listen on {host}:{port}: {e.strerror or e} (pick another --port, or 0 for any free one)"
+        ) from None
+    sock.set_inheritable(True)
+    return sock
 
 
 def _loopback(host: str) -> bool:
