@@ -200,7 +200,7 @@ def test_a_native_provider_needs_only_its_class_and_a_registry_entry(monkeypatch
     acme = registry.provider("acme")
     assert isinstance(acme, Acme) and acme.api_key == "ak-second-variable"
     assert acme._base_headers["x-acme-key"] == "ak-second-variable" and "authorization" not in acme._base_headers
-    assert [p.name for p in default_members()] == ["Acme", "Local"]
+    assert [p.name for p in default_members()] == ["Acme"]
     monkeypatch.setenv("ACME_BASE_URL", "http://127.0.0.1:9/v1")
     assert registry.provider("acme", api_key="").base_url == "http://127.0.0.1:9/v1"
     registry.provider("acme", api_key="").check_ready()  # type: ignore[attr-defined]  # a custom server: no key needed
