@@ -20,6 +20,7 @@ from tests.support.servers import free_port, wait_until
 from tests.test_gateway import metric_value
 
 HELLO = [{"role": "user", "content": "Say hello."}]
+UPSTREAM_KEY = "sk-upstream-Secret-9f8e7d6c"
 SERVER, CLIENT, INTERNAL = 2, 3, 1  # opentelemetry.proto.trace.v1.Span.SpanKind
 
 
@@ -52,6 +53,7 @@ def gw(fault: FaultServer, receiver: OTLPReceiver) -> Iterator[Gateway]:
             "[providers.ok]",
             'type = "openai"',
             f'base_url = "{ok}"',
+            'api_key_env = "UPSTREAM_KEY"',
             "",
             "[routes.failover]",
             'chain = ["dead:m", "ok:m"]',
@@ -63,6 +65,8 @@ def gw(fault: FaultServer, receiver: OTLPReceiver) -> Iterator[Gateway]:
         "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
         "OTEL_SERVICE_NAME": "gateway-under-test",
         "OTEL_BSP_SCHEDULE_DELAY": "100",  # ms: export promptly
+        "UPSTREAM_KEY": UPSTREAM_KEY,
+        "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "true",  # even with content on: no key
     }
     with Gateway(config_text=config, env=env) as gateway:
         yield gateway
@@ -106,7 +110,9 @@ def check_tree(spans: list[ReceivedSpan], caller_span: str, *, stream: bool) -> 
         assert chat.start_ns <= s.start_ns <= s.end_ns <= chat.end_ns <= server.end_ns
 
 
-def test_spans_reach_the_collector_under_the_callers_trace(client: openai.OpenAI, receiver: OTLPReceiver) -> None:
+def test_spans_reach_the_collector_under_the_callers_trace(
+    client: openai.OpenAI, receiver: OTLPReceiver, fault: FaultServer
+) -> None:
     header, trace_id, span_id = traceparent()
     raw = client.chat.completions.with_raw_response.create(
         model="failover",
@@ -116,7 +122,12 @@ def test_spans_reach_the_collector_under_the_callers_trace(client: openai.OpenAI
     assert raw.parse().choices[0].message.content == "Hello there, traced."
     assert raw.headers["x-polychat-provider"] == "ok"
     assert raw.headers["x-polychat-attempts"] == "dead=failed:APIConnectionError, ok=ok"
-    check_tree(wait_for_trace(receiver, trace_id, 4), span_id, stream=False)
+    spans = wait_for_trace(receiver, trace_id, 4)
+    check_tree(spans, span_id, stream=False)
+    # the upstream key was sent upstream (the fault server saw it) but is in no span
+    assert any(UPSTREAM_KEY in r.headers.get("authorization", "") for r in fault.requests("ok"))
+    assert UPSTREAM_KEY not in repr(spans)
+    assert "Say hello." in repr(spans)  # content capture is on in this gateway, so the check above means something
 
 
 def test_stream_spans_end_with_the_stream(client: openai.OpenAI, receiver: OTLPReceiver) -> None:
@@ -178,3 +189,11 @@ def test_otel_switch_from_the_command_line_or_the_config(tmp_path: Path) -> None
     path.write_text('[server]\notel = "yes"\n')
     with pytest.raises(ConfigError, match=r"server\.otel"):
         load_config(path)
+
+
+def test_every_api_route_continues_the_callers_trace(gw: Gateway, receiver: OTLPReceiver) -> None:
+    header, trace_id, span_id = traceparent()
+    assert httpx.get(f"{gw.base_url}/models", headers={"traceparent": header}).status_code == 200
+    (span,) = wait_for_trace(receiver, trace_id, 1)
+    assert span.name == "GET /v1/models" and span.kind == SERVER and span.parent_span_id == span_id
+    assert span.attributes["http.response.status_code"] == 200

@@ -28,6 +28,7 @@ _LAZY = {
 _ERRORS = (
     "PolychatError",
     "InvalidRequestError",
+    "UnsupportedParameterError",
     "ConfigError",
     "ConfigFileError",
     "PluginError",

@@ -20,7 +20,7 @@ import msgspec
 
 from . import _constants as C
 from ._proxy import ProxyConfig, _no_proxy_patterns, build_mounts
-from ._redact import redact_url
+from ._redact import guard_library_logs, redact_url
 from .errors import APIConnectionError, APIError, APITimeoutError, status_error
 
 if TYPE_CHECKING:
@@ -54,6 +54,8 @@ class WireRequest(msgspec.Struct, frozen=True):
     content: bytes | None = None
     params: Mapping[str, Any] | None = None
 
+
+guard_library_logs()  # before any transport exists: httpcore's SOCKS debug lines carry the proxy password
 
 _LIMITS = httpx.Limits(
     max_connections=C.MAX_CONNECTIONS,
@@ -254,8 +256,16 @@ class TransportPool:
     def close(self) -> None:
         with self._lock:
             clients, self._sync = list(self._sync.values()), {}
+            async_clients, self._async = list(self._async.values()), {}
+            self._async_transports, self._routes = {}, {}
         for c in clients:
             c.close()
+        if async_clients:  # opened by a sync client's hedging, on the bridge loop (or by async code, on its loop)
+            from ._loops import close_soon
+            from .routing._bridge import existing_loop
+
+            for ac in async_clients:
+                close_soon(ac.aclose, existing_loop())
         if self._aio is not None:
             self._aio.close()  # sessions a sync client's hedging opened on the background loop
 

@@ -22,11 +22,12 @@ from ._types import (
     _ROUTE_KEYS,
     _SERVER_KEYS,
     _TOP_KEYS,
-    PROVIDER_TYPES,
     REDIS_FAILURE_MODES,
     GatewayKeySpec,
     ProviderSpec,
     RouteSpec,
+    provider_type,
+    provider_types,
 )
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
@@ -199,9 +200,11 @@ def _check_server(doc: dict[str, Any], c: _Checker) -> dict[str, Any]:
             out[key] = list(c.strings(value, where))
         elif key in ("allow_plaintext_key", "otel"):
             out[key] = c.boolean(value, where)
-        elif key == "max_body_bytes":
+        elif key in ("max_body_bytes", "max_connections", "max_header_bytes"):
             out[key] = c.count(value, where)
-        elif key == "shutdown_timeout":
+            if out[key] < 1:
+                raise c.error(where, "must be a whole number >= 1")
+        elif key in ("shutdown_timeout", "header_timeout"):
             out[key] = c.seconds(value, where)
         elif key == "redis_url":
             url = c.string(value, where)
@@ -282,15 +285,17 @@ def _check(doc: dict[str, Any], c: _Checker) -> tuple[dict[str, Any], dict[str, 
         c.name(name, base, "provider")
         table = c.table(raw, base)
         if "type" not in table:
-            raise c.error(base, f"missing key 'type' (one of: {', '.join(PROVIDER_TYPES)})")
+            raise c.error(base, f"missing key 'type' (one of: {', '.join(provider_types())})")
         ptype_name = c.string(table["type"], (*base, "type"))
-        ptype = PROVIDER_TYPES.get(ptype_name)
+        try:
+            ptype = provider_type(ptype_name)
+        except ConfigError as e:  # an installed plugin that cannot be loaded
+            raise c.error((*base, "type"), str(e)) from e
         if ptype is None:
-            hint = difflib.get_close_matches(ptype_name, list(PROVIDER_TYPES), n=1)
+            types = provider_types()
+            hint = difflib.get_close_matches(ptype_name, types, n=1)
             also = f"; did you mean {hint[0]!r}?" if hint else ""
-            raise c.error(
-                (*base, "type"), f"unknown provider type {ptype_name!r}{also} (known: {', '.join(PROVIDER_TYPES)})"
-            )
+            raise c.error((*base, "type"), f"unknown provider type {ptype_name!r}{also} (known: {', '.join(types)})")
         for key in table:
             if key not in ptype.keys and key in _HTTP_KEYS:
                 raise c.error((*base, key), f"not used by providers of type {ptype_name!r}")

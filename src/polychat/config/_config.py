@@ -5,7 +5,6 @@ facts callers ask for (client arguments, availability, secrets, a redacted view)
 from __future__ import annotations
 
 import contextlib
-import importlib
 import logging
 import os
 import time
@@ -18,7 +17,7 @@ from .._proxy import ProxyConfig
 from .._redact import mask_secret, redact_url
 from ..errors import ConfigError
 from ._check import _check, _check_server, _Checker
-from ._types import _BUILTINS, _DEFAULTS_KEYS, PROVIDER_TYPES, ProviderSpec, RouteSpec
+from ._types import _BUILTINS, _DEFAULTS_KEYS, ProviderSpec, ProviderType, RouteSpec, provider_type
 
 if TYPE_CHECKING:
     from ..providers.base import Provider
@@ -69,13 +68,18 @@ class Config:
     def provider_class(self, name: str) -> type[Provider]:
         """The class of provider ``name`` (imported now; raises ConfigError when it cannot be)."""
         spec = self._spec(name)
-        module_name, _, cls_name = PROVIDER_TYPES[spec.type].target.partition(":")
         try:
-            module = importlib.import_module(module_name)
+            return self.type_of(spec).load(spec.type)
         except ImportError as e:
             raise ConfigError(f"provider {name!r} (type {spec.type!r}) is not available: {e}") from None
-        cls: type[Provider] = getattr(module, cls_name)
-        return cls
+
+    @staticmethod
+    def type_of(spec: ProviderSpec) -> ProviderType:
+        """The type row of a checked provider (its type was found when the config was read)."""
+        ptype = provider_type(spec.type)
+        if ptype is None:
+            raise ConfigError(f"provider {spec.name!r}: unknown provider type {spec.type!r}")
+        return ptype
 
     def provider(self, name: str) -> Provider:
         """Provider ``name`` (declared or built in), built on first use."""
@@ -90,7 +94,7 @@ class Config:
             kwargs.update(spec.options)
             if spec.effective_default_model:
                 kwargs["default_model"] = spec.effective_default_model
-            if PROVIDER_TYPES[spec.type].http:
+            if self.type_of(spec).http:
                 # Never None: None would let the class fall back to OPENAI_API_KEY / OPENAI_BASE_URL.
                 kwargs["api_key"] = spec.api_key or (os.environ.get(spec.key_env, "") if spec.key_env else "")
                 if spec.base_url:
@@ -219,7 +223,7 @@ class Config:
         for name, spec in self.specs.items():
             if self.unavailable(name) is not None:
                 continue
-            if PROVIDER_TYPES[spec.type].http:
+            if self.type_of(spec).http:
                 for model_id in spec.models:
                     add(model_id, name)
                 default = spec.effective_default_model
@@ -346,6 +350,7 @@ class Config:
             if env and os.environ.get(env):
                 out.append(os.environ[env])
             out.extend(proxy_passwords(spec.proxy_config))
+            out.extend(url_passwords(spec.base_url or ""))
         out.extend(proxy_passwords(self.proxy))
         out.extend(self.server.get("api_keys", ()))
         keys_env = self.server.get("api_keys_env")

@@ -7,13 +7,17 @@ provider types are the registry's providers (:func:`polychat.providers.registry.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._constants import DEFAULT_OPENAI_MODEL
 from .._failover import SWITCHES, UNSET, FailoverPolicy
 from .._proxy import ProxyConfig
+
+if TYPE_CHECKING:
+    from ..providers.base import Provider
 
 
 @dataclass(frozen=True)
@@ -26,12 +30,24 @@ class ProviderType:
     keys: frozenset[str]
     http: bool = False
     options: Mapping[str, str] = field(default_factory=dict)
+    #: Set for an installed provider plugin: its class comes from the entry point, not from ``target``.
+    plugin: bool = False
+
+    def load(self, type_name: str) -> type[Provider]:
+        """The provider class (imported now). ImportError propagates; a broken plugin raises PluginError."""
+        if self.plugin:
+            from ..providers import plugins
+
+            return plugins.load(type_name)
+        module_name, _, cls_name = self.target.partition(":")
+        cls: type[Provider] = getattr(importlib.import_module(module_name), cls_name)
+        return cls
 
     @property
     def key_env(self) -> str | None:
         """For HTTP types, the variable the official service's key is read from (None when it needs none)."""
-        if not self.http:
-            return None
+        if not self.http or self.plugin:
+            return None  # a plugin's class may inherit OpenAI's variable: never send that key elsewhere
         from ..providers.http import HTTPProvider
         from ..providers.registry import load
 
@@ -59,6 +75,31 @@ def _provider_types() -> dict[str, ProviderType]:
 #: Config ``type`` → provider type: every provider of :mod:`polychat.providers.registry`.
 PROVIDER_TYPES: dict[str, ProviderType] = _provider_types()
 
+
+def provider_type(name: str) -> ProviderType | None:
+    """The row for config ``type = name``: a built-in row, else an installed provider plugin's (the entry point's
+    name, as :mod:`polychat.providers.plugins` promises), else None. A plugin is imported here, when a config names
+    it: whether it takes the HTTP keys (``base_url``, ``api_key_env``...) is a fact of its class."""
+    row = PROVIDER_TYPES.get(name)
+    if row is not None:
+        return row
+    from ..providers import plugins
+
+    ep = plugins.available().get(name)
+    if ep is None:
+        return None
+    cls = plugins.load(name)
+    http = bool(getattr(cls, "accepts_api_key", False))
+    return ProviderType(ep.value, _HTTP_KEYS if http else frozenset({"type"}), http=http, plugin=True)
+
+
+def provider_types() -> list[str]:
+    """Every name ``type =`` accepts: the built-in rows, then installed plugins."""
+    from ..providers import plugins
+
+    return [*PROVIDER_TYPES, *(n for n in plugins.available() if n not in PROVIDER_TYPES)]
+
+
 _TOP_KEYS = ("defaults", "providers", "routes", "server")
 _SERVER_KEYS = (
     "api_keys_env",
@@ -68,6 +109,9 @@ _SERVER_KEYS = (
     "allowed_hosts",
     "max_body_bytes",
     "shutdown_timeout",
+    "max_connections",
+    "header_timeout",
+    "max_header_bytes",
     "otel",
     "redis_url",
     "redis_failure",
@@ -107,7 +151,8 @@ class ProviderSpec:
         when no ``base_url`` is set (a custom server gets no key unless one is named)."""
         if self.api_key_env:
             return self.api_key_env
-        ptype = PROVIDER_TYPES[self.type]
+        ptype = provider_type(self.type)
+        assert ptype is not None, self.type  # checked when the config was read
         if ptype.http and not self.base_url and not self.api_key:
             return ptype.key_env
         return None

@@ -28,9 +28,10 @@ from .._http import (
     transport_error,
 )
 from .._proxy import ProxyConfig, parse_proxy
-from .._redact import mask_secret
+from .._redact import mask_secret, redact_url, split_credentials
+from .._shapes import header_problem
 from .._timeouts import Watch, shutdown_socket
-from ..errors import MissingAPIKeyError
+from ..errors import ConfigError, MissingAPIKeyError
 from .base import Provider
 
 if TYPE_CHECKING:
@@ -112,11 +113,24 @@ class HTTPProvider(Provider):
         headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(name=name, default_model=default_model)
+        self.headers = dict(headers or {})
+        for header, value in self.headers.items():
+            problem = header_problem(header, value)
+            if problem:
+                raise ConfigError(f"{self.name}: headers: {problem}")
         self.api_key = api_key if api_key is not None else self.env_api_key()
-        self.base_url = (base_url or self.env_base_url() or self.default_base_url).rstrip("/")
+        url = (base_url or self.env_base_url() or self.default_base_url).rstrip("/")
+        self.base_url, basic = split_credentials(url)
+        if basic is not None:
+            if self.api_key or any(h.lower() == "authorization" for h in self.headers):
+                raise ConfigError(
+                    f"{self.name}: base_url {redact_url(url)!r} has a user name and password, and an "
+                    "api_key (given, or read from the environment) or an Authorization header too; both would be "
+                    "the Authorization header — pass one"
+                )
+            self.headers["authorization"] = basic  # HTTP Basic, as the URL asked, on every transport alike
         self.proxy: ProxyConfig | None = parse_proxy(proxy, f"{self.name} proxy")
         self.timeout: httpx.Timeout | None = make_timeout(timeout) if timeout is not None else None
-        self.headers = dict(headers or {})
         self._base_headers = {"content-type": "application/json", **self.auth_headers(), **self.headers}
 
     # -- where the service is and how it authenticates -------------------------------------------------------------
@@ -143,7 +157,8 @@ class HTTPProvider(Provider):
     @functools.cached_property
     def breaker_key(self) -> str:
         # Two keys on one URL are two endpoints (one may be rate limited, the other not); the key itself is hashed.
-        fingerprint = hashlib.sha256(self.api_key.encode()).hexdigest()[:12] if self.api_key else "-"
+        secret = self.api_key or self.headers.get("authorization")
+        fingerprint = hashlib.sha256(secret.encode()).hexdigest()[:12] if secret else "-"
         return f"{type(self).__name__}:{self.base_url}:{fingerprint}"
 
     # -- protocol hooks (pure) -------------------------------------------------------------------------------------

@@ -196,6 +196,11 @@ class ChatEndpoint:
                 "Content-Type: application/json.",
                 code="invalid_json",
             )
+        except RecursionError:  # msgspec gives up on deep nesting with Python's own error
+            metrics.rejected.inc(("bad_json",))
+            return make_error(
+                400, "The JSON body of your request is nested too deeply to be a chat request.", code="invalid_json"
+            )
         if not isinstance(data, dict):
             metrics.rejected.inc(("bad_json",))
             return make_error(

@@ -116,7 +116,7 @@ class Metrics:
         self.rejected = Counter(
             p + "rejected_total",
             "Requests refused before reaching a provider (unauthorized, too_large, bad_json, invalid, host, origin, "
-            "draining).",
+            "draining, header_timeout, header_too_large, connection_cap).",
             ("reason",),
         )
         self.duration = Histogram(
