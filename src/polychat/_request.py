@@ -128,6 +128,8 @@ CALL_OPTIONS = frozenset(
         "extra_body",
         # providers that cannot honour a parameter drop it instead of refusing the call (opt-in)
         "drop_unsupported",
+        # the request as the client sent it in another protocol (see NativeRequest)
+        "native_request",
         # the failover switches (first_token_timeout, resume, ...)
         *SWITCHES,
     }
@@ -144,6 +146,22 @@ class CallOptions(Struct, frozen=True):
     failover: FailoverPolicy = UNSET
 
 
+class NativeRequest(Struct, frozen=True):
+    """A request as a client sent it in another protocol than OpenAI's (the gateway's ``/v1/messages``).
+
+    A provider that speaks ``protocol`` natively sends ``body`` (with its own model and stream switch) and
+    ``headers`` instead of translating the normalised request, so nothing is lost on the way. ``lossy`` names what
+    the normalised request could not carry: any other provider refuses the call naming the first of them (an
+    :class:`~polychat.errors.UnsupportedParameterError`, so a failover chain tries the next provider), unless the
+    call says ``drop_unsupported=True``.
+    """
+
+    protocol: str
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+    lossy: tuple[str, ...] = ()
+
+
 class ChatRequest(Struct):
     """A validated chat request, independent of any provider's wire format."""
 
@@ -156,6 +174,8 @@ class ChatRequest(Struct):
     extra_body: dict[str, Any] = field(default_factory=dict)
     #: The ``drop_unsupported`` call option: providers drop parameters they cannot honour instead of refusing.
     drop_unsupported: bool = False
+    #: The client's original request in another protocol, for providers that speak it (see NativeRequest).
+    native: NativeRequest | None = None
 
     def with_model(self, model: str) -> ChatRequest:
         return replace(self, model=model)
@@ -227,6 +247,9 @@ def build_request(model: Any, messages: Any, stream: Any, kwargs: Mapping[str, A
         else:
             unknown.append(key)
     failover = FailoverPolicy.checked(options, _fail)
+    native = options.pop("native_request", None)
+    if native is not None and not isinstance(native, NativeRequest):
+        raise _fail("native_request", "must be a polychat._request.NativeRequest")
     if options.get("drop_unsupported") is not None and not isinstance(options["drop_unsupported"], bool):
         raise _fail("drop_unsupported", "must be true or false")
     if unknown:
@@ -265,6 +288,7 @@ def build_request(model: Any, messages: Any, stream: Any, kwargs: Mapping[str, A
         extra_query=extras["extra_query"],
         extra_body=extras["extra_body"],
         drop_unsupported=bool(options.get("drop_unsupported")),
+        native=native,
     )
     call = CallOptions(options.get("provider"), options.get("proxy"), options.get("timeout"), failover)
     return req, call

@@ -21,6 +21,7 @@ from ._proxy import parse_proxy
 from ._record import CallRecord
 from ._redact import mask_secret
 from ._request import ChatRequest, build_request
+from ._responses import AsyncResponses, Responses
 from .errors import Attempt, ConfigError
 from .providers.base import Provider, as_provider
 from .routing.retry import RetryProvider, default_chain
@@ -148,6 +149,12 @@ class AsyncStream(Generic[_T]):
         if self._record is not None and self._record.trace is not None:
             self._record.chunk(item)
         return item
+
+    def __del__(self) -> None:
+        # Dropped without aclose() (nothing can be awaited here): at least the call's record and spans end.
+        if self._record is not None:
+            with contextlib.suppress(Exception):
+                self._record.finish()
 
     async def aclose(self) -> None:
         self._first = _END
@@ -390,6 +397,7 @@ class Client(_BaseClient):
     def _attach_namespaces(self) -> None:
         self.chat = Chat(self)
         self.models = Models(self)
+        self.responses = Responses(self)
 
     def close(self) -> None:
         self._pool.close()
@@ -471,6 +479,7 @@ class AsyncClient(_BaseClient):
     def _attach_namespaces(self) -> None:
         self.chat = AsyncChat(self)
         self.models = AsyncModels(self)
+        self.responses = AsyncResponses(self)
 
     async def close(self) -> None:
         await self._pool.aclose()

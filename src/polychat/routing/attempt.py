@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING
 
 from .._timeouts import Watch, within
-from ..errors import APIError, APITimeoutError, EmptyResponseError
+from ..errors import APIError, APITimeoutError, EmptyResponseError, UnsupportedParameterError
 
 if TYPE_CHECKING:
     from .._context import CallContext
@@ -23,7 +23,28 @@ if TYPE_CHECKING:
     from .policy import Step
 
 
+def refuse_untranslated(provider: Provider, request: ChatRequest) -> None:
+    """A request that came in another protocol and carries what the normalised request cannot: only a provider
+    speaking that protocol may answer it (others refuse, naming the field), unless the call allows dropping."""
+    native = request.native
+    if native is None or not native.lossy or request.drop_unsupported:
+        return
+    if provider.capabilities.native_protocol == native.protocol:
+        return
+    field = native.lossy[0]
+    raise UnsupportedParameterError(
+        f"Parameter {field} cannot be passed on to provider {provider.name}: only a provider speaking the "
+        f"{native.protocol} protocol can honour it. Remove it, or ask the gateway to drop what a provider cannot "
+        "honour (header x-polychat-drop-unsupported: true).",
+        param=field,
+        provider=provider.name,
+    )
+
+
 def has_content(chunk: ChatCompletionChunk) -> bool:
+    native = chunk.native
+    if native and native.get("type") == "content_block_delta":
+        return True  # a provider's own event carrying a block's content (thinking included)
     for choice in chunk.choices:
         d = choice.delta
         if d.content or d.tool_calls or d.refusal:
@@ -60,6 +81,7 @@ class SyncAttempt:
     def complete(self) -> ChatCompletion:
         self.watch.start()
         try:
+            refuse_untranslated(self.provider, self.request)
             return self.provider.complete(self.request, self.ctx)
         except APIError as e:
             err = self.watch.translate(e, self.provider.name)
@@ -74,6 +96,7 @@ class SyncAttempt:
         self.watch.start()
         held: list[ChatCompletionChunk] = []
         try:
+            refuse_untranslated(self.provider, self.request)
             self._chunks = self.provider.stream(self.request, self.ctx)
             for chunk in self._chunks:
                 held.append(chunk)
@@ -149,6 +172,7 @@ class AsyncAttempt:
         return _min(idle, lim.deadline_at)
 
     async def complete(self) -> ChatCompletion:
+        refuse_untranslated(self.provider, self.request)
         try:
             return await within(self.limits.deadline_at, self.provider.acomplete(self.request, self.ctx))
         except TimeoutError as e:
@@ -157,6 +181,7 @@ class AsyncAttempt:
     async def open(self) -> list[ChatCompletionChunk]:
         held: list[ChatCompletionChunk] = []
         deadline = self._first_deadline()
+        refuse_untranslated(self.provider, self.request)
         chunks = self._chunks = self.provider.astream(self.request, self.ctx)
         while True:
             try:
