@@ -9,58 +9,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import msgspec
-
-from .. import _constants as C
-from .._timeouts import Limits, Watch, within
+from .._timeouts import Watch, within
 from ..errors import APIError, APITimeoutError, EmptyResponseError, UnsupportedParameterError
 
 if TYPE_CHECKING:
     from .._context import CallContext
+    from .._failover import CallPolicy
     from .._request import ChatRequest
     from ..providers.base import Provider
     from ..types import ChatCompletion, ChatCompletionChunk
     from .policy import Step
-
-
-class Policy(msgspec.Struct, frozen=True):
-    """Failover settings of one call, resolved from the call's options, the chain's and the client's."""
-
-    first_token_timeout: float | None = None
-    idle_timeout: float | None = None
-    #: Non-stream attempts: seconds to the whole answer (None: derived, see :meth:`answer_timeout`).
-    response_timeout: float | None = None
-    deadline_at: float | None = None
-    hedge_after: float | None = None
-    resume: bool = False
-    allow_empty: bool = False
-    # What the call itself set; these beat a provider's own first_token_timeout / idle_timeout.
-    call_first_token: bool = False
-    call_idle: bool = False
-
-    def limits(self, provider: Provider, *, stream: bool) -> Limits:
-        first = self.first_token_timeout
-        own_first = getattr(provider, "first_token_timeout", None)
-        if own_first is not None and not self.call_first_token:
-            first = own_first
-        if not stream:
-            return Limits(self.answer_timeout(first), None, self.deadline_at)
-        idle = self.idle_timeout
-        own_idle = getattr(provider, "idle_timeout", None)
-        if own_idle is not None and not self.call_idle:
-            idle = own_idle
-        return Limits(first, idle, self.deadline_at)
-
-    def answer_timeout(self, first_token: float | None) -> float:
-        """A non-stream attempt's limit: ``response_timeout``, else a multiple of the first-token limit in effect,
-        else :data:`~polychat._constants.RESPONSE_TIMEOUT` (the numbers and why: :mod:`polychat._constants`)."""
-        if self.response_timeout is not None:
-            return self.response_timeout
-        if first_token is not None:
-            return first_token * C.RESPONSE_TIMEOUT_FACTOR
-        return C.RESPONSE_TIMEOUT
 
 
 def refuse_untranslated(provider: Provider, request: ChatRequest) -> None:
@@ -105,7 +65,7 @@ def completion_empty(c: ChatCompletion) -> bool:
 
 
 class SyncAttempt:
-    def __init__(self, step: Step, request: ChatRequest, ctx: CallContext, policy: Policy, *, stream: bool) -> None:
+    def __init__(self, step: Step, request: ChatRequest, ctx: CallContext, policy: CallPolicy, *, stream: bool) -> None:
         self.step = step
         self.provider = step.provider
         self.request = request
@@ -181,7 +141,7 @@ class SyncAttempt:
 
 
 class AsyncAttempt:
-    def __init__(self, step: Step, request: ChatRequest, ctx: CallContext, policy: Policy, *, stream: bool) -> None:
+    def __init__(self, step: Step, request: ChatRequest, ctx: CallContext, policy: CallPolicy, *, stream: bool) -> None:
         self.step = step
         self.provider = step.provider
         self.request = request
@@ -265,24 +225,3 @@ class AsyncAttempt:
 def _min(*values: float | None) -> float | None:
     present = [v for v in values if v is not None]
     return min(present) if present else None
-
-
-def resolve_policy(chain_defaults: dict[str, Any], options: dict[str, Any]) -> Policy:
-    """Merge call options over chain/client defaults into a :class:`Policy` for one call."""
-
-    def pick(name: str) -> Any:
-        value = options.get(name)
-        return chain_defaults.get(name) if value is None else value
-
-    deadline = pick("deadline")
-    return Policy(
-        first_token_timeout=pick("first_token_timeout"),
-        idle_timeout=pick("idle_timeout"),
-        response_timeout=pick("response_timeout"),
-        deadline_at=time.monotonic() + deadline if deadline is not None else None,
-        hedge_after=pick("hedge_after"),
-        resume=bool(pick("resume")),
-        allow_empty=bool(pick("allow_empty")),
-        call_first_token=options.get("first_token_timeout") is not None,
-        call_idle=options.get("idle_timeout") is not None,
-    )
