@@ -83,8 +83,16 @@ def rss_mib(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for {pid}")
 
 
-async def load(session: Any, url: str, n: int, concurrency: int) -> float:
-    """Requests per second for ``n`` requests over ``concurrency`` lanes; every answer must be a 200."""
+async def load(url: str, n: int, concurrency: int) -> float:
+    """Requests per second for ``n`` requests over ``concurrency`` lanes; every answer must be a 200. A session
+    per round: the gateway closes keep-alive connections idle for 5 s, as they are while the other one runs."""
+    import aiohttp
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        return await _load(session, url, n, concurrency)
+
+
+async def _load(session: Any, url: str, n: int, concurrency: int) -> float:
     remaining = n
 
     async def lane() -> None:
@@ -109,7 +117,6 @@ def main() -> None:
     ap.add_argument("--memory-n", type=int, default=10_000, help="requests between the two RSS readings")
     args = ap.parse_args()
 
-    import aiohttp
     import httpx
 
     env = {"BENCH_TEAM_KEY": TOKEN}
@@ -152,16 +159,15 @@ def main() -> None:
 
                 async def throughput() -> dict[str, list[float]]:
                     out: dict[str, list[float]] = {"1 worker, no Redis": [], "2 workers, Redis": []}
-                    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
-                        targets = {"1 worker, no Redis": one, "2 workers, Redis": two}
-                        for g in targets.values():
-                            await load(session, g.base_url + "/chat/completions", 500, 64)  # warm-up
-                        for _ in range(args.rounds):
-                            for name, g in targets.items():
-                                out[name].append(await load(session, g.base_url + "/chat/completions", args.tput_n, 64))
-                        before = {pid: rss_mib(pid) for pid in pids}
-                        await load(session, two.base_url + "/chat/completions", args.memory_n, 64)
-                        after = {pid: rss_mib(pid) for pid in pids}
+                    targets = {"1 worker, no Redis": one, "2 workers, Redis": two}
+                    for g in targets.values():
+                        await load(g.base_url + "/chat/completions", 500, 64)  # warm-up
+                    for _ in range(args.rounds):
+                        for name, g in targets.items():
+                            out[name].append(await load(g.base_url + "/chat/completions", args.tput_n, 64))
+                    before = {pid: rss_mib(pid) for pid in pids}
+                    await load(two.base_url + "/chat/completions", args.memory_n, 64)
+                    after = {pid: rss_mib(pid) for pid in pids}
                     result["rss_mib"] = {str(p): [before[p], after[p]] for p in pids}
                     return out
 

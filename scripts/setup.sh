@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up a polychat development environment (idempotent; fast when everything is already there).
 #
-#   bash scripts/setup.sh          # venv + `pip install -e .`
+#   bash scripts/setup.sh          # venv + `pip install -e '.[local]'` (the client and the embedded model)
 #   bash scripts/setup.sh --test   # also the test extras and the Debian packages the tests start
 #                                  # (tinyproxy, microsocks, chromium, redis-server)
 #
@@ -12,6 +12,7 @@
 #   XDG_CACHE_HOME         the portable llama-cpp-python wheel lives in
 #                          ${XDG_CACHE_HOME:-$HOME/.cache}/polychat/wheels/portable/
 #
+# The core package (`pip install polychat`) needs no compiler; the embedded model is the `local` extra, whose
 # llama-cpp-python is compiled from source. A native build (-march=native) segfaults on some machines
 # inside the AMX kernels, so we build it portable, keep the wheel in our own directory, and never let pip
 # build it again or pick a natively built wheel out of its own cache.
@@ -229,9 +230,9 @@ ensure_llama_installed() {
 
 # ---------------------------------------------------------------------------------------------- project
 ensure_project_installed() {
-    local target="" mode="base" stamp_file="$VENV/.polychat-install-stamp" key
+    local target="[local]" mode="base" stamp_file="$VENV/.polychat-install-stamp" key
     if [ "$WITH_TEST" -eq 1 ]; then
-        target="[test]"
+        target="[local,test]"
         mode="test"
     fi
     # The stamp holds "<hash of pyproject.toml + llama marker> <repo root> <base|test>".

@@ -36,6 +36,9 @@ from polychat.types import ChatCompletion, ChatCompletionChunk
 HI = [{"role": "user", "content": "What is 2+2?"}]
 LONG = [{"role": "user", "content": "Tell me a long story about a dragon who learns to read."}]
 GREEDY: dict[str, Any] = {"temperature": 0, "seed": 1}
+#: What Local adds to a request that leaves them open, for comparisons with llama-cpp-python's own chat API.
+SYSTEM = {"role": "system", "content": local_module.DEFAULT_SYSTEM_PROMPT}
+DEFAULTS: dict[str, Any] = {"repeat_penalty": local_module.DEFAULT_REPEAT_PENALTY}
 
 
 @pytest.fixture(scope="module")
@@ -155,15 +158,16 @@ def test_complete(client: Client) -> None:
 
 @pytest.mark.parametrize(
     "messages",
-    [LONG, [{"role": "user", "content": "What is the capital of France?"}]],  # the second answer has an É
+    [LONG, [{"role": "user", "content": "¿Cuál es la capital de España?"}]],  # the second answer has an ñ
     ids=["english", "accents"],
 )
 def test_answer_matches_llama_cpp_chat_api(client: Client, engine: Any, messages: list[dict[str, str]]) -> None:
-    """Same template, same sampling: the text and token counts of llama-cpp-python's create_chat_completion."""
+    """Same template, same sampling: the text and token counts of llama-cpp-python's create_chat_completion given
+    Local's defaults (its system prompt and repeat penalty)."""
 
     def raw(llama: Any) -> Any:
         llama.reset()
-        return llama.create_chat_completion(messages, max_tokens=24, temperature=0, seed=1)
+        return llama.create_chat_completion([SYSTEM, *messages], max_tokens=24, temperature=0, seed=1, **DEFAULTS)
 
     expected = engine.call(raw)
     r = complete(client, messages=messages, max_tokens=24, **GREEDY)
@@ -182,7 +186,7 @@ def test_long_prompt_read_in_pieces_gives_the_same_answer(client: Client, engine
 
     def raw(llama: Any) -> Any:
         llama.reset()
-        return llama.create_chat_completion(messages, max_tokens=8, temperature=0, seed=1)
+        return llama.create_chat_completion([SYSTEM, *messages], max_tokens=8, temperature=0, seed=1, **DEFAULTS)
 
     expected = engine.call(raw)
     assert expected["usage"]["prompt_tokens"] > 512

@@ -190,11 +190,11 @@ def test_default_chain_order(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GROQ_API_KEY", "q")
     monkeypatch.setenv("OPENAI_API_KEY", "o")
     monkeypatch.setenv("AZURE_OPENAI_API_KEY", "z")  # no endpoint: not added
-    assert names() == ["OpenaiChat", "Anthropic", "Gemini", "Groq", "Mistral", "Local"]
+    assert names() == ["OpenaiChat", "Anthropic", "Gemini", "Groq", "Mistral"]  # the embedded model: only alone
     for var in ("GEMINI_API_KEY", "ANTHROPIC_API_KEY", "MISTRAL_API_KEY", "GROQ_API_KEY", "OPENAI_API_KEY"):
         monkeypatch.delenv(var)
     members = default_members(api_key={"anthropic": "ka", "deepseek": "kd"})
-    assert [p.name for p in members] == ["Anthropic", "DeepSeek", "Local"]
+    assert [p.name for p in members] == ["Anthropic", "DeepSeek"]
     assert members[0].api_key == "ka" and members[1].api_key == "kd"  # type: ignore[attr-defined]
 
 
@@ -275,3 +275,17 @@ def test_a_refused_parameter_fails_over_to_a_provider_that_honours_it() -> None:
             r = client.chat.completions.create(model="m", messages=USER, tools=tools)
         assert r.provider == "OpenaiChat" and r.choices[0].finish_reason == "tool_calls"
         assert server.requests("pplx") == [] and len(server.requests("oai")) == 1
+
+
+def test_a_config_file_takes_a_plugin_as_its_type(plugin_dist: Path) -> None:
+    config = parse_config(
+        '[providers.a]\ntype = "acme"\nbase_url = "http://127.0.0.1:1/v1"\napi_key_env = "ACME_KEY"\nmodels = ["m"]\n'
+    )
+    acme = config.provider("a")
+    assert type(acme).__name__ == "AcmeChat"
+    assert acme.base_url == "http://127.0.0.1:1/v1"  # type: ignore[attr-defined]
+    assert config.redacted()["providers"]["a"]["type"] == "acme"
+    with pytest.raises(errors.ConfigError, match=r"providers\.b\.type: provider plugin 'broken'.*acme is broken"):
+        parse_config('[providers.b]\ntype = "broken"\n')
+    with pytest.raises(errors.ConfigError, match=r"unknown provider type 'acm'; did you mean 'acme'\?"):
+        parse_config('[providers.b]\ntype = "acm"\n')

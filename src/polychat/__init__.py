@@ -27,6 +27,7 @@ _LAZY = {
 _ERRORS = (
     "PolychatError",
     "InvalidRequestError",
+    "UnsupportedParameterError",
     "ConfigError",
     "ConfigFileError",
     "PluginError",

@@ -18,6 +18,7 @@ from typing import Any
 from msgspec import Struct, field
 from msgspec.structs import replace
 
+from . import _shapes
 from .errors import InvalidRequestError
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
@@ -64,15 +65,6 @@ def _dict(v: Any) -> str | None:
     return None if isinstance(v, Mapping) else "must be an object (dict)"
 
 
-def _list_of_dicts(v: Any) -> str | None:
-    if not isinstance(v, (list, tuple)):
-        return "must be a list"
-    for i, item in enumerate(v):
-        if not isinstance(item, Mapping):
-            return f"item {i} must be an object (dict)"
-    return None
-
-
 def _stop(v: Any) -> str | None:
     if isinstance(v, str):
         return None
@@ -85,17 +77,6 @@ def _str_or_dict(v: Any) -> str | None:
     return None if isinstance(v, (str, Mapping)) else "must be a string or an object (dict)"
 
 
-def _response_format(v: Any) -> str | None:
-    if not isinstance(v, Mapping):
-        return "must be an object such as {'type': 'json_object'}"
-    t = v.get("type")
-    if t not in ("text", "json_object", "json_schema"):
-        return "type must be 'text', 'json_object' or 'json_schema'"
-    if t == "json_schema" and not isinstance(v.get("json_schema"), Mapping):
-        return "with type 'json_schema' needs a 'json_schema' object"
-    return None
-
-
 def _any(v: Any) -> str | None:
     return None
 
@@ -105,7 +86,7 @@ PARAMS: dict[str, Callable[[Any], str | None]] = {
     "audio": _dict,
     "frequency_penalty": _num_range(-2, 2),
     "function_call": _str_or_dict,
-    "functions": _list_of_dicts,
+    "functions": _shapes.functions_problem,
     "logit_bias": _dict,
     "logprobs": _bool,
     "max_completion_tokens": _pos_int,
@@ -118,16 +99,16 @@ PARAMS: dict[str, Callable[[Any], str | None]] = {
     "presence_penalty": _num_range(-2, 2),
     "prompt_cache_key": _str,
     "reasoning_effort": _str,
-    "response_format": _response_format,
+    "response_format": _shapes.response_format_problem,
     "safety_identifier": _str,
     "seed": _int,
     "service_tier": _str,
     "stop": _stop,
     "store": _bool,
-    "stream_options": _dict,
+    "stream_options": _shapes.stream_options_problem,
     "temperature": _num_range(0, 2),
-    "tool_choice": _str_or_dict,
-    "tools": _list_of_dicts,
+    "tool_choice": _shapes.tool_choice_problem,
+    "tools": _shapes.tools_problem,
     "top_logprobs": _int,
     "top_p": _num_range(0, 1),
     "user": _str,
@@ -212,6 +193,9 @@ def validate_messages(messages: Any) -> list[dict[str, Any]]:
             )
         if role == "tool" and not isinstance(msg.get("tool_call_id"), str):
             raise _fail(f"{where}.tool_call_id", "is required for role 'tool'")
+        problem = _shapes.message_calls_problem(msg, where)
+        if problem:
+            raise InvalidRequestError(f"Invalid argument {problem}.", param=problem.split(" ", 1)[0])
         out.append(dict(msg))
     return out
 
@@ -270,6 +254,10 @@ def build_request(
             extras[name] = dict(value)
     if "messages" in extras["extra_body"] or "model" in extras["extra_body"]:
         raise _fail("extra_body", "must not set 'model' or 'messages'; pass them as arguments")
+    for name, value in extras["extra_headers"].items():
+        problem = _shapes.header_problem(name, value)
+        if problem:
+            raise _fail("extra_headers", problem)
     req = ChatRequest(
         model=model,
         messages=msgs,

@@ -131,8 +131,9 @@ class Watch:
 
     def translate(self, error: APIError, provider: str) -> APIError:
         """The error to report for a failed attempt: a timeout if this watch fired, else ``error`` itself."""
-        if self.fired is None and not isinstance(error, APITimeoutError):
-            return error
+        lim = self.limits
+        if self.fired is None and (not isinstance(error, APITimeoutError) or lim == Limits()):
+            return error  # not ours: with no limits of its own, the watch cannot say better what timed out
         err = APITimeoutError(f"Timed out: {self.fired or self.reason()}", provider=provider)
         err.__cause__ = error
         return err

@@ -148,6 +148,12 @@ class AsyncStream(Generic[_T]):
             self._record.chunk(item)
         return item
 
+    def __del__(self) -> None:
+        # Dropped without aclose() (nothing can be awaited here): at least the call's record and spans end.
+        if self._record is not None:
+            with contextlib.suppress(Exception):
+                self._record.finish()
+
     async def aclose(self) -> None:
         self._first = _END
         aclose = getattr(self._chunks, "aclose", None)
@@ -267,8 +273,18 @@ class _BaseClient:
 
     def _default_provider(self) -> Provider:
         if self.provider is None:
-            self.provider = self._resolve(default_chain(api_key=self.api_key, base_url=self.base_url))
+            if self.config is not None and self.api_key is None and self.base_url is None:
+                chain = self.config.default_chain()  # with the config's [defaults] fallback, if any
+            else:
+                chain = default_chain(api_key=self.api_key, base_url=self.base_url)
+            self.provider = self._resolve(chain)
         return self.provider
+
+    def _config_models(self, provider: Any) -> ModelList | None:
+        """With a config and no provider: the models the config can serve — the gateway's ``/v1/models``."""
+        if provider is not None or self.config is None or self._explicit_provider is not None:
+            return None
+        return ModelList(data=list(self.config.model_list()))
 
     def _prepare(
         self, model: Any, messages: Any, stream: Any, kwargs: dict[str, Any]
@@ -365,6 +381,9 @@ class Models:
         self._client = client
 
     def list(self, *, provider: ProviderArg | None = None) -> ModelList:
+        listed = self._client._config_models(provider)
+        if listed is not None:
+            return listed
         p, ctx = self._client._models_context(provider)
         return ModelList(data=p.list_models(ctx))
 
@@ -455,6 +474,9 @@ class AsyncModels:
         self._client = client
 
     async def list(self, *, provider: ProviderArg | None = None) -> ModelList:
+        listed = self._client._config_models(provider)
+        if listed is not None:
+            return listed
         p, ctx = self._client._models_context(provider)
         return ModelList(data=await p.alist_models(ctx))
 

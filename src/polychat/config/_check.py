@@ -22,11 +22,12 @@ from ._types import (
     _ROUTE_KEYS,
     _SERVER_KEYS,
     _TOP_KEYS,
-    PROVIDER_TYPES,
     REDIS_FAILURE_MODES,
     GatewayKeySpec,
     ProviderSpec,
     RouteSpec,
+    provider_type,
+    provider_types,
 )
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
@@ -198,9 +199,11 @@ def _check_server(doc: dict[str, Any], c: _Checker) -> dict[str, Any]:
             out[key] = list(c.strings(value, where))
         elif key in ("allow_plaintext_key", "otel"):
             out[key] = c.boolean(value, where)
-        elif key == "max_body_bytes":
+        elif key in ("max_body_bytes", "max_connections", "max_header_bytes"):
             out[key] = c.count(value, where)
-        elif key == "shutdown_timeout":
+            if out[key] < 1:
+                raise c.error(where, "must be a whole number >= 1")
+        elif key in ("shutdown_timeout", "header_timeout"):
             out[key] = c.seconds(value, where)
         elif key == "redis_url":
             url = c.string(value, where)
@@ -262,7 +265,7 @@ def _check(doc: dict[str, Any], c: _Checker) -> tuple[dict[str, Any], dict[str, 
     c.keys(raw_defaults, _DEFAULTS_KEYS, ("defaults",))
     for key, value in raw_defaults.items():
         where: tuple[str, ...] = ("defaults", key)
-        if key in ("model", "provider"):
+        if key in ("model", "provider", "fallback"):
             defaults[key] = c.string(value, where)
         elif key == "timeout":
             defaults[key] = c.seconds(value, where)
@@ -282,15 +285,17 @@ def _check(doc: dict[str, Any], c: _Checker) -> tuple[dict[str, Any], dict[str, 
         c.name(name, base, "provider")
         table = c.table(raw, base)
         if "type" not in table:
-            raise c.error(base, f"missing key 'type' (one of: {', '.join(PROVIDER_TYPES)})")
+            raise c.error(base, f"missing key 'type' (one of: {', '.join(provider_types())})")
         ptype_name = c.string(table["type"], (*base, "type"))
-        ptype = PROVIDER_TYPES.get(ptype_name)
+        try:
+            ptype = provider_type(ptype_name)
+        except ConfigError as e:  # an installed plugin that cannot be loaded
+            raise c.error((*base, "type"), str(e)) from e
         if ptype is None:
-            hint = difflib.get_close_matches(ptype_name, list(PROVIDER_TYPES), n=1)
+            types = provider_types()
+            hint = difflib.get_close_matches(ptype_name, types, n=1)
             also = f"; did you mean {hint[0]!r}?" if hint else ""
-            raise c.error(
-                (*base, "type"), f"unknown provider type {ptype_name!r}{also} (known: {', '.join(PROVIDER_TYPES)})"
-            )
+            raise c.error((*base, "type"), f"unknown provider type {ptype_name!r}{also} (known: {', '.join(types)})")
         for key in table:
             if key not in ptype.keys and key in _HTTP_KEYS:
                 raise c.error((*base, key), f"not used by providers of type {ptype_name!r}")
@@ -378,7 +383,8 @@ def _check(doc: dict[str, Any], c: _Checker) -> tuple[dict[str, Any], dict[str, 
                     f"known providers: {', '.join(known)}",
                 )
             target = known[pname]
-            if not model and target.type != "local" and not target.effective_default_model:
+            # (built-in providers' classes have default models of their own)
+            if not model and target.type != "local" and not target.builtin and not target.effective_default_model:
                 raise c.error(
                     (*base, "chain"),
                     f"{entry!r}: provider {pname!r} has no default model; write '{pname}:MODEL'",
@@ -392,9 +398,14 @@ def _check(doc: dict[str, Any], c: _Checker) -> tuple[dict[str, Any], dict[str, 
             policy={k: c.policy(k, table[k], (*base, k)) for k in _POLICY_KEYS if k in table},
         )
 
-    if "provider" in defaults and defaults["provider"] not in known and defaults["provider"] not in routes:
-        raise c.error(
-            ("defaults", "provider"),
-            f"{defaults['provider']!r} is neither a provider nor a route (known: {', '.join([*known, *routes])})",
-        )
+    for key in ("provider", "fallback"):
+        chosen: str | None = defaults.get(key)
+        if chosen is None:
+            continue
+        name = chosen.partition(":")[0] if key == "fallback" else chosen  # a fallback may be "provider:model"
+        if name not in known and chosen not in routes:
+            raise c.error(
+                ("defaults", key),
+                f"{chosen!r} is neither a provider nor a route (known: {', '.join([*known, *routes])})",
+            )
     return defaults, providers, routes

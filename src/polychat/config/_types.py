@@ -6,11 +6,16 @@ Kept apart so the checker and :class:`~polychat.config.Config` share one table (
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from .._constants import DEFAULT_OPENAI_MODEL
 from .._proxy import ProxyConfig
+
+if TYPE_CHECKING:
+    from ..providers.base import Provider
 
 
 @dataclass(frozen=True)
@@ -24,6 +29,18 @@ class ProviderType:
     http: bool = False
     key_env: str | None = None
     options: Mapping[str, str] = field(default_factory=dict)
+    #: Set for an installed provider plugin: its class comes from the entry point, not from ``target``.
+    plugin: bool = False
+
+    def load(self, type_name: str) -> type[Provider]:
+        """The provider class (imported now). ImportError propagates; a broken plugin raises PluginError."""
+        if self.plugin:
+            from ..providers import plugins
+
+            return plugins.load(type_name)
+        module_name, _, cls_name = self.target.partition(":")
+        cls: type[Provider] = getattr(importlib.import_module(module_name), cls_name)
+        return cls
 
 
 _HTTP_KEYS = frozenset(
@@ -68,6 +85,31 @@ PROVIDER_TYPES: dict[str, ProviderType] = {
     "ollama-openai": ProviderType("polychat.providers.registry:OllamaOpenAI", _HTTP_KEYS, http=True),
 }
 
+
+def provider_type(name: str) -> ProviderType | None:
+    """The row for config ``type = name``: a built-in row, else an installed provider plugin's (the entry point's
+    name, as :mod:`polychat.providers.plugins` promises), else None. A plugin is imported here, when a config names
+    it: whether it takes the HTTP keys (``base_url``, ``api_key_env``...) is a fact of its class."""
+    row = PROVIDER_TYPES.get(name)
+    if row is not None:
+        return row
+    from ..providers import plugins
+
+    ep = plugins.available().get(name)
+    if ep is None:
+        return None
+    cls = plugins.load(name)
+    http = bool(getattr(cls, "accepts_api_key", False))
+    return ProviderType(ep.value, _HTTP_KEYS if http else frozenset({"type"}), http=http, plugin=True)
+
+
+def provider_types() -> list[str]:
+    """Every name ``type =`` accepts: the built-in rows, then installed plugins."""
+    from ..providers import plugins
+
+    return [*PROVIDER_TYPES, *(n for n in plugins.available() if n not in PROVIDER_TYPES)]
+
+
 _TOP_KEYS = ("defaults", "providers", "routes", "server")
 _SERVER_KEYS = (
     "api_keys_env",
@@ -77,6 +119,9 @@ _SERVER_KEYS = (
     "allowed_hosts",
     "max_body_bytes",
     "shutdown_timeout",
+    "max_connections",
+    "header_timeout",
+    "max_header_bytes",
     "otel",
     "redis_url",
     "redis_failure",
@@ -87,7 +132,7 @@ _GATEWAY_KEY_KEYS = ("key_env", "models", "requests_per_minute", "tokens_per_min
 #: ``[server] redis_failure``: what limits do while Redis is unreachable.
 REDIS_FAILURE_MODES = ("closed", "open")
 _POLICY_KEYS = ("first_token_timeout", "idle_timeout", "deadline", "hedge_after", "resume")
-_DEFAULTS_KEYS = ("model", "provider", "timeout", "proxy", "max_retries", *_POLICY_KEYS)
+_DEFAULTS_KEYS = ("model", "provider", "fallback", "timeout", "proxy", "max_retries", *_POLICY_KEYS)
 _ROUTE_KEYS = ("chain", "max_retries", "shuffle", *_POLICY_KEYS)
 
 
@@ -116,7 +161,8 @@ class ProviderSpec:
         when no ``base_url`` is set (a custom server gets no key unless one is named)."""
         if self.api_key_env:
             return self.api_key_env
-        ptype = PROVIDER_TYPES[self.type]
+        ptype = provider_type(self.type)
+        assert ptype is not None, self.type  # checked when the config was read
         if ptype.http and not self.base_url and not self.api_key:
             return ptype.key_env
         return None
@@ -155,7 +201,18 @@ class GatewayKeySpec:
         return any(v is not None for v in (self.requests_per_minute, self.tokens_per_minute, self.budget_tokens))
 
 
+#: Providers that exist without being declared: every remote type with a key variable (usable once that variable
+#: is set: the same providers, in the same order, as the default chain of
+#: :mod:`polychat.providers.defaults`), and the embedded model.
 _BUILTINS = {
-    "openai": ProviderSpec(name="openai", type="openai", builtin=True),
+    **{
+        name: ProviderSpec(
+            name=name, type=name, builtin=True, default_model=DEFAULT_OPENAI_MODEL if name == "openai" else None
+        )
+        for name, ptype in PROVIDER_TYPES.items()
+        if ptype.http and ptype.key_env
+    },
     "local": ProviderSpec(name="local", type="local", builtin=True),
 }
+#: Built-ins listed even when not configured (the others show up once their key is set).
+_ALWAYS_LISTED = ("openai", "anthropic", "gemini", "local")

@@ -56,6 +56,7 @@ from ._convert import (
     json_instruction,
     json_mode,
     new_call_id,
+    new_completion_id,
     safe_id,
     text_content,
     tool_calls_of,
@@ -382,7 +383,7 @@ class Anthropic(HTTPProvider):
         prompt = int(u.get("input_tokens") or 0) + cached + int(u.get("cache_creation_input_tokens") or 0)
         message = ChatCompletionMessage(content="".join(text) if text or not calls else None, tool_calls=calls or None)
         return ChatCompletion(
-            id=data.get("id", ""),
+            id=str(data.get("id") or new_completion_id()),
             created=int(time.time()),
             model=data.get("model", ""),
             choices=[Choice(index=0, message=message, finish_reason=finish)],

@@ -55,6 +55,7 @@ from ._convert import (
     function_specs,
     json_mode,
     new_call_id,
+    new_completion_id,
     only,
     parse_arguments,
     text_content,
@@ -65,6 +66,7 @@ from ._convert import (
     unsupported,
     usage,
 )
+from ._names import path_segment
 from .base import Capabilities
 from .http import HTTPProvider
 
@@ -78,6 +80,8 @@ DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com/v1beta"
 #: Google's documented stand-in for a function call replayed without its thought signature.
 SKIP_SIGNATURE = "skip_thought_signature_validator"
 _SIG_SEP = "."
+#: The resource collections a model name may name itself in (``models/gemini-2.5-flash``).
+_COLLECTIONS = ("models", "tunedModels")
 
 FINISH_REASONS = {
     "STOP": "stop",
@@ -319,8 +323,12 @@ class Gemini(HTTPProvider):
             )
 
     def _model_path(self, model: str) -> str:
+        """``models/{name}`` (or a tuned model's ``tunedModels/{name}``), the name checked and quoted."""
         model = self.resolve_model(model)
-        return model if "/" in model else f"models/{model}"
+        collection, sep, name = model.partition("/")
+        if not sep or collection not in _COLLECTIONS:
+            collection, name = "models", model
+        return f"{collection}/{path_segment(name, provider=self.name)}"
 
     def chat_request(self, request: ChatRequest, *, stream: bool) -> WireRequest:
         params = accepted_params(request.params, _RULES, provider=self.name, drop=request.drop_unsupported)
@@ -381,7 +389,7 @@ class Gemini(HTTPProvider):
         if not choices and (data.get("promptFeedback") or {}).get("blockReason"):
             choices.append(Choice(message=ChatCompletionMessage(content=""), finish_reason="content_filter"))
         return ChatCompletion(
-            id=f"chatcmpl-{data['responseId']}" if data.get("responseId") else "",
+            id=f"chatcmpl-{data['responseId']}" if data.get("responseId") else new_completion_id(),
             created=int(time.time()),
             model=data.get("modelVersion") or request.model,
             choices=choices,

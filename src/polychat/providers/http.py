@@ -27,8 +27,10 @@ from .._http import (
     transport_error,
 )
 from .._proxy import ProxyConfig, parse_proxy
-from .._redact import mask_secret
+from .._redact import mask_secret, redact_url, split_credentials
+from .._shapes import header_problem
 from .._timeouts import Watch, shutdown_socket
+from ..errors import ConfigError
 from .base import Provider
 
 if TYPE_CHECKING:
@@ -96,15 +98,28 @@ class HTTPProvider(Provider):
     ) -> None:
         super().__init__(name=name, default_model=default_model)
         self.api_key = api_key
-        self.base_url = (base_url or "").rstrip("/")
+        self.headers = dict(headers or {})
+        for header, value in self.headers.items():
+            problem = header_problem(header, value)
+            if problem:
+                raise ConfigError(f"{self.name}: headers: {problem}")
+        self.base_url, basic = split_credentials((base_url or "").rstrip("/"))
+        if basic is not None:
+            if api_key or any(h.lower() == "authorization" for h in self.headers):
+                raise ConfigError(
+                    f"{self.name}: base_url {redact_url(base_url or '')!r} has a user name and password, and an "
+                    "api_key (given, or read from the environment) or an Authorization header too; both would be "
+                    "the Authorization header — pass one"
+                )
+            self.headers["authorization"] = basic  # HTTP Basic, as the URL asked, on every transport alike
         self.proxy: ProxyConfig | None = parse_proxy(proxy, f"{self.name} proxy")
         self.timeout: httpx.Timeout | None = make_timeout(timeout) if timeout is not None else None
-        self.headers = dict(headers or {})
 
     @functools.cached_property
     def breaker_key(self) -> str:
         # Two keys on one URL are two endpoints (one may be rate limited, the other not); the key itself is hashed.
-        fingerprint = hashlib.sha256(self.api_key.encode()).hexdigest()[:12] if self.api_key else "-"
+        secret = self.api_key or self.headers.get("authorization")
+        fingerprint = hashlib.sha256(secret.encode()).hexdigest()[:12] if secret else "-"
         return f"{type(self).__name__}:{self.base_url}:{fingerprint}"
 
     # -- protocol hooks (pure) -------------------------------------------------------------------------------------
@@ -156,7 +171,9 @@ class HTTPProvider(Provider):
                 for data in resp.iter_bytes():
                     yield from parser.feed(data)
             except httpx.HTTPError as e:
-                raise transport_error(e, provider=self.name, url=wire.url, proxy=ctx.proxy_for(self)) from e
+                raise transport_error(
+                    e, provider=self.name, url=wire.url, proxy=ctx.proxy_for(self), trust_env=ctx.pool.trust_env
+                ) from e
             yield from parser.finish()
         finally:
             resp.close()
@@ -175,7 +192,9 @@ class HTTPProvider(Provider):
         try:
             resp = _send_within(client, req, ctx.watch, stream=True)
         except httpx.HTTPError as e:
-            raise transport_error(e, provider=self.name, url=wire.url, proxy=ctx.proxy_for(self)) from e
+            raise transport_error(
+                e, provider=self.name, url=wire.url, proxy=ctx.proxy_for(self), trust_env=ctx.pool.trust_env
+            ) from e
         if ctx.watch is not None:
             ctx.watch.attach(shutdown_socket(resp.extensions.get("network_stream")))
         if resp.status_code >= 400:
@@ -193,7 +212,9 @@ class HTTPProvider(Provider):
         try:
             return resp.read()
         except httpx.HTTPError as e:
-            raise transport_error(e, provider=self.name, url=wire.url, proxy=ctx.proxy_for(self)) from e
+            raise transport_error(
+                e, provider=self.name, url=wire.url, proxy=ctx.proxy_for(self), trust_env=ctx.pool.trust_env
+            ) from e
         finally:
             resp.close()
 

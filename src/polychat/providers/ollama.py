@@ -48,6 +48,7 @@ from ._convert import (
     function_specs,
     json_mode,
     new_call_id,
+    new_completion_id,
     only,
     text_content,
     tool_calls_of,
@@ -273,7 +274,7 @@ class Ollama(HTTPProvider):
         content = data["message"].get("content") or ""
         message = ChatCompletionMessage(content=content if content or not calls else None, tool_calls=calls or None)
         return ChatCompletion(
-            id="chatcmpl-" + new_call_id()[5:],
+            id=new_completion_id(),
             created=int(time.time()),
             model=data.get("model") or request.model,
             choices=[Choice(index=0, message=message, finish_reason=_finish(data, bool(calls)))],

@@ -15,7 +15,7 @@ import msgspec
 
 from .. import _constants as C
 from .._http import WireRequest
-from .._json import dumps, loads, loads_or_text
+from .._json import dumps, loads_or_text
 from .._sse import SSEDecoder
 from ..errors import APIConnectionError, APIError, MissingAPIKeyError, error_frame
 from ..types import ChatCompletion, ChatCompletionChunk, Model, ModelList
@@ -91,7 +91,7 @@ class OpenAIStreamParser:
                     raise error_frame(payload if isinstance(payload, dict) else {"error": payload}, self._provider)
             try:
                 chunk = _chunk_decoder.decode(data)
-            except msgspec.DecodeError as e:
+            except (msgspec.DecodeError, RecursionError) as e:
                 raise APIConnectionError(
                     f"Malformed stream data from the provider: {e}: {data[:200]!r}", provider=self._provider
                 ) from e
@@ -188,7 +188,7 @@ class OpenaiChat(HTTPProvider):
                 raise error_frame(payload, self.name)
         try:
             return _completion_decoder.decode(body)
-        except msgspec.DecodeError as e:
+        except (msgspec.DecodeError, RecursionError) as e:
             raise APIConnectionError(
                 f"Malformed response from the provider: {e}: {body[:200]!r}", provider=self.name
             ) from e
@@ -203,6 +203,6 @@ class OpenaiChat(HTTPProvider):
     def parse_models(self, body: bytes) -> list[Model]:
         try:
             return _models_decoder.decode(body).data
-        except msgspec.DecodeError:
-            data = loads(body)
+        except (msgspec.DecodeError, RecursionError):
+            data = loads_or_text(body)
             raise APIConnectionError(f"Malformed models list: {str(data)[:200]}", provider=self.name) from None

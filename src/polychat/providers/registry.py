@@ -24,7 +24,6 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, cast
-from urllib.parse import quote
 
 from msgspec.structs import replace
 
@@ -32,6 +31,7 @@ from .._http import WireRequest
 from .._request import PARAMS
 from ..errors import ConfigError, MissingAPIKeyError
 from ._convert import Check, accepted_params, format_types, only, unsupported
+from ._names import path_segment
 from .base import Capabilities, Provider
 from .openai import OpenaiChat
 
@@ -194,7 +194,8 @@ class PresetChat(OpenaiChat):
         wire = super().chat_request(self.adapt(request), stream=stream)
         p = self.preset
         if p.chat_path != "/chat/completions" or self.query:
-            target = quote(self.deployment or self.resolve_model(request.model), safe="")
+            param = "deployment" if self.deployment else "model"
+            target = path_segment(self.deployment or self.resolve_model(request.model), provider=self.name, param=param)
             url = self.base_url + p.chat_path.format(deployment=target)
             wire = replace(wire, url=url, params={**self.query, **(wire.params or {})})
         return wire

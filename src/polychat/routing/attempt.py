@@ -90,7 +90,10 @@ class SyncAttempt:
         try:
             return self.provider.complete(self.request, self.ctx)
         except APIError as e:
-            raise self.watch.translate(e, self.provider.name) from e
+            err = self.watch.translate(e, self.provider.name)
+            if err is e:  # not `raise e from e`: an error must not be its own cause
+                raise
+            raise err from e
         finally:
             self.watch.stop()
 
@@ -108,7 +111,10 @@ class SyncAttempt:
                     self.watch.pause()  # the caller is about to hold these chunks
                     return held
         except APIError as e:
-            raise self.watch.translate(e, self.provider.name) from e
+            err = self.watch.translate(e, self.provider.name)
+            if err is e:  # not `raise e from e`: an error must not be its own cause
+                raise
+            raise err from e
         return held
 
     def rest(self) -> Iterator[ChatCompletionChunk]:
@@ -123,7 +129,10 @@ class SyncAttempt:
             except StopIteration:
                 return
             except APIError as e:
-                raise watch.translate(e, self.provider.name) from e
+                err = watch.translate(e, self.provider.name)
+                if err is e:
+                    raise
+                raise err from e
             watch.pause()
             yield chunk
 

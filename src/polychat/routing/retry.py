@@ -353,7 +353,7 @@ class RetryProvider(Provider):
                 from . import _bridge  # asyncio loads only when a sync call hedges
 
                 try:
-                    step, held, arest, aclose = _bridge.run(race_open(self, plan, step, req, ctx, policy))
+                    step, held, arest, aclose, t0 = _bridge.run(race_open(self, plan, step, req, ctx, policy))
                 except APIError:
                     continue
                 rest, close = _bridge.iterate(arest), lambda aclose=aclose: _bridge.run(aclose())  # type: ignore[misc]
@@ -365,8 +365,8 @@ class RetryProvider(Provider):
                     attempt.close()
                     run.open_failed(step, e, attempt.elapsed)
                     continue
-                rest, close = attempt.rest(), attempt.close
-            t0 = time.monotonic()
+                rest, close, t0 = attempt.rest(), attempt.close, attempt.started
+            # Times are counted from the attempt's start: success and failure alike include the first token.
             try:
                 run.check_opened(step, held)
                 for chunk in _chain(held, rest):
@@ -422,7 +422,7 @@ class RetryProvider(Provider):
             plan.started(step, run.kind)
             if run.hedging(step):
                 try:
-                    step, held, rest, aclose = await race_open(self, plan, step, req, ctx, policy)
+                    step, held, rest, aclose, t0 = await race_open(self, plan, step, req, ctx, policy)
                 except APIError:
                     continue
             else:
@@ -433,8 +433,7 @@ class RetryProvider(Provider):
                     await attempt.close()
                     run.open_failed(step, e, attempt.elapsed)
                     continue
-                rest, aclose = attempt.rest(), attempt.close
-            t0 = time.monotonic()
+                rest, aclose, t0 = attempt.rest(), attempt.close, attempt.started
             try:
                 run.check_opened(step, held)
                 for chunk in held:

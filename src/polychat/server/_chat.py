@@ -196,6 +196,11 @@ class ChatEndpoint:
                 "Content-Type: application/json.",
                 code="invalid_json",
             )
+        except RecursionError:  # msgspec gives up on deep nesting with Python's own error
+            metrics.rejected.inc(("bad_json",))
+            return make_error(
+                400, "The JSON body of your request is nested too deeply to be a chat request.", code="invalid_json"
+            )
         if not isinstance(data, dict):
             metrics.rejected.inc(("bad_json",))
             return make_error(
@@ -284,6 +289,8 @@ class ChatEndpoint:
                 error = e
                 served = False
                 err = from_exception(e, gw.scrub)
+                if err.status == 404 and _is_unknown_model(e):
+                    err = gw.unknown_model(model, err)
                 status = err.status
                 failed_by = getattr(e, "provider", None)
                 if isinstance(failed_by, str) and failed_by:
@@ -420,6 +427,18 @@ _SHUTDOWN_FRAME = (
     )
     + b"\n\n"
 )
+
+
+def _is_unknown_model(e: BaseException) -> bool:
+    """A 404 about the model (from a provider, or from every attempt of a chain), not some other 404."""
+
+    def about_model(err: BaseException | None) -> bool:
+        return getattr(err, "param", None) == "model" or getattr(err, "code", None) == "model_not_found"
+
+    if about_model(e):
+        return True
+    errors = [a.error for a in getattr(e, "attempts", None) or ()]
+    return bool(errors) and all(about_model(err) for err in errors)
 
 
 async def _watch_disconnect(receive: Receive, call: Call) -> None:

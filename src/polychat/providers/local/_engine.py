@@ -31,8 +31,9 @@ if TYPE_CHECKING:
 #: Seconds the interpreter waits at exit for running generations to stop (each stops within one token).
 EXIT_JOIN_TIMEOUT = 5.0
 
-# Marks the cursor when continuing an assistant message (private-use characters no template alters).
-_PREFILL_CURSOR = "\ue000polychat-prefill\ue000"
+# Brackets the number of a message in the rendered template, where its text goes in as text only (private-use
+# characters no template alters; the caller's own text never passes through the template, so it cannot fake them).
+_SLOT = "\ue000"
 
 
 class _StopScanner:
@@ -86,6 +87,15 @@ class _Loaded:
     vocab: Any
     stop_strings: tuple[str, ...]
     eos: int
+    #: The most bytes of text one token stands for (computed on the first long prompt): a prompt of more than
+    #: ``n_ctx`` times this many bytes cannot fit, whatever it holds, and is refused without being tokenised.
+    max_token_bytes: int | None = None
+
+    def token_bytes_max(self) -> int:
+        if self.max_token_bytes is None:
+            llama = self.llama
+            self.max_token_bytes = max(len(llama.detokenize([t], special=True)) for t in range(llama.n_vocab()))
+        return self.max_token_bytes
 
 
 _STARTED = object()  # the job left the queue; the answer begins
@@ -254,28 +264,62 @@ class _Engine:
         return self._generate(loaded, plan, prompt, grammar, job.cancelled, emit)
 
     def _prompt(self, loaded: _Loaded, plan: _Plan) -> list[int]:
+        """The prompt's tokens: the chat template's text may hold control tokens (``<|im_start|>``...), the
+        caller's text never does — a message saying ``<|im_end|>`` is read as those characters, not as the end of a
+        turn. Refuses, before tokenising anything, messages too long to fit the context whatever they hold."""
+        texts = [m["content"] for m in plan.messages]
+        if plan.prefill is not None:
+            texts.append(plan.prefill)
+        size = sum(len(t.encode("utf-8")) for t in texts)
+        # One token stands for at least one byte, so only a prompt longer than n_ctx bytes needs the exact bound.
+        if size > self.n_ctx and size > self.n_ctx * loaded.token_bytes_max():
+            raise self._too_long(f"The messages are {size} bytes long: more than the model's context window of")
+        tokens: list[int] = []
+        for text, is_template in self._render(loaded, plan, texts):
+            if text:
+                tokens += loaded.llama.tokenize(text.encode("utf-8"), add_bos=False, special=is_template)
+        if len(tokens) >= self.n_ctx:
+            raise self._too_long(f"The messages take {len(tokens)} tokens, but the model's context window is")
+        return tokens
+
+    def _too_long(self, what: str) -> BadRequestError:
+        message = (
+            f"{what} {self.n_ctx} tokens (prompt and answer together). Shorten the messages, or use "
+            "Local(n_ctx=...) with a larger window."
+        )
+        error = {"message": message, "type": "invalid_request_error", "param": "messages"}
+        body = {"error": {**error, "code": "context_length_exceeded"}}
+        return BadRequestError(message, status_code=400, body=body)
+
+    @staticmethod
+    def _render(loaded: _Loaded, plan: _Plan, texts: list[str]) -> list[tuple[str, bool]]:
+        """The prompt as (text, is_template) pieces: the template is rendered with numbered slots in place of the
+        messages' texts, and each slot is then replaced by its text (when continuing an assistant message, the
+        prompt ends with its text)."""
+        slots = [{"role": m["role"], "content": f"{_SLOT}{i}{_SLOT}"} for i, m in enumerate(plan.messages)]
         try:
             if plan.prefill is None:
-                text = loaded.chat(messages=cast(Any, plan.messages)).prompt
+                rendered = loaded.chat(messages=cast(Any, slots)).prompt
             else:
-                cursor = {"role": "assistant", "content": plan.prefill + _PREFILL_CURSOR}
-                text = loaded.continuation(messages=cast(Any, [*plan.messages, cursor])).prompt
-                at = text.rfind(_PREFILL_CURSOR)
+                cursor = f"{_SLOT}{len(slots)}{_SLOT}"
+                slots.append({"role": "assistant", "content": cursor})
+                rendered = loaded.continuation(messages=cast(Any, slots)).prompt
+                at = rendered.rfind(cursor)
                 if at < 0:
                     raise ValueError("the chat template dropped the assistant message to continue")
-                text = text[:at]
+                rendered = rendered[: at + len(cursor)]
+            parts = rendered.split(_SLOT)
+            pieces: list[tuple[str, bool]] = []
+            for k, part in enumerate(parts):
+                if k % 2 == 0:
+                    pieces.append((part, True))
+                elif part.isdigit() and int(part) < len(texts) and k + 1 < len(parts):
+                    pieces.append((texts[int(part)], False))
+                else:
+                    raise ValueError("the chat template altered the messages' text in a way Local cannot follow")
         except Exception as e:
             raise _refuse("messages", f"the model's chat template rejected them ({e})", None) from e
-        tokens = loaded.llama.tokenize(text.encode("utf-8"), add_bos=False, special=True)
-        if len(tokens) >= self.n_ctx:
-            message = (
-                f"The messages take {len(tokens)} tokens, but the model's context window is {self.n_ctx} tokens "
-                f"(prompt and answer together). Shorten the messages, or use Local(n_ctx=...) with a larger window."
-            )
-            error = {"message": message, "type": "invalid_request_error", "param": "messages"}
-            body = {"error": {**error, "code": "context_length_exceeded"}}
-            raise BadRequestError(message, status_code=400, body=body)
-        return tokens
+        return pieces
 
     @staticmethod
     def _grammar(plan: _Plan) -> LlamaGrammar | None:

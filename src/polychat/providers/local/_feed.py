@@ -1,5 +1,6 @@
-"""The callers' side of Local: a job's items handed over to an event loop without blocking it, turned into
-OpenAI-shaped chunks, and a finished job turned into its outcome or a polychat error.
+"""The callers' side of Local: a job's items handed to the calling thread or event loop (never blocking a loop)
+under the call's time limits, turned into OpenAI-shaped chunks, and a finished job turned into its outcome or a
+polychat error.
 
 Kept apart from the engine because this code runs in the caller's thread or on the caller's event loop, never in
 the model's thread (except ``_AsyncFeed._emit``, which only hands items over).
@@ -8,21 +9,104 @@ the model's thread (except ``_AsyncFeed._emit``, which only hands items over).
 from __future__ import annotations
 
 import asyncio
+import queue
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
-from ...errors import APIError, PolychatError
+from ...errors import APIError, APITimeoutError, PolychatError
 from ...types import ChatCompletionChunk, ChoiceDelta, CompletionUsage, StreamChoice
-from ._engine import _END, _STARTED, _Engine, _Job, _Loaded, _Outcome
+from ._engine import _END, _STARTED, _TIMED_OUT, _Engine, _Job, _Loaded, _Outcome
+
+if TYPE_CHECKING:
+    from ..._context import CallContext
+
+
+def token_timeout(ctx: CallContext | None) -> float | None:
+    """How long Local may go without a token (the first or the next): the read part of a ``timeout`` given to the
+    call or the client — what it means for an HTTP provider too. None when none was given: a queued or long
+    prompt is not cut short by a default meant for networks. (``deadline`` and the failover timeouts reach Local
+    through the attempt's watch instead.)"""
+    if ctx is None:
+        return None
+    timeout = ctx.call_timeout or ctx.client_timeout
+    return timeout.read if timeout is not None else None
+
+
+def _no_token(limit: float, provider: str) -> APITimeoutError:
+    return APITimeoutError(f"Timed out: no token from the local model within {limit:g} s (timeout)", provider=provider)
+
+
+def _out_of_time(provider: str) -> APIError:
+    # the failover engine turns this into an APITimeoutError saying which of its limits passed
+    return APIError("The local model was stopped: the call ran out of time", provider=provider)
+
+
+class _SyncFeed:
+    """A job's items in the calling thread. A token timeout, or the failover engine's watchdog (the ``ctx.watch``
+    of an attempt with first-token / idle / deadline limits, calling back from its own thread), stops the job and
+    ends the wait with a timeout error."""
+
+    def __init__(
+        self,
+        engine: _Engine,
+        work: Callable[[_Loaded, _Job], Any],
+        ctx: CallContext | None,
+        provider: str,
+        *,
+        forward: bool,
+    ) -> None:
+        self._engine = engine
+        self._provider = provider
+        self._items: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._limit = token_timeout(ctx)
+        self._timed_out = False
+        self.job = _Job(work, self._items.put, forward=forward)
+        watch = getattr(ctx, "watch", None)
+        if watch is not None:
+            watch.attach(self._cut)
+        engine.submit(self.job)
+
+    def _cut(self) -> None:  # in the watchdog's thread
+        self._engine.cancel(self.job)
+        self._items.put(_TIMED_OUT)
+
+    def get(self) -> object:
+        try:
+            item = self._items.get(timeout=self._limit)
+        except queue.Empty:
+            self._timed_out = True
+            assert self._limit is not None
+            raise _no_token(self._limit, self._provider) from None
+        if item is _TIMED_OUT:
+            self._timed_out = True
+            raise _out_of_time(self._provider)
+        return item
+
+    def close(self, *, wait: bool) -> None:
+        """Stop the job (a no-op once it is done); with ``wait``, return once the model is free of it — except
+        after a timeout, when the caller fails over at once."""
+        if self._engine.cancel(self.job) and wait and not self._timed_out:
+            self.job.done.wait()
 
 
 class _AsyncFeed:
-    """A job's items on an event loop: handed over by ``call_soon_threadsafe``, so the loop never blocks."""
+    """A job's items on an event loop: handed over by ``call_soon_threadsafe``, so the loop never blocks. A token
+    timeout ends the wait like :class:`_SyncFeed`'s; the failover engine's limits cancel the awaiting task."""
 
-    def __init__(self, engine: _Engine, work: Callable[[_Loaded, _Job], Any], *, forward: bool) -> None:
+    def __init__(
+        self,
+        engine: _Engine,
+        work: Callable[[_Loaded, _Job], Any],
+        ctx: CallContext | None,
+        provider: str,
+        *,
+        forward: bool,
+    ) -> None:
         self._engine = engine
+        self._provider = provider
+        self._limit = token_timeout(ctx)
         self._loop = asyncio.get_running_loop()
         self._queue: asyncio.Queue[object] = asyncio.Queue()
         self._ended = False
@@ -36,7 +120,13 @@ class _AsyncFeed:
             self.job.cancelled.set()
 
     async def get(self) -> object:
-        item = await self._queue.get()
+        if self._limit is None:
+            item = await self._queue.get()
+        else:
+            try:
+                item = await asyncio.wait_for(self._queue.get(), self._limit)
+            except asyncio.TimeoutError:
+                raise _no_token(self._limit, self._provider) from None
         if item is _END:
             self._ended = True
         return item
@@ -44,8 +134,9 @@ class _AsyncFeed:
     async def close(self) -> None:
         """Stop the job; return once the model is free of it (awaiting, never blocking the loop)."""
         if not self._ended and self._engine.cancel(self.job):
-            while not self._ended:
-                await self.get()
+            while await self._queue.get() is not _END:  # no time limit here: the job stops within a token
+                pass
+            self._ended = True
 
 
 class _Chunks:

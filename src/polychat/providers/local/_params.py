@@ -19,13 +19,22 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("polychat")
 
-#: Sampling when the request leaves it open: llama-cpp-python's ``create_chat_completion`` defaults, so an answer
-#: here matches llama.cpp's own chat API given the same request. (OpenAI's default temperature of 1 makes a 135M
-#: model ramble; the SmolLM2 authors recommend ~0.2.)
+#: Sampling when the request leaves it open: llama-cpp-python's ``create_chat_completion`` defaults but for the
+#: repeat penalty below, so an answer here matches llama.cpp's own chat API given the same request and settings.
+#: (OpenAI's default temperature of 1 makes a 135M model ramble; the SmolLM2 authors recommend ~0.2.)
 DEFAULT_TEMPERATURE = 0.2
 DEFAULT_TOP_P = 0.95
 DEFAULT_TOP_K = 40
 DEFAULT_MIN_P = 0.05
+#: Sampling penalty on tokens already in the last 64: 1.1 (llama.cpp's own CLI default) where llama-cpp-python's
+#: chat API uses 1.0. At 1.0 the 135M model loops ("la Béton Rouge, la Béton Rouge, ...") on everyday questions;
+#: bench/eval_local.py measures the runaway rate with and without it. ``extra_body={"repeat_penalty": 1.0}`` undoes it.
+DEFAULT_REPEAT_PENALTY = 1.1
+#: The system message used when the caller sends none. The template's own default ("You are a helpful AI assistant
+#: named SmolLM, trained by Hugging Face") invites the model to talk about itself and ramble; this one asks for what
+#: a person waiting at a prompt wants. A caller's system (or developer) message, even an empty one, replaces it;
+#: ``Local(system_prompt=None)`` goes back to the template's.
+DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant. Answer briefly and directly, in the language of the question."
 
 
 # -- request checks (pure) ---------------------------------------------------------------------------------------
@@ -39,7 +48,8 @@ def _refuse(param: str, why: str, provider: str | None, value: Any = None) -> Un
         f"{provider or 'The local model'} cannot honour {shown}: {why}. Remove it, pass drop_unsupported=True to "
         "let providers drop what they cannot honour, or send the request to a provider that supports it."
     )
-    return UnsupportedParameterError(message, param=param, provider=provider or "")
+    detail = f"{provider or 'The local model'} cannot honour {shown}: {why}"
+    return UnsupportedParameterError(message, param=param, provider=provider or "", detail=detail)
 
 
 def _is_num(v: Any) -> bool:
@@ -153,8 +163,14 @@ def _text_of(content: Any, where: str, provider: str) -> str:
     return "\n".join(parts)
 
 
-def _template_messages(messages: list[dict[str, Any]], provider: str) -> tuple[list[dict[str, str]], str | None]:
+def _template_messages(
+    messages: list[dict[str, Any]], provider: str, system_prompt: str | None = None
+) -> tuple[list[dict[str, str]], str | None]:
+    """The messages as the chat template takes them, and the text of a last assistant message to continue.
+    ``system_prompt`` goes first when no message is a system or developer one."""
     out: list[dict[str, str]] = []
+    if system_prompt is not None and not any(m["role"] in ("system", "developer") for m in messages):
+        out.append({"role": "system", "content": system_prompt})
     for i, msg in enumerate(messages):
         role = msg["role"]
         if role in ("tool", "function") or msg.get("tool_calls") or msg.get("function_call"):
@@ -173,9 +189,10 @@ def _stop_strings(stop: Any) -> tuple[str, ...]:
     return tuple(s for s in ([stop] if isinstance(stop, str) else stop) if s)
 
 
-def build_plan(request: ChatRequest, provider: str) -> _Plan:
+def build_plan(request: ChatRequest, provider: str, *, system_prompt: str | None = DEFAULT_SYSTEM_PROMPT) -> _Plan:
     """Check ``request`` for what llama.cpp can do; raise :class:`BadRequestError` naming what it cannot (or, when
-    the call says ``drop_unsupported=True``, leave it out and log it)."""
+    the call says ``drop_unsupported=True``, leave it out and log it). ``system_prompt``: the system message used
+    when the request has none (None: the chat template's own)."""
     drop = bool(getattr(request, "drop_unsupported", False))
 
     def refused(param: str, why: str, value: Any = None) -> None:
@@ -198,6 +215,7 @@ def build_plan(request: ChatRequest, provider: str) -> _Plan:
         "top_p": params.get("top_p", DEFAULT_TOP_P),
         "top_k": DEFAULT_TOP_K,
         "min_p": DEFAULT_MIN_P,
+        "repeat_penalty": DEFAULT_REPEAT_PENALTY,
         "presence_penalty": params.get("presence_penalty", 0.0),
         "frequency_penalty": params.get("frequency_penalty", 0.0),
     }
@@ -213,7 +231,7 @@ def build_plan(request: ChatRequest, provider: str) -> _Plan:
     response_format = params.get("response_format")
     if response_format is not None and response_format.get("type") == "text":
         response_format = None
-    messages, prefill = _template_messages(request.messages, provider)
+    messages, prefill = _template_messages(request.messages, provider, system_prompt)
     return _Plan(
         messages=messages,
         prefill=prefill,
