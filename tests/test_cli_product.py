@@ -86,8 +86,8 @@ def test_an_unknown_model_is_a_usage_error_and_no_model_answers_offline(env: dic
     result = polychat(env, "chat", "-m", "gpt-4o-mini", "hi")
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1, result.stderr
-    assert result.stderr.startswith("polychat: error: the model is not served")
-    assert "gpt-4o-mini" in result.stderr and "polychat providers" in result.stderr
+    assert result.stderr.startswith("polychat: error: no configured provider serves the model 'gpt-4o-mini' (Local ")
+    assert "the embedded model serves only 'smollm2-135m'" in result.stderr and "polychat providers" in result.stderr
     offline = polychat(env, "chat", "hi", "--max-tokens", "4")
     assert offline.returncode == 0, offline.stderr
     assert footer_line(offline.stderr).startswith("[Local · smollm2-135m · ")

@@ -9,7 +9,15 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from ._errors import EXIT_OK, CommandTimeout, UsageError, _context_exceeded, _deadline_passed, _describe_error
+from ._errors import (
+    EXIT_OK,
+    CommandTimeout,
+    UsageError,
+    _context_exceeded,
+    _deadline_passed,
+    _describe_error,
+    _unknown_model,
+)
 from ._term import _dim, _error, _held_warnings, _isatty, _status
 
 if TYPE_CHECKING:
@@ -128,6 +136,15 @@ class ChatSession:
                         out.flush()
         except BaseException as e:
             held.drop()
+            if isinstance(e, Exception) and _unknown_model(e):
+                members = self.provider.members()
+                local = [m for m in members if hasattr(m, "loaded")]
+                only = f"; the embedded model serves only {local[0].default_model!r}" if local else ""
+                raise UsageError(
+                    f"no configured provider serves the model {model!r} ({', '.join(m.name for m in members)} "
+                    f"refused it{only}). See `polychat providers` for what is set up (a key such as OPENAI_API_KEY "
+                    "adds a provider), or leave out --model"
+                ) from e
             if self.args.timeout is not None and isinstance(e, Exception) and _deadline_passed(e):
                 got = "".join(text_parts)
                 so_far = f"; {len(got)} characters had arrived" if got else ""

@@ -14,13 +14,36 @@ from typing import Any
 
 import msgspec
 
-_encode = msgspec.json.encode
-_to_builtins = msgspec.to_builtins
+_encode = msgspec.json.Encoder().encode
 
 DONE = b"data: [DONE]\n\n"
 
-#: Chunk-level fields OpenAI leaves out when it has nothing for them.
-_OPTIONAL = ("usage", "system_fingerprint", "service_tier")
+
+# The wire shape, as structs that leave out what is unset (``omit_defaults``): a chunk is re-wrapped field by field
+# into these and encoded in one pass — about 4x cheaper than converting it to dicts and pruning them.
+class _Delta(msgspec.Struct, omit_defaults=True):
+    role: str | None = None
+    content: str | None = None
+    refusal: str | None = None
+    tool_calls: Any = None
+
+
+class _Choice(msgspec.Struct):
+    index: int
+    delta: _Delta
+    finish_reason: str | None
+    logprobs: Any
+
+
+class _Chunk(msgspec.Struct, omit_defaults=True):
+    id: str
+    object: str
+    created: int
+    model: str
+    choices: list[_Choice]  # always there: the usage chunk's is [] (no default, so never left out)
+    system_fingerprint: str | None = None
+    service_tier: str | None = None
+    usage: Any = None
 
 
 def _prune(value: Any) -> Any:
@@ -31,19 +54,25 @@ def _prune(value: Any) -> Any:
     return value
 
 
-def wire_chunk(chunk: Any) -> dict[str, Any]:
-    """``chunk`` (a :class:`~polychat.types.ChatCompletionChunk`) as the dict OpenAI would have sent."""
-    data: dict[str, Any] = _to_builtins(chunk)
-    for key in _OPTIONAL:
-        if data.get(key) is None:
-            data.pop(key, None)
-    for choice in data.get("choices", ()):
-        delta = choice.get("delta")
-        if delta:
-            choice["delta"] = _prune(delta)
-    return data
+def _wire(chunk: Any) -> _Chunk:
+    choices = []
+    for c in chunk.choices:
+        d = c.delta
+        # a tool-call fragment carries only its index and what it adds (rare: the slow path is fine)
+        calls = _prune(msgspec.to_builtins(d.tool_calls)) if d.tool_calls else None
+        choices.append(_Choice(c.index, _Delta(d.role, d.content, d.refusal, calls), c.finish_reason, c.logprobs))
+    return _Chunk(
+        chunk.id,
+        chunk.object,
+        chunk.created,
+        chunk.model,
+        choices,
+        chunk.system_fingerprint,
+        chunk.service_tier,
+        chunk.usage,
+    )
 
 
 def frame(chunk: Any) -> bytes:
     """One ``data:`` event holding ``chunk`` in OpenAI's wire shape."""
-    return b"data: " + _encode(wire_chunk(chunk)) + b"\n\n"
+    return b"data: " + _encode(_wire(chunk)) + b"\n\n"

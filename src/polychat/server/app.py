@@ -37,10 +37,13 @@ from starlette.routing import Route
 from .._redact import redact_query, redact_text
 from ..config import Config, load_config
 from . import _connlimits
-from ._chat import ChatEndpoint, send_error
+from ._chat import ChatEndpoint
+from ._endpoint import send_error
 from ._errors import make_error
 from ._gateway import Gateway
+from ._messages import MessagesEndpoint
 from ._otel import TraceLayer
+from ._responses import ResponsesEndpoint
 from ._settings import ServerSettings, gateway_keys, merge_config, named_keys
 
 __all__ = ["app_from_env", "create_app"]
@@ -228,8 +231,11 @@ def create_app(settings: ServerSettings | None = None, config: Config | None = N
 
     def _check(request: Request) -> Response | None:
         h = request.scope["headers"]
-        found = {k: v for k, v in h if k in (b"host", b"origin", b"authorization")}
-        err = gw.check_api(found.get(b"host"), found.get(b"origin"), found.get(b"authorization"))
+        found = {k: v for k, v in h if k in (b"host", b"origin", b"authorization", b"x-api-key")}
+        authorization = found.get(b"authorization")
+        if authorization is None and b"x-api-key" in found:
+            authorization = b"Bearer " + found[b"x-api-key"]  # Anthropic's clients send the key this way
+        err = gw.check_api(found.get(b"host"), found.get(b"origin"), authorization)
         if err is None:
             return None
         return Response(
@@ -259,14 +265,16 @@ def create_app(settings: ServerSettings | None = None, config: Config | None = N
                 CORSMiddleware,
                 allow_origins=sorted(gw.cors_origins),
                 allow_methods=["GET", "POST", "OPTIONS"],
-                allow_headers=["authorization", "content-type"],
-                expose_headers=["x-polychat-provider", "x-polychat-attempts"],
+                allow_headers=["authorization", "content-type", "x-api-key", "anthropic-version", "anthropic-beta"],
+                expose_headers=["x-polychat-provider", "x-polychat-attempts", "x-polychat-dropped"],
                 max_age=600,
             )
         )
     app = Starlette(
         routes=[
             Route("/v1/chat/completions", ChatEndpoint(gw)),
+            Route("/v1/messages", MessagesEndpoint(gw)),
+            Route("/v1/responses", ResponsesEndpoint(gw)),
             Route("/v1/models", models),
             Route("/v1/models/{model:path}", model_detail),
             Route("/health", health),
