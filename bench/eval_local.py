@@ -47,11 +47,11 @@ def has(*words: str) -> Callable[[str], bool]:
 
 
 def counts_to(n: int) -> Callable[[str], bool]:
-    """Right when 1..n appear in order and n+1 does not follow."""
+    """Right when the numbers, in the order they first appear, are 1..n ("1. 1\n2. 2" counts too)."""
 
     def check(answer: str) -> bool:
-        numbers = [int(x) for x in re.findall(r"\d+", answer)]
-        return numbers[:n] == list(range(1, n + 1)) and (n + 1) not in numbers
+        numbers = list(dict.fromkeys(int(x) for x in re.findall(r"\d+", answer)))
+        return numbers == list(range(1, n + 1))
 
     return check
 
