@@ -250,13 +250,17 @@ def test_cancelled_stream_mid_body_hangs_up(faults: FaultServer, clean_env: pyte
     async def go() -> None:
         async with AsyncClient(provider=OpenaiChat(base_url=url), max_retries=0) as client:
             stream = await client.chat.completions.create(model="m", messages=MSGS, stream=True)
+            both_chunks = asyncio.Event()
 
             async def drain() -> None:
-                async for _ in stream:
-                    pass
+                seen = 0
+                async for c in stream:
+                    seen += bool(c.choices and c.choices[0].delta.content)
+                    if seen == 2:
+                        both_chunks.set()  # what the server sends before it stalls: the body is half read
 
             task = asyncio.create_task(drain())
-            await asyncio.sleep(0.3)
+            await both_chunks.wait()
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
@@ -273,7 +277,8 @@ def test_cancelled_before_headers_hangs_up(faults: FaultServer, clean_env: pytes
     async def go() -> None:
         async with AsyncClient(provider=OpenaiChat(base_url=url), max_retries=0) as client:
             task = asyncio.create_task(ask(client, stream=False))
-            await asyncio.sleep(0.3)
+            # Sent and waiting for headers that never come (the server holds the request).
+            await asyncio.to_thread(wait_until, lambda: faults.requests("pre"), timeout=10, what="the request")
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
@@ -331,3 +336,45 @@ def test_import_polychat_does_not_import_aiohttp() -> None:
     code = "import sys, polychat; from polychat import Client, AsyncClient; print('aiohttp' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_close_releases_the_async_client_sync_hedging_opened_for_a_proxied_route(
+    faults: FaultServer, clean_env: pytest.MonkeyPatch, tinyproxy: TinyProxy
+) -> None:
+    a = faults.scenario("pa", Ok(text="slow", delay_first=2.0))
+    b = faults.scenario("pb", Ok(text="fast"))
+    chain = RetryProvider(
+        [OpenaiChat(base_url=a, name="A"), OpenaiChat(base_url=b, name="B")],
+        breaker=CircuitBreaker(),
+        hedge_after=0.1,
+    )
+    client = Client(provider=chain, proxies=tinyproxy.url)
+    r = client.chat.completions.create(model="m", messages=MSGS)
+    assert r.content == "fast"  # type: ignore[union-attr]
+    opened = list(client._pool._async.values())
+    assert opened, "the hedge ran over httpx (the route is proxied)"
+    client.close()
+    assert all(c.is_closed for c in opened) and not client._pool._async
+    faults.release()
+
+
+def test_a_sync_close_inside_the_loop_keeps_its_close_task_referenced(
+    faults: FaultServer, clean_env: pytest.MonkeyPatch
+) -> None:
+    from polychat import _loops
+
+    url = faults.scenario("tl", Ok(text="x"))
+
+    async def go() -> None:
+        client = AsyncClient(provider=OpenaiChat(base_url=url))
+        assert await ask(client, stream=False) == "x"
+        aio = client._pool._aio
+        assert aio is not None
+        session = next(iter(aio._sessions.values()))
+        client._pool.close()  # what Client.close() does, here called from inside the running loop
+        pending = set(_loops._pending)
+        assert pending, "the close task is kept until it is done (the loop holds tasks only weakly)"
+        await asyncio.gather(*pending)
+        assert session.closed and not _loops._pending
+
+    asyncio.run(go())

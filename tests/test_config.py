@@ -65,7 +65,9 @@ def test_missing_default_file_is_an_empty_config() -> None:
     config = load_config()
     assert config.path is None
     assert config.declared == {} and config.routes == {}
-    assert set(config.specs) == {"openai", "local"}
+    # the built-ins: every remote provider type with a key variable, and the embedded model
+    assert {"openai", "anthropic", "gemini", "groq", "local"} <= set(config.specs)
+    assert all(spec.builtin for spec in config.specs.values())
     assert config.client_kwargs() == {}
     assert config.resolve() == (None, "")
     assert config.models() == []
@@ -145,7 +147,9 @@ def test_resolution_rules(monkeypatch: pytest.MonkeyPatch) -> None:
     assert config.resolve(None, "backup") == (backup, "gpt-4o")  # --provider alone: its default, not "fast"
     assert config.resolve("x", "work") == (work, "x")
     assert config.resolve(None, "fast") == config.route("fast")
-    with pytest.raises(ConfigError, match="unknown provider 'nope'; known: openai, local, work, backup, fast"):
+    with pytest.raises(
+        ConfigError, match="unknown provider 'nope'; known: openai, anthropic, gemini, local, work, backup, fast"
+    ):
         config.resolve(None, "nope")
 
 
@@ -342,7 +346,12 @@ BAD = [
     ("[routes.r]\nchian = ['local']\n", 2, "routes.r.chian", "unknown key; did you mean 'chain'?"),
     ("[routes.r]\nshuffle = true\n", 1, "routes.r", "missing key 'chain'"),
     ("[routes.r]\nchain = []\n", 2, "routes.r.chain", "must name at least one provider"),
-    ("[routes.r]\nchain = ['openai']\n", 2, "routes.r.chain", "provider 'openai' has no default model"),
+    (
+        "[providers.w]\ntype = 'openai'\nbase_url = 'http://127.0.0.1:1/v1'\n[routes.r]\nchain = ['w']\n",
+        5,
+        "routes.r.chain",
+        "provider 'w' has no default model",
+    ),
     ("[routes.local]\nchain = ['openai:m']\n", 1, "routes.local", "may not have the name of provider 'local'"),
     ("[routes.r]\nchain = ['local']\nhedge_after = 'soon'\n", 3, "routes.r.hedge_after", "positive number"),
 ]
@@ -389,7 +398,8 @@ def test_find_line_forms() -> None:
 def test_empty_config_object() -> None:
     config = Config({})
     assert config.redacted() == {}
-    assert config.names() == ["openai", "local"]
+    assert config.names()[:3] == ["openai", "anthropic", "gemini"] and config.names()[-1] == "local"
+    assert config.listed_names() == ["openai", "anthropic", "gemini", "local"]  # presets show once their key is set
 
 
 # -- PinnedModel -------------------------------------------------------------------------------------------------

@@ -520,3 +520,58 @@ def test_failover_is_logged_without_secrets(faults: FaultServer, caplog: pytest.
     assert any("A failed (AuthenticationError" in m and "switching to B" in m for m in messages)
     assert any("circuit for" in m and "open" in m for m in messages)
     assert not any("sk-very-secret-1" in m for m in messages)
+
+
+@pytest.fixture
+def successes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, float]]:
+    """(provider, elapsed) of every success the failover engine records."""
+    from polychat.routing.policy import FailoverPlan
+
+    seen: list[tuple[str, float]] = []
+    original = FailoverPlan.succeeded
+
+    def spy(self: FailoverPlan, step: Any, elapsed: float, *rest: Any) -> None:
+        seen.append((step.provider.name, elapsed))
+        original(self, step, elapsed, *rest)
+
+    monkeypatch.setattr(FailoverPlan, "succeeded", spy)
+    return seen
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_hedged_attempts_are_timed_from_their_own_start(faults: FaultServer, flavour: str, stream: bool) -> None:
+    # Both answer empty after 0.6 s: each attempt took at least that long, the hedge wait included.
+    a = faults.scenario("a", Ok(text="", delay_first=0.6))
+    b = faults.scenario("b", Ok(text="", delay_first=0.6))
+    res = run(flavour, chain(a, b, max_retries=0), stream=stream, hedge_after=0.1)
+    assert isinstance(res.error, errors.AllProvidersFailedError)
+    assert sorted(x.provider for x in res.error.attempts) == ["A", "B"]
+    assert all(x.elapsed >= 0.6 for x in res.error.attempts), res.error.attempts
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_success_times_include_the_wait_for_the_answer(
+    faults: FaultServer, flavour: str, stream: bool, successes: list[tuple[str, float]]
+) -> None:
+    a = faults.scenario("a", Ok(text="slow", delay_first=3.0))
+    b = faults.scenario("b", Ok(text="hedge wins", delay_first=0.5))
+    res = run(flavour, chain(a, b), stream=stream, hedge_after=0.1)
+    assert res.text == "hedge wins"
+    assert successes[-1][0] == "B" and successes[-1][1] >= 0.5, successes  # not 0, not only after the first token
+    c = faults.scenario("c", Ok(text="plain", delay_first=0.5))
+    assert run(flavour, chain(c), stream=stream).text == "plain"
+    assert successes[-1][0] == "A" and successes[-1][1] >= 0.5, successes  # the time to first token counts
+    faults.release()
+
+
+def test_a_hedge_never_races_a_provider_whose_circuit_is_open(faults: FaultServer, flavour: str) -> None:
+    a = faults.scenario("a", Ok(text="slow A", delay_first=1.0))
+    b = faults.scenario("b", Ok(text="B is open"))
+    c = faults.scenario("c", Ok(text="C hedges"))
+    provider = chain(a, b, c)
+    assert provider.breaker is not None
+    provider.breaker.failure(provider.providers[1].breaker_key, errors.AuthenticationError("bad key", status_code=401))
+    res = run(flavour, provider, stream=True, hedge_after=0.1)
+    assert res.text == "C hedges" and res.provider == "C"
+    assert faults.requests("b") == []
+    faults.release()

@@ -51,9 +51,16 @@ def test_embedded_model_as_last_resort_answers_any_model_name() -> None:
         Client(provider=strict).chat.completions.create(model="gpt-4o-mini", messages=MSGS, max_tokens=4)
 
 
-def test_default_chain_falls_back_to_embedded_model(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_chain_reports_a_down_remote_instead_of_substituting(monkeypatch: pytest.MonkeyPatch) -> None:
     for k in ("ANTHROPIC_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY", "OPENAI_API_KEY"):
         monkeypatch.delenv(k, raising=False)
     monkeypatch.setenv("OPENAI_BASE_URL", f"http://127.0.0.1:{free_port()}/v1")  # a configured remote that is down
-    r = Client().chat.completions.create(model="gpt-4o-mini", messages=MSGS, max_tokens=4)
-    assert r.provider == "Local"
+    with pytest.raises(errors.APIConnectionError):
+        Client().chat.completions.create(model="gpt-4o-mini", messages=MSGS, max_tokens=4)
+    # the substitution, when asked for: [defaults] fallback
+    from polychat.config import Config
+
+    r = Client(config=Config({"defaults": {"fallback": "local"}})).chat.completions.create(
+        model="gpt-4o-mini", messages=MSGS, max_tokens=4
+    )
+    assert r.provider == "Local" and r.model == "smollm2-135m"

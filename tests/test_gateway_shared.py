@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import ExitStack
-from typing import Any
 
 import httpx
 import openai
@@ -83,9 +83,11 @@ def test_keys_wrong_key_401_allowlist_403_limit_429_and_usage_readable(
         with pytest.raises(openai.PermissionDeniedError) as denied:
             client.chat.completions.create(model="smol", messages=HI, max_tokens=2)  # type: ignore[arg-type]
         assert denied.value.code == "model_not_allowed" and "'smol'" in denied.value.message
+        used = 0
         for _ in range(2):
             answer = client.chat.completions.create(model="fast", messages=HI, max_tokens=2)  # type: ignore[arg-type]
-            assert answer.choices[0].message.content is not None
+            assert answer.choices[0].message.content is not None and answer.usage is not None
+            used += answer.usage.total_tokens
         with pytest.raises(openai.RateLimitError) as limited:
             client.chat.completions.create(model="fast", messages=HI, max_tokens=2)  # type: ignore[arg-type]
         assert limited.value.code == "rate_limit_exceeded"
@@ -94,6 +96,10 @@ def test_keys_wrong_key_401_allowlist_403_limit_429_and_usage_readable(
         other = openai.OpenAI(base_url=gw.base_url, api_key=OTHER, max_retries=0)
         other.chat.completions.create(model="smol", messages=HI, max_tokens=2)  # type: ignore[arg-type]
 
+        def settled() -> bool:
+            return metric_value(metrics(gw), "polychat_key_tokens_total", key="team-a", kind="total") == used
+
+        wait_until(settled, 30, what="the answers' usage to be settled")  # settling runs after the answer is sent
         text = metrics(gw)
         assert metric_value(text, "polychat_key_requests_total", key="team-a") == 2
         assert metric_value(text, "polychat_key_refused_total", key="team-a", limit="requests") == 1
@@ -233,18 +239,30 @@ def test_a_breaker_opened_through_one_replica_is_open_on_the_other(
 @pytest.mark.parametrize("mode", ["closed", "open"])
 def test_redis_killed_mid_load_and_restarted(llama_server: LlamaServer, mode: str) -> None:
     key = "budget_tokens = 1000000"
-    with RedisServer(persistent=True) as redis, ExitStack() as stack:
+    password = "redis-secret-0123456789"
+    with RedisServer(persistent=True, password=password) as redis, ExitStack() as stack:
         (gw,) = replicas(stack, 1, config(llama_server, key, server=f'redis_failure = "{mode}"'), redis.url)
         client = openai.OpenAI(base_url=gw.base_url, api_key=TOKEN, max_retries=0)
         before = client.chat.completions.create(model="fast", messages=HI, max_tokens=4)  # type: ignore[arg-type]
         assert before.usage is not None
         expected = before.usage.total_tokens
+        # background load through the whole outage: every answer is a 200 or (closed) the limits' 503, never a crash
+        stop = threading.Event()
+        background: list[int] = []
+
+        def load() -> None:
+            with httpx.Client(base_url=gw.base_url, headers={"authorization": f"Bearer {TOKEN}"}, timeout=60) as c:
+                while not stop.is_set():
+                    body = {"model": "fast", "messages": HI, "max_tokens": 1}
+                    background.append(c.post("/chat/completions", json=body).status_code)
+
+        loader = threading.Thread(target=load)
+        loader.start()
         stream = client.chat.completions.create(model="fast", messages=HI, max_tokens=8, stream=True)  # type: ignore[arg-type]
         first = next(iter(stream))  # admitted, in flight
         redis.kill()
         rest = list(stream)  # it finishes while Redis is down; its settlement waits
         assert [first, *rest]
-        during: Any
         if mode == "closed":
             with pytest.raises(openai.InternalServerError) as refused:
                 client.chat.completions.create(model="fast", messages=HI, max_tokens=4)  # type: ignore[arg-type]
@@ -267,11 +285,19 @@ def test_redis_killed_mid_load_and_restarted(llama_server: LlamaServer, mode: st
             # the stream reported no usage, so it was charged its reservation: more than the answers' own usage
             return reserved == 0 and total > expected
 
-        wait_until(settled, 30, what="usage settled after Redis came back")
+        stop.set()
+        loader.join(60)
+        assert set(background) <= ({200, 503} if mode == "closed" else {200}), background
+        try:
+            wait_until(settled, 30, what="usage settled after Redis came back")
+        except TimeoutError:
+            key_lines = [line for line in metrics(gw).splitlines() if line.startswith("polychat_key_")]
+            raise AssertionError(f"expected > {expected}; {key_lines}\n{gw.log_text()[-3000:]}") from None
         requests = metric_value(metrics(gw), "polychat_key_requests_total", key="team-a")
-        assert requests == (4 if mode == "open" else 3)
+        assert requests == (4 if mode == "open" else 3) + background.count(200)
         log = gw.log_text()
         assert "lost the connection to Redis" in log and "reachable again" in log
+        assert password not in log and password not in metrics(gw)
         assert gw.proc is not None and gw.proc.poll() is None
 
 

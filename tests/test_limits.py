@@ -207,3 +207,67 @@ async def test_redis_down_open_lets_requests_through_and_records_their_usage_whe
         usage = await limiter.backend.usage("team-a")
         assert (usage.requests, usage.total_tokens, usage.used, usage.reserved) == (2, 17, 17, 0)
         await limiter.aclose()
+
+
+async def test_a_reservation_never_settled_is_charged_in_full_when_its_lease_ends(
+    backend_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A gateway that dies mid-request never settles; with a lease of 0 ms the next request finds it expired.
+    monkeypatch.setattr("polychat.server._limits.LEASE_MS", 0)
+    monkeypatch.setattr("polychat.server._limits_redis.LEASE_MS", 0)
+    backend = backend_factory()
+    key = spec(budget_tokens=10_000)
+    orphan = await Limiter({"team-a": key}, backend).admit(key, "fast", MESSAGES, {"max_tokens": 100})
+    assert isinstance(orphan, Admission)
+    assert isinstance(
+        await Limiter({"team-a": key}, backend).admit(key, "fast", MESSAGES, {"max_tokens": 1}), Admission
+    )
+    usage = await backend.usage("team-a")
+    assert usage.used == orphan.reserved  # charged: the upstream may well have served it
+    await backend.settle(key, orphan.rid, 5, 2, 3)  # too late: the charge stands, nothing is counted twice
+    assert (await backend.usage("team-a")).used == orphan.reserved
+    await backend.aclose()
+
+
+async def test_a_key_with_only_a_request_limit_still_counts_the_tokens_used(backend_factory: Any) -> None:
+    backend = backend_factory()
+    key = spec(requests_per_minute=10)
+    limiter = Limiter({"team-a": key}, backend)
+    admitted = await limiter.admit(key, "fast", MESSAGES, {})
+    assert isinstance(admitted, Admission) and admitted.reserved == 0
+    admitted.usage = CompletionUsage(prompt_tokens=3, completion_tokens=2, total_tokens=5)
+    admitted.finish()
+    await limiter.drain(10)
+    assert limiter.pending == 0
+    usage = await backend.usage("team-a")
+    assert (usage.requests, usage.prompt_tokens, usage.completion_tokens, usage.total_tokens) == (1, 3, 2, 5)
+    assert usage.reserved == 0
+    await backend.aclose()
+
+
+async def test_a_reservation_whose_reply_was_lost_is_undone_once(backend_factory: Any) -> None:
+    # Redis may apply a reservation and die before replying: the gateway then treats the request as admitted
+    # offline ("open") or refused ("closed"), and later resolves it with record(), which undoes the reservation.
+    backend = backend_factory()
+    key = spec(requests_per_minute=10, tokens_per_minute=10_000, budget_tokens=10_000)
+    assert (await backend.reserve(key, "served-offline", 300)).ok
+    assert (await backend.reserve(key, "refused", 300)).ok
+    await backend.record(key, "served-offline", 42, 40, 2, True)
+    await backend.record(key, "refused", 0, 0, 0, False)
+    await backend.record(key, "served-offline", 42, 40, 2, True)  # a replay changes nothing
+    usage = await backend.usage("team-a")
+    assert (usage.requests, usage.reserved, usage.used, usage.total_tokens) == (1, 0, 42, 42)
+    for i in range(9):  # the undone reservations no longer hold places in the minute
+        assert (await backend.reserve(key, f"r{i}", 1)).ok
+    await backend.aclose()
+
+
+async def test_a_retried_reservation_is_counted_once(backend_factory: Any) -> None:
+    # redis-py retries a command whose reply timed out; the script may then run twice for one request
+    backend = backend_factory()
+    key = spec(requests_per_minute=1, budget_tokens=1000)
+    assert (await backend.reserve(key, "same", 100)).ok
+    assert (await backend.reserve(key, "same", 100)).ok  # the retry: still admitted, not refused by its own entry
+    usage = await backend.usage("team-a")
+    assert (usage.requests, usage.reserved) == (1, 100)
+    await backend.aclose()

@@ -599,3 +599,22 @@ def test_failover_anthropic_and_gemini_down_then_local(wire: WireServer, flavour
     assert_ok(res, "Local")
     assert res.text.strip()
     assert len(wire.requests("gemini")) == 1
+
+
+@pytest.mark.parametrize("kind", ["gemini", "anthropic"])
+def test_answers_without_an_upstream_id_get_one_id_scheme_streamed_or_not(kind: str) -> None:
+    # Gemini has no id when responseId is missing, Anthropic when its proxy drops "id": never "" (streams never were).
+    import json
+
+    from polychat._request import build_request
+    from polychat.providers.anthropic import Anthropic
+    from polychat.providers.gemini import Gemini
+
+    fixture = json.loads((FIXTURES / kind / "text.response.json").read_text())
+    fixture.pop("responseId" if kind == "gemini" else "id")
+    provider = Gemini(api_key="k") if kind == "gemini" else Anthropic(api_key="k")
+    req, _ = build_request("m", [{"role": "user", "content": "Hi"}], False, {})
+    ids = {provider.parse_completion(json.dumps(fixture).encode(), req).id for _ in range(2)}
+    parser = provider.stream_parser(req)
+    stream_id = parser.chunks.id  # type: ignore[attr-defined]
+    assert all(i.startswith("chatcmpl-") and len(i) == len(stream_id) for i in ids) and len(ids) == 2, ids

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
@@ -300,3 +301,85 @@ def test_secrets_never_in_logs_reprs_or_errors(
     for text in texts:
         for secret in secrets:
             assert secret not in text, f"secret leaked in: {text[:200]}"
+
+
+# Passwords with a backslash, a percent sign and non-ASCII characters, each with an ASCII core that shows up in any
+# rendering of it (raw, percent-encoded, bytes repr, base64 excepted: checked separately).
+SOCKS_PASSWORD = "Zq9Xw\\%é€"
+WRONG_PASSWORD = "Wr0ngPw\\%ü"
+URL_PASSWORD = "Bp4ssUrl\\%ß"
+API_KEY = "sk-Kx7SECRETKEY-0123"
+CORES = ("Zq9Xw", "Wr0ngPw", "Bp4ssUrl", "Kx7SECRETKEY")
+
+
+def stream_joined(chunks: Any) -> str:
+    return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+
+
+def _socks_url(proxy: MicroSocks, password: str) -> str:
+    return f"socks5://bob:{quote(password, safe='')}@127.0.0.1:{proxy.port}"
+
+
+def test_no_secret_in_any_log_repr_or_error_sync_async_stream_or_not(
+    faults: FaultServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    with MicroSocks(user="bob", password=SOCKS_PASSWORD) as socks:
+        good, wrong = _socks_url(socks, SOCKS_PASSWORD), _socks_url(socks, WRONG_PASSWORD)
+        up = faults.scenario("sec-ok", Ok(text="fine"))
+        down = faults.scenario("sec-500", Status(500))
+        creds = f"http://alice:{quote(URL_PASSWORD, safe='')}@" + up.removeprefix("http://")
+        creds_down = f"http://alice:{quote(URL_PASSWORD, safe='')}@" + down.removeprefix("http://")
+
+        def chain() -> RetryProvider:
+            return RetryProvider(
+                [
+                    OpenaiChat(base_url=up, api_key=API_KEY, proxy=wrong, name="wrong-socks"),
+                    OpenaiChat(base_url=creds_down, api_key="", name="creds-500"),
+                    OpenaiChat(base_url=creds, api_key="", proxy=good, name="creds-socks"),
+                ],
+                max_retries=0,
+                breaker=CircuitBreaker(threshold=1),
+            )
+
+        texts: list[str] = []
+        root = logging.getLogger()
+        with caplog.at_level(logging.DEBUG):  # the root logger at DEBUG: httpx, httpcore and polychat all log
+            assert root.isEnabledFor(logging.DEBUG)
+            for stream in (False, True):
+                provider = chain()
+                client = Client(provider=provider, proxies=wrong)
+                texts += [repr(client), repr(provider), *(repr(p) for p in provider.providers)]
+                texts += [str(p.describe()) for p in provider.providers] + [p.breaker_key for p in provider.providers]
+                r = client.chat.completions.create(model="m", messages=MSGS, stream=stream)
+                text = stream_joined(r) if stream else r.content  # type: ignore[union-attr]
+                assert text == "fine"
+
+                async def run(stream: bool = stream, texts: list[str] = texts) -> str:
+                    provider = chain()
+                    async with AsyncClient(provider=provider, proxies=wrong) as aclient:
+                        texts.append(repr(aclient))
+                        r = await aclient.chat.completions.create(model="m", messages=MSGS, stream=stream)
+                        if stream:
+                            return "".join([c.choices[0].delta.content or "" async for c in r if c.choices])  # type: ignore[union-attr]
+                        return r.content  # type: ignore[union-attr,no-any-return]
+
+                assert asyncio.run(run()) == "fine"
+            # and a call where everything fails
+            with pytest.raises(errors.APIConnectionError) as exc:
+                Client(
+                    provider=RetryProvider([OpenaiChat(base_url=creds_down, api_key="")], max_retries=0),
+                    proxies=wrong,
+                ).chat.completions.create(model="m", messages=MSGS)
+        err: BaseException | None = exc.value
+        while err is not None:
+            texts += [str(err), repr(err)]
+            err = err.__cause__ or err.__context__
+        records = [r.getMessage() for r in caplog.records]
+        assert any("setup_socks5_connection.started" in m for m in records), "httpcore's SOCKS lines are in the test"
+        assert any("circuit for" in m and "open" in m for m in records), "the breaker warning is in the test"
+        assert any(m.startswith("HTTP Request:") for m in records), "httpx's request line is in the test"
+        texts += records
+        encoded = [quote(p, safe="") for p in (SOCKS_PASSWORD, WRONG_PASSWORD, URL_PASSWORD)]
+        for text in texts:
+            for secret in (*CORES, *encoded):
+                assert secret not in text, f"secret leaked in: {text[:300]}"

@@ -18,6 +18,24 @@ def test_every_public_name_resolves() -> None:
         assert getattr(seed_style, name) is not None, name
 
 
+def test_every_exception_class_is_exported_at_the_top() -> None:
+    # The README lists the whole tree under `from polychat import ...`; a class added to errors must be there too.
+    from polychat import errors
+
+    classes = [
+        n
+        for n in errors.__all__
+        if isinstance(getattr(errors, n), type) and issubclass(getattr(errors, n), BaseException)
+    ]
+    assert "UnsupportedParameterError" in classes
+    for name in classes:
+        assert name in polychat.__all__, name
+        assert getattr(polychat, name) is getattr(errors, name), name
+    from polychat import UnsupportedParameterError
+
+    assert issubclass(UnsupportedParameterError, polychat.BadRequestError)
+
+
 def test_import_polychat_loads_no_transport_or_model() -> None:
     code = (
         "import sys, polychat\n"

@@ -259,6 +259,23 @@ def test_interrupted_stream_ends_its_spans_with_the_error(
     assert root.status.status_code == StatusCode.ERROR
     assert attrs(root)["error.type"] == "StreamInterruptedError"
     assert only.status.status_code == StatusCode.ERROR and attrs(only)["polychat.outcome"] == "failed"
+    assert [(a.provider, a.outcome) for a in res.error.attempts] == [("A", "failed")]
+
+
+def test_an_async_stream_dropped_unclosed_still_ends_its_spans(
+    spans: InMemorySpanExporter, faults: FaultServer
+) -> None:
+    long = faults.scenario("long", Ok(text=" ".join(["word"] * 40), delay_between=0.05))
+
+    async def main() -> None:
+        async with AsyncClient(provider=chain(long)) as client:
+            stream = await client.chat.completions.create(model="m", messages=MSGS, stream=True)
+            await stream.__anext__()
+            del stream  # never closed: garbage collected
+
+    asyncio.run(main())
+    root, (only,) = tree(spans)
+    assert attrs(root)["polychat.outcome"] == "closed" and attrs(only)["polychat.outcome"] == "closed"
 
 
 def test_stream_closed_early_ends_its_spans_when_closed(
@@ -320,7 +337,8 @@ def test_secrets_never_in_spans(
     assert tinyproxy.password is not None
     providers = [
         OpenaiChat(base_url=DEAD, name="dead", api_key=key, proxy=tinyproxy.url),
-        OpenaiChat(base_url=with_creds, name="good", api_key=key, proxy=tinyproxy.url),
+        # URL credentials are the Authorization header (HTTP Basic): with an api_key too, the provider is refused
+        OpenaiChat(base_url=with_creds, name="good", api_key="", proxy=tinyproxy.url),
     ]
     res = call("sync", RetryProvider(providers, breaker=CircuitBreaker(), max_retries=0), stream=False)
     assert res.error is None and res.provider == "good"

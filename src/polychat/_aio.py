@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import socket
 import ssl
@@ -179,19 +180,11 @@ class AiohttpTransport:
                 _abandon(session)
 
     def close(self) -> None:
-        """Close from sync code (``Client.close()``): sessions on a loop running elsewhere are closed there."""
-        try:
-            current: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:
-            current = None
+        """Close from sync code (``Client.close()``): each session on its own loop (see :mod:`polychat._loops`)."""
+        from ._loops import close_soon
+
         for loop, session in self._take().items():
-            if loop is current:
-                loop.create_task(session.close())
-            elif loop.is_running() and not loop.is_closed():
-                with contextlib.suppress(Exception):
-                    asyncio.run_coroutine_threadsafe(session.close(), loop).result(timeout=5)
-            else:
-                _abandon(session)
+            close_soon(session.close, loop, abandon=functools.partial(_abandon, session))
 
 
 def _connect_detail(exc: aiohttp.ClientConnectorError) -> str:

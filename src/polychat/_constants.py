@@ -24,3 +24,7 @@ MAX_KEEPALIVE_CONNECTIONS = 20
 KEEPALIVE_EXPIRY = 30.0
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
+
+#: What the default chain (and the built-in ``openai`` provider of the config) asks OpenAI for when no model is
+#: given.
+DEFAULT_OPENAI_MODEL = "gpt-4o-mini"

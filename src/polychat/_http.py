@@ -9,6 +9,7 @@ different proxies never share a connection. Async requests with no proxy in effe
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import AsyncIterator, Mapping
 from email.utils import parsedate_to_datetime
@@ -19,7 +20,7 @@ import msgspec
 
 from . import _constants as C
 from ._proxy import ProxyConfig, _no_proxy_patterns, build_mounts
-from ._redact import redact_url
+from ._redact import guard_library_logs, redact_url
 from .errors import APIConnectionError, APIError, APITimeoutError, status_error
 
 if TYPE_CHECKING:
@@ -53,6 +54,8 @@ class WireRequest(msgspec.Struct, frozen=True):
     content: bytes | None = None
     params: Mapping[str, Any] | None = None
 
+
+guard_library_logs()  # before any transport exists: httpcore's SOCKS debug lines carry the proxy password
 
 _LIMITS = httpx.Limits(
     max_connections=C.MAX_CONNECTIONS,
@@ -126,7 +129,7 @@ class HttpxAsyncTransport:
 
     def error(self, exc: BaseException, *, provider: str, url: str, proxy: ProxyConfig | None) -> APIError:
         assert isinstance(exc, Exception)
-        return transport_error(exc, provider=provider, url=url, proxy=proxy)
+        return transport_error(exc, provider=provider, url=url, proxy=proxy, trust_env=self.client.trust_env)
 
 
 def goes_direct(proxy: ProxyConfig | None, url: str, *, trust_env: bool) -> bool:
@@ -253,8 +256,16 @@ class TransportPool:
     def close(self) -> None:
         with self._lock:
             clients, self._sync = list(self._sync.values()), {}
+            async_clients, self._async = list(self._async.values()), {}
+            self._async_transports, self._routes = {}, {}
         for c in clients:
             c.close()
+        if async_clients:  # opened by a sync client's hedging, on the bridge loop (or by async code, on its loop)
+            from ._loops import close_soon
+            from .routing._bridge import existing_loop
+
+            for ac in async_clients:
+                close_soon(ac.aclose, existing_loop())
         if self._aio is not None:
             self._aio.close()  # sessions a sync client's hedging opened on the background loop
 
@@ -271,17 +282,40 @@ class TransportPool:
 # -- errors ----------------------------------------------------------------------------------------------------
 
 
-def _proxy_hint(proxy: ProxyConfig | None, url: str) -> str:
-    if proxy is None or proxy.direct:
+def _proxy_hint(proxy: ProxyConfig | None, url: str, *, trust_env: bool = False) -> str:
+    if proxy is None:
+        return _env_proxy_hint(url) if trust_env else ""
+    if proxy.direct:
         return ""
     scheme = "https" if url.startswith("https:") else "http"
     purl = proxy.url_for(scheme)
     return f" via proxy {redact_url(purl)}" if purl else ""
 
 
-def transport_error(exc: Exception, *, provider: str, url: str, proxy: ProxyConfig | None) -> APIError:
-    """Map an httpx exception to a polychat error naming the target (and proxy), never a secret."""
-    where = f"{redact_url(url)}{_proxy_hint(proxy, url)}"
+def _env_proxy_hint(url: str) -> str:
+    """The environment's proxy for ``url`` (``HTTPS_PROXY`` and friends, minus ``NO_PROXY``), as httpx picks it."""
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    scheme = "https" if url.startswith("https:") else "http"
+    found = urllib.request.getproxies_environment()
+    purl = found.get(scheme) or found.get("all")
+    bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]  # public, not in typeshed
+    if not purl or bypass(urlsplit(url).hostname or ""):
+        return ""
+    var = next(
+        (v for v in (f"{scheme}_proxy", "all_proxy") for v in (v, v.upper()) if os.environ.get(v) == purl),
+        f"{scheme.upper()}_PROXY",
+    )
+    return f" via proxy {redact_url(purl)} (from {var})"
+
+
+def transport_error(
+    exc: Exception, *, provider: str, url: str, proxy: ProxyConfig | None, trust_env: bool = False
+) -> APIError:
+    """Map an httpx exception to a polychat error naming the target (and proxy — the environment's too, when
+    ``trust_env`` let it apply), never a secret."""
+    where = f"{redact_url(url)}{_proxy_hint(proxy, url, trust_env=trust_env)}"
     detail = str(exc) or type(exc).__name__
     if isinstance(exc, httpx.TimeoutException):
         phase = {

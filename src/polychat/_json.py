@@ -22,5 +22,5 @@ def loads_or_text(body: bytes) -> Any:
     """Decoded JSON, or the body as text when it is not JSON (error pages, proxies)."""
     try:
         return _decoder.decode(body)
-    except (msgspec.DecodeError, UnicodeDecodeError):
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         return body.decode("utf-8", errors="replace")

@@ -12,7 +12,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from . import _tracing
-from .errors import APIStatusError, Attempt
+from .errors import APIError, APIStatusError, Attempt
 
 if TYPE_CHECKING:
     from ._request import ChatRequest
@@ -89,6 +89,8 @@ class CallRecord:
         self.done = True
         if error is not None and not isinstance(error, Exception):
             error = None  # cancelled, interrupted, or a generator closed: the caller stopped, nothing failed
+        if isinstance(error, APIError) and not error.attempts:
+            error.attempts = self.attempts  # e.g. a stream interrupted after content: what led up to it
         for step in list(self.live):
             self.ended(step, "", None, "closed")
         if self.trace is not None:

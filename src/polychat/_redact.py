@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import logging
 import re
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 _MASK = "***"
 
@@ -24,8 +26,16 @@ def redact_url(url: str) -> str:
         userinfo, _, hostport = netloc.rpartition("@")
         user = userinfo.split(":", 1)[0]
         netloc = f"{user}:{_MASK}@{hostport}" if ":" in userinfo else f"{user}@{hostport}"
-    query = re.sub(r"((?:^|&)(?:key|api[_-]?key|token|access_token)=)[^&]*", rf"\1{_MASK}", parts.query, flags=re.I)
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    return urlunsplit((parts.scheme, netloc, parts.path, redact_query(parts.query), parts.fragment))
+
+
+_QUERY_SECRET = re.compile(r"((?:^|[?&])(?:key|api[_-]?key|token|access_token)=)[^&#\s\"]*", re.I)
+
+
+def redact_query(text: str) -> str:
+    """Values of key-like query parameters (``key=``, ``api_key=``, ``token=``...) hidden, in a query string or in a
+    line containing URLs (an access log line)."""
+    return _QUERY_SECRET.sub(rf"\1{_MASK}", text)
 
 
 def redact_text(text: str, secrets: list[str] | tuple[str, ...]) -> str:
@@ -34,3 +44,40 @@ def redact_text(text: str, secrets: list[str] | tuple[str, ...]) -> str:
         if s and len(s) >= 4:
             text = text.replace(s, _MASK)
     return text
+
+
+def split_credentials(url: str) -> tuple[str, str | None]:
+    """``url`` without its ``user:password@`` part, and that part as an HTTP Basic ``Authorization`` value.
+
+    Credentials never stay in a URL that is shown, logged (httpx's request line) or used as a key; they travel as
+    the header, the same on the sync and async transports.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url, None
+    if "@" not in parts.netloc:
+        return url, None
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    token = base64.b64encode(f"{unquote(user)}:{unquote(password)}".encode()).decode("ascii")
+    return urlunsplit((parts.scheme, hostport, parts.path, parts.query, parts.fragment)), f"Basic {token}"
+
+
+class _SocksAuthFilter(logging.Filter):
+    """httpcore logs its SOCKS handshake at DEBUG with the credentials as bytes (``auth=(b'user', b'pass')``, sync
+    and async alike); they are cut from the record before any handler sees it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.msg
+        if isinstance(msg, str) and " auth=(" in msg:
+            record.msg = msg[: msg.index(" auth=(")] + f" auth={_MASK}"
+        return True
+
+
+def guard_library_logs() -> None:
+    """Scrub secrets at the source, for every program using polychat (not only the gateway): a filter on the
+    loggers of the libraries underneath that would log credentials. Idempotent."""
+    socks = logging.getLogger("httpcore.socks")
+    if not any(isinstance(f, _SocksAuthFilter) for f in socks.filters):
+        socks.addFilter(_SocksAuthFilter())

@@ -15,8 +15,9 @@ from .errors import ConfigError
 
 #: Environment variable with the Redis URL (``polychat serve`` also takes ``--redis-url`` and ``[server] redis_url``).
 REDIS_URL_ENV = "POLYCHAT_REDIS_URL"
-#: Seconds a Redis command (or connecting) may take before the store counts as unreachable.
-REDIS_TIMEOUT = 0.5
+#: Seconds a Redis command (or connecting) may take before the store counts as unreachable: long enough for a
+#: loaded machine's scheduling stalls, short enough that an outage costs a request about two seconds at most.
+REDIS_TIMEOUT = 1.0
 
 _SCHEMES = ("redis://", "rediss://", "unix://")
 

@@ -18,6 +18,8 @@ from typing import Any
 from msgspec import Struct, field
 from msgspec.structs import replace
 
+from . import _shapes
+from ._failover import SWITCHES, UNSET, FailoverPolicy
 from .errors import InvalidRequestError
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
@@ -64,15 +66,6 @@ def _dict(v: Any) -> str | None:
     return None if isinstance(v, Mapping) else "must be an object (dict)"
 
 
-def _list_of_dicts(v: Any) -> str | None:
-    if not isinstance(v, (list, tuple)):
-        return "must be a list"
-    for i, item in enumerate(v):
-        if not isinstance(item, Mapping):
-            return f"item {i} must be an object (dict)"
-    return None
-
-
 def _stop(v: Any) -> str | None:
     if isinstance(v, str):
         return None
@@ -85,17 +78,6 @@ def _str_or_dict(v: Any) -> str | None:
     return None if isinstance(v, (str, Mapping)) else "must be a string or an object (dict)"
 
 
-def _response_format(v: Any) -> str | None:
-    if not isinstance(v, Mapping):
-        return "must be an object such as {'type': 'json_object'}"
-    t = v.get("type")
-    if t not in ("text", "json_object", "json_schema"):
-        return "type must be 'text', 'json_object' or 'json_schema'"
-    if t == "json_schema" and not isinstance(v.get("json_schema"), Mapping):
-        return "with type 'json_schema' needs a 'json_schema' object"
-    return None
-
-
 def _any(v: Any) -> str | None:
     return None
 
@@ -105,7 +87,7 @@ PARAMS: dict[str, Callable[[Any], str | None]] = {
     "audio": _dict,
     "frequency_penalty": _num_range(-2, 2),
     "function_call": _str_or_dict,
-    "functions": _list_of_dicts,
+    "functions": _shapes.functions_problem,
     "logit_bias": _dict,
     "logprobs": _bool,
     "max_completion_tokens": _pos_int,
@@ -118,16 +100,16 @@ PARAMS: dict[str, Callable[[Any], str | None]] = {
     "presence_penalty": _num_range(-2, 2),
     "prompt_cache_key": _str,
     "reasoning_effort": _str,
-    "response_format": _response_format,
+    "response_format": _shapes.response_format_problem,
     "safety_identifier": _str,
     "seed": _int,
     "service_tier": _str,
     "stop": _stop,
     "store": _bool,
-    "stream_options": _dict,
+    "stream_options": _shapes.stream_options_problem,
     "temperature": _num_range(0, 2),
-    "tool_choice": _str_or_dict,
-    "tools": _list_of_dicts,
+    "tool_choice": _shapes.tool_choice_problem,
+    "tools": _shapes.tools_problem,
     "top_logprobs": _int,
     "top_p": _num_range(0, 1),
     "user": _str,
@@ -144,19 +126,40 @@ CALL_OPTIONS = frozenset(
         "extra_headers",
         "extra_query",
         "extra_body",
-        # failover switches (see polychat.routing)
-        "first_token_timeout",
-        "idle_timeout",
-        "deadline",
-        "hedge_after",
-        "resume",
-        "allow_empty",
         # providers that cannot honour a parameter drop it instead of refusing the call (opt-in)
         "drop_unsupported",
+        # the request as the client sent it in another protocol (see NativeRequest)
+        "native_request",
+        # the failover switches (first_token_timeout, resume, ...)
+        *SWITCHES,
     }
 )
-#: Call options that are durations in seconds.
-SECONDS_OPTIONS = ("first_token_timeout", "idle_timeout", "deadline", "hedge_after")
+
+
+class CallOptions(Struct, frozen=True):
+    """The arguments of one ``create()`` call that steer polychat and are never sent (``provider`` and ``proxy``
+    as given; they are checked where they are used)."""
+
+    provider: Any = None
+    proxy: Any = None
+    timeout: Any = None
+    failover: FailoverPolicy = UNSET
+
+
+class NativeRequest(Struct, frozen=True):
+    """A request as a client sent it in another protocol than OpenAI's (the gateway's ``/v1/messages``).
+
+    A provider that speaks ``protocol`` natively sends ``body`` (with its own model and stream switch) and
+    ``headers`` instead of translating the normalised request, so nothing is lost on the way. ``lossy`` names what
+    the normalised request could not carry: any other provider refuses the call naming the first of them (an
+    :class:`~polychat.errors.UnsupportedParameterError`, so a failover chain tries the next provider), unless the
+    call says ``drop_unsupported=True``.
+    """
+
+    protocol: str
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+    lossy: tuple[str, ...] = ()
 
 
 class ChatRequest(Struct):
@@ -171,6 +174,8 @@ class ChatRequest(Struct):
     extra_body: dict[str, Any] = field(default_factory=dict)
     #: The ``drop_unsupported`` call option: providers drop parameters they cannot honour instead of refusing.
     drop_unsupported: bool = False
+    #: The client's original request in another protocol, for providers that speak it (see NativeRequest).
+    native: NativeRequest | None = None
 
     def with_model(self, model: str) -> ChatRequest:
         return replace(self, model=model)
@@ -212,13 +217,14 @@ def validate_messages(messages: Any) -> list[dict[str, Any]]:
             )
         if role == "tool" and not isinstance(msg.get("tool_call_id"), str):
             raise _fail(f"{where}.tool_call_id", "is required for role 'tool'")
+        problem = _shapes.message_calls_problem(msg, where)
+        if problem:
+            raise InvalidRequestError(f"Invalid argument {problem}.", param=problem.split(" ", 1)[0])
         out.append(dict(msg))
     return out
 
 
-def build_request(
-    model: Any, messages: Any, stream: Any, kwargs: Mapping[str, Any]
-) -> tuple[ChatRequest, dict[str, Any]]:
+def build_request(model: Any, messages: Any, stream: Any, kwargs: Mapping[str, Any]) -> tuple[ChatRequest, CallOptions]:
     """Validate ``create()`` arguments; return the request and the call options (provider, proxy, timeout...)."""
     if not isinstance(model, str):
         raise _fail("model", f"must be a string, got {type(model).__name__}")
@@ -240,13 +246,12 @@ def build_request(
             options[key] = value
         else:
             unknown.append(key)
-    for name in SECONDS_OPTIONS:
-        value = options.get(name)
-        if value is not None and (not _is_num(value) or value <= 0):
-            raise _fail(name, "must be a positive number of seconds")
-    for name in ("resume", "allow_empty", "drop_unsupported"):
-        if options.get(name) is not None and not isinstance(options[name], bool):
-            raise _fail(name, "must be true or false")
+    failover = FailoverPolicy.checked(options, _fail)
+    native = options.pop("native_request", None)
+    if native is not None and not isinstance(native, NativeRequest):
+        raise _fail("native_request", "must be a polychat._request.NativeRequest")
+    if options.get("drop_unsupported") is not None and not isinstance(options["drop_unsupported"], bool):
+        raise _fail("drop_unsupported", "must be true or false")
     if unknown:
         names = ", ".join(sorted(unknown))
         raise InvalidRequestError(
@@ -270,6 +275,10 @@ def build_request(
             extras[name] = dict(value)
     if "messages" in extras["extra_body"] or "model" in extras["extra_body"]:
         raise _fail("extra_body", "must not set 'model' or 'messages'; pass them as arguments")
+    for name, value in extras["extra_headers"].items():
+        problem = _shapes.header_problem(name, value)
+        if problem:
+            raise _fail("extra_headers", problem)
     req = ChatRequest(
         model=model,
         messages=msgs,
@@ -279,5 +288,7 @@ def build_request(
         extra_query=extras["extra_query"],
         extra_body=extras["extra_body"],
         drop_unsupported=bool(options.get("drop_unsupported")),
+        native=native,
     )
-    return req, options
+    call = CallOptions(options.get("provider"), options.get("proxy"), options.get("timeout"), failover)
+    return req, call

@@ -15,11 +15,13 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 
 from . import _constants as C
 from ._context import CallContext
+from ._failover import FailoverPolicy
 from ._http import TransportPool, make_timeout
 from ._proxy import parse_proxy
 from ._record import CallRecord
 from ._redact import mask_secret
 from ._request import ChatRequest, build_request
+from ._responses import AsyncResponses, Responses
 from .errors import Attempt, ConfigError
 from .providers.base import Provider, as_provider
 from .routing.retry import RetryProvider, default_chain
@@ -148,6 +150,12 @@ class AsyncStream(Generic[_T]):
             self._record.chunk(item)
         return item
 
+    def __del__(self) -> None:
+        # Dropped without aclose() (nothing can be awaited here): at least the call's record and spans end.
+        if self._record is not None:
+            with contextlib.suppress(Exception):
+                self._record.finish()
+
     async def aclose(self) -> None:
         self._first = _END
         aclose = getattr(self._chunks, "aclose", None)
@@ -198,32 +206,32 @@ class _BaseClient:
         deadline: float | None = None,
         hedge_after: float | None = None,
         resume: bool | None = None,
+        allow_empty: bool | None = None,
         config: str | os.PathLike[str] | Config | Literal[False] | None = None,
     ) -> None:
-        self.config = _load_config(config)
-        if self.config is not None:
-            # The config file's [defaults] fill in what the caller left unset.
-            given = {
-                "proxies": proxies if proxies is not None else proxy,
-                "timeout": timeout,
-                "max_retries": max_retries,
+        self.failover = FailoverPolicy.checked(
+            {
                 "first_token_timeout": first_token_timeout,
                 "idle_timeout": idle_timeout,
                 "deadline": deadline,
                 "hedge_after": hedge_after,
                 "resume": resume,
+                "allow_empty": allow_empty,
             }
-            defaults = {k: v for k, v in self.config.client_kwargs().items() if given.get(k) is None}
-            proxies = defaults.get("proxies", proxies)
-            timeout = defaults.get("timeout", timeout)
-            max_retries = defaults.get("max_retries", max_retries)
-            first_token_timeout = defaults.get("first_token_timeout", first_token_timeout)
-            idle_timeout = defaults.get("idle_timeout", idle_timeout)
-            deadline = defaults.get("deadline", deadline)
-            hedge_after = defaults.get("hedge_after", hedge_after)
-            resume = defaults.get("resume", resume)
+        )
         if proxies is not None and proxy is not None:
             raise ConfigError("pass either proxies= or proxy=, not both (they are the same setting)")
+        proxy_setting: object = proxies if proxies is not None else proxy
+        self.config = _load_config(config)
+        if self.config is not None:
+            # The config file's [defaults] fill in what the caller left unset.
+            self.failover = self.failover.merged(self.config.failover)
+            if proxy_setting is None:
+                proxy_setting = self.config.proxy
+            if timeout is None:
+                timeout = self.config.timeout
+            if max_retries is None:
+                max_retries = self.config.max_retries
         if max_retries is not None and (
             isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0
         ):
@@ -233,22 +241,9 @@ class _BaseClient:
         self.api_key = api_key
         self.base_url = base_url
         self.max_retries = max_retries
-        self.proxy = parse_proxy(proxies if proxies is not None else proxy, "proxies")
+        self.proxy = parse_proxy(proxy_setting, "proxies")
         self.timeout = make_timeout(timeout) if timeout is not None else None
         self._pool = TransportPool(trust_env=trust_env)
-        self.policy: dict[str, Any] = {
-            "first_token_timeout": first_token_timeout,
-            "idle_timeout": idle_timeout,
-            "deadline": deadline,
-            "hedge_after": hedge_after,
-            "resume": resume,
-        }
-        for label, value in self.policy.items():
-            if label == "resume":
-                if value is not None and not isinstance(value, bool):
-                    raise ConfigError("resume must be True or False")
-            elif value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
-                raise ConfigError(f"{label} must be a positive number of seconds, got {value!r}")
         self.provider = self._resolve(provider) if provider is not None else None
         self._explicit_provider = self.provider
         self._attach_namespaces()
@@ -263,20 +258,31 @@ class _BaseClient:
         if isinstance(p, RetryProvider):
             return p
         retries = C.DEFAULT_MAX_RETRIES if self.max_retries is None else self.max_retries
-        return RetryProvider([p], max_retries=retries, allow_empty=True, name=p.name)
+        # A bare provider has nothing to fail over to: its empty answer is an answer, unless the client says not.
+        allow_empty = True if self.failover.allow_empty is None else None
+        return RetryProvider([p], max_retries=retries, allow_empty=allow_empty, name=p.name)
 
     def _default_provider(self) -> Provider:
         if self.provider is None:
-            self.provider = self._resolve(default_chain(api_key=self.api_key, base_url=self.base_url))
+            if self.config is not None and self.api_key is None and self.base_url is None:
+                chain = self.config.default_chain()  # with the config's [defaults] fallback, if any
+            else:
+                chain = default_chain(api_key=self.api_key, base_url=self.base_url)
+            self.provider = self._resolve(chain)
         return self.provider
+
+    def _config_models(self, provider: Any) -> ModelList | None:
+        """With a config and no provider: the models the config can serve — the gateway's ``/v1/models``."""
+        if provider is not None or self.config is None or self._explicit_provider is not None:
+            return None
+        return ModelList(data=list(self.config.model_list()))
 
     def _prepare(
         self, model: Any, messages: Any, stream: Any, kwargs: dict[str, Any]
     ) -> tuple[ChatRequest, Provider, CallContext]:
         request, options = build_request(model, messages, stream, kwargs)
-        call_provider = options.pop("provider", None)
-        if call_provider is not None:
-            provider = self._resolve(call_provider)
+        if options.provider is not None:
+            provider = self._resolve(options.provider)
         elif self.config is not None and self._explicit_provider is None:
             # The config may claim the model: a route alias, "provider:model", or a model a provider lists.
             routed, routed_model = self.config.resolve(request.model or None)
@@ -287,16 +293,14 @@ class _BaseClient:
                 provider = self._default_provider()
         else:
             provider = self._default_provider()
-        call_proxy = parse_proxy(options.pop("proxy", None), "proxy")
-        call_timeout = options.pop("timeout", None)
         ctx = CallContext(
             pool=self._pool,
             client_proxy=self.proxy,
-            call_proxy=call_proxy,
+            call_proxy=parse_proxy(options.proxy, "proxy"),
             client_timeout=self.timeout,
-            call_timeout=make_timeout(call_timeout) if call_timeout is not None else None,
-            options=options,
-            client_policy=self.policy,
+            call_timeout=make_timeout(options.timeout) if options.timeout is not None else None,
+            failover=options.failover,
+            client_failover=self.failover,
             record=CallRecord(request),
         )
         return request, provider, ctx
@@ -365,6 +369,9 @@ class Models:
         self._client = client
 
     def list(self, *, provider: ProviderArg | None = None) -> ModelList:
+        listed = self._client._config_models(provider)
+        if listed is not None:
+            return listed
         p, ctx = self._client._models_context(provider)
         return ModelList(data=p.list_models(ctx))
 
@@ -377,8 +384,8 @@ class Client(_BaseClient):
     ``{'http': ..., 'https': ...}`` dict, or False for a direct connection. ``api_key`` / ``base_url`` apply to
     providers given as classes. ``timeout``: seconds or an ``httpx.Timeout``. ``max_retries``: retries of a
     single provider (default 2; a RetryProvider keeps its own). ``first_token_timeout``, ``idle_timeout``,
-    ``deadline``, ``hedge_after`` and ``resume``: failover defaults for every call (see
-    :class:`~polychat.RetryProvider`); a chain's own settings and a call's arguments take precedence.
+    ``deadline``, ``hedge_after``, ``resume`` and ``allow_empty``: failover defaults for every call (see
+    :class:`~polychat.FailoverPolicy`); a chain's own settings and a call's arguments take precedence.
     ``trust_env=False`` ignores proxy environment variables. ``config``: a TOML config file (path) or a
     :class:`polychat.config.Config`: its ``[defaults]`` fill in unset arguments, and its routes and providers
     answer the models they claim (see :mod:`polychat.config`).
@@ -390,6 +397,7 @@ class Client(_BaseClient):
     def _attach_namespaces(self) -> None:
         self.chat = Chat(self)
         self.models = Models(self)
+        self.responses = Responses(self)
 
     def close(self) -> None:
         self._pool.close()
@@ -455,6 +463,9 @@ class AsyncModels:
         self._client = client
 
     async def list(self, *, provider: ProviderArg | None = None) -> ModelList:
+        listed = self._client._config_models(provider)
+        if listed is not None:
+            return listed
         p, ctx = self._client._models_context(provider)
         return ModelList(data=await p.alist_models(ctx))
 
@@ -468,6 +479,7 @@ class AsyncClient(_BaseClient):
     def _attach_namespaces(self) -> None:
         self.chat = AsyncChat(self)
         self.models = AsyncModels(self)
+        self.responses = AsyncResponses(self)
 
     async def close(self) -> None:
         await self._pool.aclose()

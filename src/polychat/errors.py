@@ -186,9 +186,12 @@ class UnsupportedParameterError(InvalidRequestError, BadRequestError):
     a 400 — another provider may accept the request.
     """
 
-    def __init__(self, message: str, *, param: str, provider: str) -> None:
+    def __init__(self, message: str, *, param: str, provider: str, detail: str | None = None) -> None:
         BadRequestError.__init__(self, message, status_code=400, provider=provider, retryable=False)
         self.param = param
+        #: What cannot be honoured, without the advice for Python callers (``drop_unsupported=True``): the
+        #: gateway, whose clients cannot pass that switch, words its own advice around it.
+        self.detail = detail or message
 
     def __str__(self) -> str:
         return self.message

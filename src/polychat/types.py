@@ -39,6 +39,10 @@ class _Base(msgspec.Struct, dict=True, kw_only=True):
     # Not annotated, so msgspec does not make it a field: set per instance (via the struct's __dict__),
     # it never reaches dumps.
     provider = cast("str | None", None)
+    #: The provider's own wire object when it speaks the protocol the request came in (see
+    #: :class:`polychat._request.NativeRequest`): an answer body or one stream event; ``{}`` on the further chunks
+    #: made from one event. Never part of dumps.
+    native = cast("dict[str, Any] | None", None)
 
     def model_dump(self, *, exclude_none: bool = False, **_: Any) -> dict[str, Any]:
         """The object as plain Python data, with OpenAI's field names."""

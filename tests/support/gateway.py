@@ -1,6 +1,6 @@
 """``polychat serve`` as a real subprocess on a free loopback port, for gateway and page tests.
 
-``Gateway(config_text=..., env=..., args=...)`` writes the config (if any) to a temp dir, starts
+``Gateway(config_text=..., env=..., args=..., nofile=...)`` writes the config (if any) to a temp dir, starts
 ``python -m polychat serve --port P [--config FILE] ARGS`` and waits until ``GET /health`` answers. The child gets
 a clean environment: no ``OPENAI_*`` variables (so the default chain is the embedded model alone), no
 ``POLYCHAT_*`` ones unless given, and ``XDG_CONFIG_HOME`` in the temp dir so no user config is read.
@@ -23,6 +23,10 @@ from types import TracebackType
 
 from tests.support.servers import LOOPBACK, ManagedProcess, free_port, wait_for_http
 
+_WITH_NOFILE = (
+    "import os, resource, sys; resource.setrlimit(resource.RLIMIT_NOFILE, ({0}, {0})); "
+    "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])"
+)
 _DROP_ENV = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_ORG_ID", "OPENAI_PROJECT_ID")
 
 
@@ -47,6 +51,7 @@ class Gateway:
         env: dict[str, str] | None = None,
         startup_timeout: float = 60.0,
         health_headers: dict[str, str] | None = None,
+        nofile: int | None = None,
     ) -> None:
         self.tmpdir = Path(tempfile.mkdtemp(prefix="polychat-gateway-"))
         self.port = free_port()
@@ -54,6 +59,8 @@ class Gateway:
         self.base_url = f"{self.url}/v1"
         self.config_path: Path | None = None
         argv = [sys.executable, "-m", "polychat", "serve", "--host", LOOPBACK, "--port", str(self.port)]
+        if nofile is not None:  # the open-file limit (soft and hard) the gateway starts with
+            argv[1:1] = ["-c", _WITH_NOFILE.format(nofile)]
         if config_text is not None:
             self.config_path = self.tmpdir / "polychat.toml"
             self.config_path.write_text(config_text)

@@ -87,3 +87,17 @@ async def async_example() -> str:
         models = await aclient.models.list()
         parts.extend(m.id for m in models.data)
     return "".join(parts)
+
+
+def every_attempt() -> list[str]:
+    """README "Tracing": the attempts of an answer and of a finished stream."""
+    client = Client()
+    reply = client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "Hi!"}])
+    lines = [a.describe() for a in reply.attempts]
+    with client.chat.completions.create(model="", messages=[{"role": "user", "content": "Hi!"}], stream=True) as s:
+        for _ in s:
+            pass
+    for a in s.attempts:
+        ttft: float | None = a.ttft
+        lines.append(f"{a.provider} {a.kind} {a.outcome} {a.error_class} {a.elapsed:.3f} {ttft}")
+    return lines

@@ -8,12 +8,15 @@ import argparse
 import json
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._errors import EXIT_OK
 from ._options import _load_config
 from ._parser import _Formatter, common_options
 from ._term import _dim
+
+if TYPE_CHECKING:
+    from ..config import Config
 
 _CONFIG_EPILOG = """\
 examples:
@@ -92,16 +95,49 @@ def cmd_config_show(args: argparse.Namespace) -> int:
     if config.path:
         out.append(f"# polychat config: {config.path}")
     else:
-        out.append(f"# no config file at {config_location(args.config)[0]}: built-in defaults only")
-    builtins = [n for n, s in config.specs.items() if s.builtin]
-    if builtins:
-        out.append(f"# built-in providers: {', '.join(builtins)} (openai from OPENAI_API_KEY / OPENAI_BASE_URL)")
+        out.append(f"# no config file at {config_location(args.config)[0]}: built-in defaults")
+    out.append("#")
+    out.extend(f"# {line}" for line in _effective(config))
     for var in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "https_proxy", "http_proxy", "all_proxy"):
         if os.environ.get(var):
-            out.append(f"# environment: {var}={redact_url(os.environ[var])}")
+            out.append(f"# proxy from the environment: {var}={redact_url(os.environ[var])}")
     body = to_toml(data)
     sys.stdout.write("\n".join(out) + ("\n\n" + body if body else "\n"))
     return EXIT_OK
+
+
+def _effective(config: Config) -> list[str]:
+    """The settings a chat would run with, each with where it comes from (config file, environment, built in)."""
+    from .. import _constants as C
+    from ._chat import DEFAULT_MAX_TOKENS
+
+    here = f"from {os.path.basename(config.path)}" if config.path else ""
+
+    def source(configured: object) -> str:
+        return here if configured is not None else "built in"
+
+    rows: list[tuple[str, str, str]] = []
+    if config.default_model is not None:
+        rows.append(("model", config.default_model, here))
+    else:
+        rows.append(("model", "each provider's default model", "built in"))
+    if config.default_provider is not None:
+        rows.append(("provider", config.default_provider, here))
+    chain = [m.name for m in config.default_chain().members()]
+    why = "providers whose keys are set" if "Local" not in chain or len(chain) > 1 else "no key set: offline"
+    rows.append(("default chain", " → ".join(chain), f"{why}; see: polychat providers"))
+    if config.fallback is not None:
+        rows.append(("fallback", config.fallback, here))
+    timeout = f"{config.timeout:g}s per read" if config.timeout is not None else f"{C.READ_TIMEOUT:g}s per read"
+    rows.append(("timeout", f"{timeout}, {C.CONNECT_TIMEOUT:g}s to connect", source(config.timeout)))
+    for key in ("first_token_timeout", "idle_timeout", "deadline", "hedge_after"):
+        value = config.client_kwargs().get(key)
+        rows.append((key, f"{value:g}s" if value is not None else "none", source(value)))
+    retries = config.max_retries if config.max_retries is not None else C.DEFAULT_MAX_RETRIES
+    rows.append(("max_retries", str(retries), source(config.max_retries)))
+    rows.append(("chat --max-tokens", str(DEFAULT_MAX_TOKENS), "built in; 0 or none: no limit"))
+    width = max(len(k) for k, _, _ in rows)
+    return [f"{k.ljust(width)}  {v}" + (f"  ({w})" if w else "") for k, v, w in rows]
 
 
 def to_toml(data: dict[str, Any]) -> str:

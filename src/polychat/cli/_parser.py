@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib
 from collections.abc import Callable
+from typing import NoReturn
 
 #: Subcommands in ``--help`` order: "module:function" registrars (see the module docstring).
 COMMANDS = [
@@ -34,22 +35,40 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
                 self._action_max_length = max(self._action_max_length, length)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors as the rest of the command's: one line on stderr, exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        import sys
+
+        sys.stderr.write(f"polychat: error: {message} (see: {self.prog} --help)\n")
+        sys.exit(2)
+
+
 def _terminal_width() -> int:
     import shutil
 
     return shutil.get_terminal_size((100, 24)).columns
 
 
-def common_options() -> argparse.ArgumentParser:
-    """Options every subcommand takes (use as ``parents=[common_options()]``)."""
+def common_options(*, top: bool = False) -> argparse.ArgumentParser:
+    """Options every subcommand takes (use as ``parents=[common_options()]``). They work before the command too
+    (``polychat --config x.toml chat hi``): the top-level parser has them with real defaults (``top=True``), and a
+    subcommand's copies default to "not given", so they never overwrite a value given before the command."""
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("general options")
     g.add_argument(
         "--config",
         metavar="PATH",
+        default=None if top else argparse.SUPPRESS,
         help="config file (default: $POLYCHAT_CONFIG, else ~/.config/polychat/config.toml)",
     )
-    g.add_argument("--debug", action="store_true", help="log everything at DEBUG level and show tracebacks on errors")
+    g.add_argument(
+        "--debug",
+        action="store_true",
+        default=False if top else argparse.SUPPRESS,
+        help="log everything at DEBUG level and show tracebacks on errors",
+    )
     return p
 
 
@@ -57,24 +76,28 @@ _MAIN_EPILOG = """\
 examples:
   polychat chat "What is the capital of France?"     ask once; the answer streams to stdout
   polychat chat                                      talk interactively (/help inside)
-  git diff | polychat chat "Review this diff:" -     "-" stands for the text piped in
+  git diff | polychat chat "Review this diff:"       piped text follows the prompt ("-" alone: only it)
   polychat chat --model fast "hi"                    a model alias (route) from the config file
   polychat providers --check                         what is configured, and does it answer?
-  polychat config show                               the effective config, secrets hidden
+  polychat config show                               the effective settings and where each comes from
+  polychat --config work.toml chat "hi"              general options go before or after the command
 
-With nothing configured, polychat uses OpenAI when OPENAI_API_KEY or OPENAI_BASE_URL is set, and the
-embedded SmolLM2 model (offline, no key) otherwise or when that fails.
+With nothing configured, polychat uses the providers whose keys are set (OPENAI_API_KEY, ANTHROPIC_API_KEY,
+GEMINI_API_KEY, ...; see: polychat providers), failing over between them, and the embedded SmolLM2 model
+(offline, no key) when none is. It never answers from a different model than the one asked for unless the
+config says so (a route, or [defaults] fallback).
 """
 
 
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="polychat",
         description="One chat command over many model providers, with failover.",
         epilog=_MAIN_EPILOG,
         formatter_class=_Formatter,
+        parents=[common_options(top=True)],
     )
     parser.add_argument("--version", action="version", version=f"polychat {__version__}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND", dest="command")

@@ -50,11 +50,14 @@ def register_providers(sub: Any) -> None:
 
 def _provider_rows(config: Config) -> list[dict[str, Any]]:
 
+    from ..config._types import _ALWAYS_LISTED
     from ..errors import ConfigError
 
     rows: list[dict[str, Any]] = []
     for name, spec in config.specs.items():
         reason = config.unavailable(name)
+        if spec.builtin and reason is not None and name not in _ALWAYS_LISTED:
+            continue  # one of the many built-in presets (groq, mistral...): listed once its key is set
         caps: list[str] = []
         models = list(spec.models)
         try:
@@ -99,30 +102,47 @@ def _provider_rows(config: Config) -> list[dict[str, Any]]:
     return rows
 
 
+def _probe(client: Client, provider: Any, model: str, timeout: float) -> None:
+    """The one-token request: one provider, no failover, no retries."""
+    from ..errors import InvalidRequestError
+
+    if not model and not provider.default_model:
+        listed = client.models.list(provider=provider)
+        if not listed.data:
+            raise InvalidRequestError("no default model, and the server lists none", param="model")
+        model = listed.data[0].id
+    client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": "Say OK."}],
+        max_tokens=1,
+        provider=provider,
+        timeout=timeout,
+        deadline=timeout,
+        allow_empty=True,
+    )
+
+
 def _check_one(config: Config, client: Client, name: str, timeout: float) -> dict[str, Any]:
+    """Probe a provider — or each member of a route, so that a failing primary shows even when a fallback would
+    have answered."""
     from ..errors import APIError, ConfigError, InvalidRequestError
 
     t0 = time.monotonic()
+    failures: list[str] = []
     try:
         provider, model = config.resolve(None, name)
         assert provider is not None
-        if not model and not provider.default_model:
-            listed = client.models.list(provider=provider)
-            if not listed.data:
-                raise InvalidRequestError("no default model, and the server lists none", param="model")
-            model = listed.data[0].id
-        client.chat.completions.create(
-            model=model,
-            messages=[{"role": "user", "content": "Say OK."}],
-            max_tokens=1,
-            provider=provider,
-            timeout=timeout,
-            allow_empty=True,
-        )
-    except (APIError, ConfigError, InvalidRequestError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        return {"ok": False, "seconds": round(time.monotonic() - t0, 3), "error": _scrub(first)}
-    return {"ok": True, "seconds": round(time.monotonic() - t0, 3), "error": None}
+        members = provider.members() if name in config.routes else [provider]
+        for member in members:
+            try:
+                _probe(client, member, model if member is provider else "", timeout)
+            except (APIError, InvalidRequestError) as e:
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                failures.append(f"{member.name}: {first}" if member is not provider else first)
+    except ConfigError as e:
+        failures.append(str(e).strip().splitlines()[0])
+    seconds = round(time.monotonic() - t0, 3)
+    return {"ok": not failures, "seconds": seconds, "error": _scrub("; ".join(failures)) if failures else None}
 
 
 def cmd_providers(args: argparse.Namespace) -> int:

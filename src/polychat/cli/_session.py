@@ -5,13 +5,20 @@ footer, and the interactive loop with its /commands and Ctrl-C handling.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from ._errors import EXIT_OK, UsageError, _describe_error
-from ._term import _dim, _error, _status
+from ._errors import (
+    EXIT_OK,
+    CommandTimeout,
+    UsageError,
+    _context_exceeded,
+    _deadline_passed,
+    _describe_error,
+    _unknown_model,
+)
+from ._term import _dim, _error, _held_warnings, _isatty, _status
 
 if TYPE_CHECKING:
     from ..client import Client
@@ -53,9 +60,7 @@ class ChatSession:
             )
         provider, model = self.config.resolve(self.model_arg, self.provider_arg)
         if provider is None:
-            from ..routing.retry import default_chain
-
-            provider = default_chain()
+            provider = self.config.default_chain()
         self.provider, self.model = provider, model
 
     def label(self) -> str:
@@ -64,8 +69,9 @@ class ChatSession:
 
     def _waiting_text(self) -> str:
         first = self.provider.members()[0]
-        if getattr(first, "loaded", None) is False:
-            return f"loading the model ({first.name})…"
+        if hasattr(first, "loaded"):
+            # An in-process model: loading takes a fraction of a second, reading the prompt is the wait.
+            return f"reading the prompt ({first.name})…"
         return f"waiting for {first.name}…"
 
     def _params(self) -> dict[str, Any]:
@@ -77,7 +83,8 @@ class ChatSession:
         if self.proxy is not None:
             params["proxy"] = self.proxy
         if self.args.timeout is not None:
-            params["timeout"] = self.args.timeout
+            # The whole answer, retries, failover and the embedded model included — not just one read.
+            params["deadline"] = self.args.timeout
         return params
 
     def ask(self) -> str:
@@ -91,12 +98,14 @@ class ChatSession:
         model = self.model or self.provider.default_model or ""
         finish: str | None = None
         open_line = False
+        held = _held_warnings(bool(self.args.debug))
         try:
             if self.args.no_stream:
                 completion = self.client.chat.completions.create(
                     model=self.model, messages=self.messages, stream=False, **self._params()
                 )
                 _status.clear()
+                held.show()
                 answered_by, model = completion.provider, completion.model or model
                 finish = completion.choices[0].finish_reason if completion.choices else None
                 text_parts.append(completion.content)
@@ -112,6 +121,7 @@ class ChatSession:
                 )
                 with stream:
                     _status.clear()
+                    held.show()
                     for chunk in stream:
                         answered_by = chunk.provider or answered_by
                         model = chunk.model or model
@@ -124,7 +134,27 @@ class ChatSession:
                             out.write(piece)
                             open_line = not piece.endswith("\n")
                         out.flush()
+        except BaseException as e:
+            held.drop()
+            if isinstance(e, Exception) and _unknown_model(e):
+                members = self.provider.members()
+                local = [m for m in members if hasattr(m, "loaded")]
+                only = f"; the embedded model serves only {local[0].default_model!r}" if local else ""
+                raise UsageError(
+                    f"no configured provider serves the model {model!r} ({', '.join(m.name for m in members)} "
+                    f"refused it{only}). See `polychat providers` for what is set up (a key such as OPENAI_API_KEY "
+                    "adds a provider), or leave out --model"
+                ) from e
+            if self.args.timeout is not None and isinstance(e, Exception) and _deadline_passed(e):
+                got = "".join(text_parts)
+                so_far = f"; {len(got)} characters had arrived" if got else ""
+                who = answered_by or getattr(e, "provider", None) or self.label()
+                raise CommandTimeout(
+                    f"no complete answer within --timeout {self.args.timeout:g}s (from {who}{so_far})"
+                ) from e
+            raise
         finally:
+            held.show()  # an answer with no chunks: its warnings were not shown yet
             _status.clear()
             if open_line:
                 out.write("\n")
@@ -142,15 +172,14 @@ class ChatSession:
     # -- interactive ---------------------------------------------------------------------------------------------
 
     def interactive(self) -> int:
-        with contextlib.suppress(ImportError):
-            import readline  # noqa: F401  (line editing and history for input())
+        _line_editing()
         err = sys.stderr
         err.write(_dim(f"polychat · {self._describe_target()}", err) + "\n")
         err.write(_dim("Type a message; /help lists commands; Ctrl-D leaves.", err) + "\n")
         err.flush()
         while True:
             try:
-                line = input("> ")
+                line = _read_message("> ")
             except EOFError:
                 err.write("\n")
                 return EXIT_OK
@@ -166,7 +195,7 @@ class ChatSession:
                 continue
             self.messages.append({"role": "user", "content": line})
             try:
-                answer = self.ask()
+                answer = self._ask_fitting()
             except KeyboardInterrupt:
                 self.messages.pop()
                 err.write(_dim("[interrupted]", err) + "\n")
@@ -180,6 +209,29 @@ class ChatSession:
                 _error(_describe_error(e)[1])
                 continue
             self.messages.append({"role": "assistant", "content": answer})
+
+    def _ask_fitting(self) -> str:
+        """:meth:`ask`; when the conversation no longer fits the model's context, drop the oldest turns (the
+        system prompt stays) and say so, rather than failing every message until ``/reset``."""
+        while True:
+            try:
+                return self.ask()
+            except Exception as e:
+                if not _context_exceeded(e) or not self._drop_oldest_turn():
+                    raise
+                sys.stderr.write(
+                    _dim("(the conversation no longer fits the model's context: dropped the oldest turn)", sys.stderr)
+                    + "\n"
+                )
+
+    def _drop_oldest_turn(self) -> bool:
+        """Remove the oldest user message and the answers after it (never the last message); False if none."""
+        start = 1 if self.messages and self.messages[0]["role"] == "system" else 0
+        users = [i for i, m in enumerate(self.messages) if m["role"] == "user" and i >= start]
+        if len(users) < 2:
+            return False
+        del self.messages[users[0] : users[1]]
+        return True
 
     def _describe_target(self) -> str:
         text = f"{self.label()} · model {self.model or self.provider.default_model or '(provider default)'}"
@@ -235,3 +287,33 @@ class ChatSession:
         else:
             say(f"unknown command /{name}; /help lists them")
         return True
+
+
+_PASTE_START, _PASTE_END = "\x1b[200~", "\x1b[201~"
+
+
+def _line_editing() -> None:
+    """readline for ``input()`` (editing, history), with bracketed paste on: a pasted block of several lines
+    arrives as one message instead of one message per line. (CPython turns it off by default, bpo-42819.)"""
+    try:
+        import readline
+    except ImportError:  # no readline: _read_message joins the terminal's paste markers itself
+        if _isatty(sys.stdin) and _isatty(sys.stdout):
+            sys.stdout.write("\x1b[?2004h")
+            sys.stdout.flush()
+        return
+    readline.parse_and_bind("set enable-bracketed-paste on")
+
+
+def _read_message(prompt: str) -> str:
+    """One message from the terminal: a line, or a whole bracketed paste (its newlines kept)."""
+    line = input(prompt)
+    if _PASTE_START not in line:
+        return line
+    parts = [line]
+    while _PASTE_END not in parts[-1]:
+        try:
+            parts.append(input())
+        except EOFError:
+            break
+    return "\n".join(parts).replace(_PASTE_START, "").replace(_PASTE_END, "")

@@ -96,20 +96,62 @@ _status = _Status()
 
 
 class _StderrHandler(logging.Handler):
-    """Log records on stderr, one line each, after clearing the status line; secrets scrubbed."""
+    """Log records on stderr, one line each, after clearing the status line; secrets scrubbed.
+
+    While a call runs, its warnings can be held (:func:`_held_warnings`): a failover that ended in an answer is
+    shown (the user learns that their first provider failed), one that ended in an error is not — the error's
+    own line says it, so each failure is printed once.
+    """
+
+    held: list[str] | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
             msg = _scrub(self.format(record))
-            _status.clear()
-            sys.stderr.write(msg + "\n")
-            sys.stderr.flush()
+            if self.held is not None and record.levelno < logging.ERROR:
+                self.held.append(msg)
+                return
+            _write_line(msg)
         except Exception:  # pragma: no cover - logging must never raise
             self.handleError(record)
 
 
+def _write_line(msg: str) -> None:
+    _status.clear()
+    sys.stderr.write(msg + "\n")
+    sys.stderr.flush()
+
+
+_handler = _StderrHandler()
+
+
+class _Held:
+    """Warnings held during one call: :meth:`show` prints them (once), :meth:`drop` forgets them."""
+
+    def __init__(self, active: bool) -> None:
+        self.active = active
+        if active:
+            _handler.held = []
+
+    def show(self) -> None:
+        if self.active and _handler.held is not None:
+            lines, _handler.held = _handler.held, None
+            for line in lines:
+                _write_line(line)
+
+    def drop(self) -> None:
+        if self.active:
+            _handler.held = None
+
+
+def _held_warnings(debug: bool) -> _Held:
+    """Hold the failover warnings of the call about to run (not with ``--debug``: then everything shows live)."""
+    return _Held(not debug)
+
+
 def _setup_logging(debug: bool) -> None:
-    handler = _StderrHandler()
+    handler = _handler
+    handler.held = None
     if debug:
         handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
         root = logging.getLogger()

@@ -10,6 +10,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from .._failover import FailoverPolicy
 from .._proxy import ProxyConfig, parse_proxy
 from .._redact import redact_url
 from ..errors import ConfigError, ConfigFileError
@@ -18,15 +19,15 @@ from ._types import (
     _DEFAULTS_KEYS,
     _GATEWAY_KEY_KEYS,
     _HTTP_KEYS,
-    _POLICY_KEYS,
     _ROUTE_KEYS,
     _SERVER_KEYS,
     _TOP_KEYS,
-    PROVIDER_TYPES,
     REDIS_FAILURE_MODES,
     GatewayKeySpec,
     ProviderSpec,
     RouteSpec,
+    provider_type,
+    provider_types,
 )
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
@@ -162,8 +163,9 @@ class _Checker:
         except ConfigError as e:
             raise self.error(dotted, str(e).removeprefix("proxy: ")) from None
 
-    def policy(self, key: str, value: Any, dotted: tuple[str, ...]) -> Any:
-        return self.boolean(value, dotted) if key == "resume" else self.seconds(value, dotted)
+    def policy(self, table: Mapping[str, Any], dotted: tuple[str, ...]) -> FailoverPolicy:
+        """The failover switches ``table`` sets (its other keys are checked elsewhere)."""
+        return FailoverPolicy.checked(table, lambda key, bad: self.error((*dotted, key), bad))
 
     def name(self, value: str, dotted: tuple[str, ...], what: str) -> None:
         if not _NAME_RE.match(value):
@@ -198,9 +200,11 @@ def _check_server(doc: dict[str, Any], c: _Checker) -> dict[str, Any]:
             out[key] = list(c.strings(value, where))
         elif key in ("allow_plaintext_key", "otel"):
             out[key] = c.boolean(value, where)
-        elif key == "max_body_bytes":
+        elif key in ("max_body_bytes", "max_connections", "max_header_bytes"):
             out[key] = c.count(value, where)
-        elif key == "shutdown_timeout":
+            if out[key] < 1:
+                raise c.error(where, "must be a whole number >= 1")
+        elif key in ("shutdown_timeout", "header_timeout"):
             out[key] = c.seconds(value, where)
         elif key == "redis_url":
             url = c.string(value, where)
@@ -260,16 +264,15 @@ def _check(doc: dict[str, Any], c: _Checker) -> tuple[dict[str, Any], dict[str, 
     defaults: dict[str, Any] = {}
     raw_defaults = c.table(doc.get("defaults", {}), ("defaults",))
     c.keys(raw_defaults, _DEFAULTS_KEYS, ("defaults",))
+    defaults.update(c.policy(raw_defaults, ("defaults",)).set_values())
     for key, value in raw_defaults.items():
         where: tuple[str, ...] = ("defaults", key)
-        if key in ("model", "provider"):
+        if key in ("model", "provider", "fallback"):
             defaults[key] = c.string(value, where)
         elif key == "timeout":
             defaults[key] = c.seconds(value, where)
         elif key == "max_retries":
             defaults[key] = c.count(value, where)
-        elif key in _POLICY_KEYS:
-            defaults[key] = c.policy(key, value, where)
         elif key == "proxy":
             defaults["proxy_config"] = c.proxy(value, where)
             defaults[key] = value
@@ -282,15 +285,17 @@ def _check(doc: dict[str, Any], c: _Checker) -> tuple[dict[str, Any], dict[str, 
         c.name(name, base, "provider")
         table = c.table(raw, base)
         if "type" not in table:
-            raise c.error(base, f"missing key 'type' (one of: {', '.join(PROVIDER_TYPES)})")
+            raise c.error(base, f"missing key 'type' (one of: {', '.join(provider_types())})")
         ptype_name = c.string(table["type"], (*base, "type"))
-        ptype = PROVIDER_TYPES.get(ptype_name)
+        try:
+            ptype = provider_type(ptype_name)
+        except ConfigError as e:  # an installed plugin that cannot be loaded
+            raise c.error((*base, "type"), str(e)) from e
         if ptype is None:
-            hint = difflib.get_close_matches(ptype_name, list(PROVIDER_TYPES), n=1)
+            types = provider_types()
+            hint = difflib.get_close_matches(ptype_name, types, n=1)
             also = f"; did you mean {hint[0]!r}?" if hint else ""
-            raise c.error(
-                (*base, "type"), f"unknown provider type {ptype_name!r}{also} (known: {', '.join(PROVIDER_TYPES)})"
-            )
+            raise c.error((*base, "type"), f"unknown provider type {ptype_name!r}{also} (known: {', '.join(types)})")
         for key in table:
             if key not in ptype.keys and key in _HTTP_KEYS:
                 raise c.error((*base, key), f"not used by providers of type {ptype_name!r}")
@@ -378,7 +383,8 @@ def _check(doc: dict[str, Any], c: _Checker) -> tuple[dict[str, Any], dict[str, 
                     f"known providers: {', '.join(known)}",
                 )
             target = known[pname]
-            if not model and target.type != "local" and not target.effective_default_model:
+            # (built-in providers' classes have default models of their own)
+            if not model and target.type != "local" and not target.builtin and not target.effective_default_model:
                 raise c.error(
                     (*base, "chain"),
                     f"{entry!r}: provider {pname!r} has no default model; write '{pname}:MODEL'",
@@ -389,12 +395,17 @@ def _check(doc: dict[str, Any], c: _Checker) -> tuple[dict[str, Any], dict[str, 
             chain=tuple(chain),
             max_retries=c.count(table["max_retries"], (*base, "max_retries")) if "max_retries" in table else None,
             shuffle=c.boolean(table["shuffle"], (*base, "shuffle")) if "shuffle" in table else False,
-            policy={k: c.policy(k, table[k], (*base, k)) for k in _POLICY_KEYS if k in table},
+            policy=c.policy(table, base),
         )
 
-    if "provider" in defaults and defaults["provider"] not in known and defaults["provider"] not in routes:
-        raise c.error(
-            ("defaults", "provider"),
-            f"{defaults['provider']!r} is neither a provider nor a route (known: {', '.join([*known, *routes])})",
-        )
+    for key in ("provider", "fallback"):
+        chosen: str | None = defaults.get(key)
+        if chosen is None:
+            continue
+        name = chosen.partition(":")[0] if key == "fallback" else chosen  # a fallback may be "provider:model"
+        if name not in known and chosen not in routes:
+            raise c.error(
+                ("defaults", key),
+                f"{chosen!r} is neither a provider nor a route (known: {', '.join([*known, *routes])})",
+            )
     return defaults, providers, routes

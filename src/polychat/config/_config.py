@@ -4,21 +4,24 @@ facts callers ask for (client arguments, availability, secrets, a redacted view)
 
 from __future__ import annotations
 
-import importlib
+import contextlib
 import logging
 import os
+import time
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
+from .._failover import FailoverPolicy
 from .._proxy import ProxyConfig
 from .._redact import mask_secret, redact_url
 from ..errors import ConfigError
 from ._check import _check, _check_server, _Checker
-from ._types import _BUILTINS, _DEFAULTS_KEYS, _POLICY_KEYS, PROVIDER_TYPES, ProviderSpec, RouteSpec
+from ._types import _BUILTINS, _DEFAULTS_KEYS, ProviderSpec, ProviderType, RouteSpec, provider_type
 
 if TYPE_CHECKING:
     from ..providers.base import Provider
+    from ..types import Model
 
 log = logging.getLogger("polychat")
 
@@ -47,24 +50,36 @@ class Config:
         self._defaults = defaults
         self.default_model: str | None = defaults.get("model")
         self.default_provider: str | None = defaults.get("provider")
+        #: ``[defaults] fallback``: a provider ("provider:model") or route the default chain ends with, answering
+        #: whatever was asked. The only way the default chain substitutes a model the caller did not ask for.
+        self.fallback: str | None = defaults.get("fallback")
         self.timeout: float | None = defaults.get("timeout")
         self.max_retries: int | None = defaults.get("max_retries")
         self.proxy: ProxyConfig | None = defaults.get("proxy_config")
+        #: The failover switches of ``[defaults]``: a client's defaults (its own arguments win).
+        self.failover = FailoverPolicy.checked(defaults)
         self._providers: dict[str, Provider] = {}
         self._routes: dict[str, Provider] = {}
+        self._models: list[Model] | None = None
+        self._default_chain: Provider | None = None
 
     # -- building providers --------------------------------------------------------------------------------
 
     def provider_class(self, name: str) -> type[Provider]:
         """The class of provider ``name`` (imported now; raises ConfigError when it cannot be)."""
         spec = self._spec(name)
-        module_name, _, cls_name = PROVIDER_TYPES[spec.type].target.partition(":")
         try:
-            module = importlib.import_module(module_name)
+            return self.type_of(spec).load(spec.type)
         except ImportError as e:
             raise ConfigError(f"provider {name!r} (type {spec.type!r}) is not available: {e}") from None
-        cls: type[Provider] = getattr(module, cls_name)
-        return cls
+
+    @staticmethod
+    def type_of(spec: ProviderSpec) -> ProviderType:
+        """The type row of a checked provider (its type was found when the config was read)."""
+        ptype = provider_type(spec.type)
+        if ptype is None:
+            raise ConfigError(f"provider {spec.name!r}: unknown provider type {spec.type!r}")
+        return ptype
 
     def provider(self, name: str) -> Provider:
         """Provider ``name`` (declared or built in), built on first use."""
@@ -79,7 +94,7 @@ class Config:
             kwargs.update(spec.options)
             if spec.effective_default_model:
                 kwargs["default_model"] = spec.effective_default_model
-            if PROVIDER_TYPES[spec.type].http:
+            if self.type_of(spec).http:
                 # Never None: None would let the class fall back to OPENAI_API_KEY / OPENAI_BASE_URL.
                 kwargs["api_key"] = spec.api_key or (os.environ.get(spec.key_env, "") if spec.key_env else "")
                 if spec.base_url:
@@ -117,6 +132,14 @@ class Config:
                 return self.provider(pname), pmodel
             return self.provider(pname), self.specs[pname].effective_default_model or ""
         owners = [name for name, spec in self.declared.items() if model in spec.models]
+        if not owners:
+            # The embedded model's name goes to it even when the default chain is remote providers (those, and
+            # their own model names, are the default chain's: it ends with the fallback, when one is set).
+            owners = [
+                m.owned_by
+                for m in self.model_list()
+                if m.id == model and m.owned_by in _BUILTINS and _BUILTINS[m.owned_by].type == "local"
+            ][:1]
         if len(owners) == 1:
             return self.provider(owners[0]), model
         if owners:
@@ -140,7 +163,7 @@ class Config:
                 assert routed is not None
                 return routed
             if provider not in self.specs:
-                raise ConfigError(f"unknown provider {provider!r}; known: {', '.join(self.names())}")
+                raise ConfigError(f"unknown provider {provider!r}; known: {', '.join(self.listed_names())}")
             if model is None:
                 model = self.specs[provider].effective_default_model or ""
             return self.provider(provider), model
@@ -151,6 +174,73 @@ class Config:
         if self.default_provider is not None:
             return self.resolve(wanted or None, self.default_provider)
         return None, wanted
+
+    def default_chain(self) -> Provider:
+        """What a call that no route or provider claims goes to: the providers whose credentials are present (the
+        embedded model only when there are none), then ``[defaults] fallback`` when set.
+
+        The rule behind it: failing over to another provider is polychat's job; answering with another *model*
+        than the one asked for is something the user asks for (a route, or ``fallback``), never a silent default.
+        """
+        if self._default_chain is None:
+            from ..routing.retry import default_chain
+
+            chain = default_chain()
+            if self.fallback is not None:
+                from ..routing.pinned import PinnedModel
+                from ..routing.retry import RetryProvider
+
+                name, sep, pinned = self.fallback.partition(":")
+                target, model = self.resolve(None, name)
+                assert target is not None
+                # A route's members are already pinned; a provider answers with its default (or the named) model.
+                last = target.members() if name in self.routes else [PinnedModel(target, pinned if sep else model)]
+                chain = RetryProvider([*chain.members(), *last], max_retries=1, name="default")
+            self._default_chain = chain
+        return self._default_chain
+
+    def model_list(self) -> list[Model]:
+        """The models this config can serve (what the gateway's ``/v1/models`` lists): route aliases, then each
+        usable provider's models — declared ``models`` and default model, a built-in provider's default model,
+        the embedded model's. Nothing is sent anywhere."""
+        if self._models is not None:
+            return self._models
+        from ..types import Model
+
+        try:
+            created = int(os.path.getmtime(self.path)) if self.path else 0
+        except OSError:
+            created = 0
+        created = created or int(time.time())  # no file: when this config came to be
+        seen: dict[str, Model] = {}
+
+        def add(model_id: str | None, owned_by: str, when: int = created) -> None:
+            if model_id and model_id not in seen:
+                seen[model_id] = Model(id=model_id, created=when or created, owned_by=owned_by)
+
+        for alias in self.routes:
+            add(alias, "polychat")
+        for name, spec in self.specs.items():
+            if self.unavailable(name) is not None:
+                continue
+            if self.type_of(spec).http:
+                for model_id in spec.models:
+                    add(model_id, name)
+                default = spec.effective_default_model
+                if default is None and spec.builtin:
+                    with contextlib.suppress(Exception):  # built, not used: cheap, sends nothing
+                        default = self.provider(name).default_model
+                add(default, name)
+                continue
+            try:
+                listed = self.provider(name).list_models(None)  # type: ignore[arg-type]  # local: no context needed
+            except Exception as e:  # listing must never fail the caller
+                log.warning("polychat: cannot list the models of %s: %s", name, e)
+                continue
+            for entry in listed:
+                add(entry.id, name, entry.created)
+        self._models = list(seen.values())
+        return self._models
 
     def _build_route(self, spec: RouteSpec) -> Provider:
         from ..routing.pinned import PinnedModel
@@ -170,13 +260,12 @@ class Config:
         retries = spec.max_retries if spec.max_retries is not None else self.max_retries
         if retries is not None:
             kwargs["max_retries"] = retries
-        kwargs.update(spec.policy)
-        return RetryProvider(members, **kwargs)
+        return RetryProvider(members, **kwargs, **spec.policy.set_values())
 
     def _spec(self, name: str) -> ProviderSpec:
         spec = self.specs.get(name)
         if spec is None:
-            raise ConfigError(f"unknown provider {name!r}; known: {', '.join(self.names())}")
+            raise ConfigError(f"unknown provider {name!r}; known: {', '.join(self.listed_names())}")
         return spec
 
     # -- facts for callers -----------------------------------------------------------------------------------
@@ -185,10 +274,21 @@ class Config:
         """Provider names (built-in first, then declared) and route aliases."""
         return [*self.specs, *self.routes]
 
+    def listed_names(self) -> list[str]:
+        """What ``polychat providers`` lists: the built-ins that are usable (openai, anthropic, gemini and local
+        always), declared providers and routes."""
+        from ._types import _ALWAYS_LISTED
+
+        return [
+            n
+            for n, spec in self.specs.items()
+            if not spec.builtin or n in _ALWAYS_LISTED or self.unavailable(n) is None
+        ] + list(self.routes)
+
     def client_kwargs(self) -> dict[str, Any]:
         """``Client(...)`` arguments from ``[defaults]`` (proxies, timeout, max_retries, failover settings), only
         those the config sets."""
-        kwargs: dict[str, Any] = {k: self._defaults[k] for k in _POLICY_KEYS if k in self._defaults}
+        kwargs: dict[str, Any] = self.failover.set_values()
         if self.proxy is not None:
             kwargs["proxies"] = self.proxy
         if self.timeout is not None:
@@ -227,6 +327,12 @@ class Config:
             if os.environ.get("OPENAI_API_KEY") or os.environ.get("OPENAI_BASE_URL"):
                 return None
             return "OPENAI_API_KEY not set"
+        if spec.builtin:
+            # The same test as the default chain's (polychat.providers.defaults): the key variable(s), and Azure's
+            # endpoint.
+            from ..providers.defaults import missing_credentials
+
+            return missing_credentials(spec.type)
         if spec.api_key:
             return None
         env = spec.key_env
@@ -244,6 +350,7 @@ class Config:
             if env and os.environ.get(env):
                 out.append(os.environ[env])
             out.extend(proxy_passwords(spec.proxy_config))
+            out.extend(url_passwords(spec.base_url or ""))
         out.extend(proxy_passwords(self.proxy))
         out.extend(self.server.get("api_keys", ()))
         keys_env = self.server.get("api_keys_env")
@@ -293,7 +400,7 @@ class Config:
             if retries is not None:
                 r["max_retries"] = retries
             r["shuffle"] = route.shuffle
-            r.update(route.policy)
+            r.update(route.policy.set_values())
             routes[name] = r
         if routes:
             out["routes"] = routes

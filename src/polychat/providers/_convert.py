@@ -114,11 +114,12 @@ def accepted_params(
 
 
 def unsupported(param: str, why: str, provider: str) -> UnsupportedParameterError:
+    detail = f"Parameter {param} {why} by provider {provider}"
     return UnsupportedParameterError(
-        f"Parameter {param} {why} by provider {provider}; remove it, or pass drop_unsupported=True to let "
-        "providers drop parameters they cannot honour.",
+        f"{detail}; remove it, or pass drop_unsupported=True to let providers drop parameters they cannot honour.",
         param=param,
         provider=provider,
+        detail=detail,
     )
 
 
@@ -264,6 +265,11 @@ def tool_names(messages: list[dict[str, Any]]) -> dict[str, str]:
     return names
 
 
+def new_completion_id() -> str:
+    """The id of an answer whose provider gave none: OpenAI's ``chatcmpl-`` form, streamed or not."""
+    return "chatcmpl-" + uuid.uuid4().hex[:24]
+
+
 def new_call_id() -> str:
     """An id for a tool call the provider sent without one."""
     return "call_" + uuid.uuid4().hex[:24]
@@ -333,7 +339,7 @@ class ChunkMaker:
 
     def __init__(self, provider: str, model: str, *, include_usage: bool = False) -> None:
         self.provider = provider
-        self.id = "chatcmpl-" + uuid.uuid4().hex[:24]
+        self.id = new_completion_id()
         self.model = model
         self.created = int(time.time())
         self.include_usage = include_usage

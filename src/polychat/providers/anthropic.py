@@ -26,14 +26,13 @@ Wire facts (https://docs.anthropic.com/en/api/messages, .../messages-streaming, 
 
 from __future__ import annotations
 
-import os
 import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from .._http import WireRequest
 from .._json import dumps, loads, loads_or_text
-from ..errors import APIConnectionError, MissingAPIKeyError, error_frame
+from ..errors import APIConnectionError, error_frame
 from ..types import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -56,6 +55,7 @@ from ._convert import (
     json_instruction,
     json_mode,
     new_call_id,
+    new_completion_id,
     safe_id,
     text_content,
     tool_calls_of,
@@ -180,8 +180,13 @@ def _epoch(stamp: Any) -> int:
 class AnthropicStreamParser(SSEFrameParser):
     """Anthropic stream events → OpenAI chunks."""
 
-    def __init__(self, provider: str, model: str, *, json_tool: bool, include_usage: bool) -> None:
+    def __init__(
+        self, provider: str, model: str, *, json_tool: bool, include_usage: bool, native: bool = False
+    ) -> None:
         super().__init__(provider)
+        #: Keep each upstream event on the chunks made from it (``chunk.native``), so the gateway's /v1/messages
+        #: forwards it as it came; an event that makes no chunk gets an empty carrier chunk.
+        self._native = native
         self.chunks = ChunkMaker(provider, model, include_usage=include_usage)
         self._json_tool = json_tool
         self._json_blocks: set[int] = set()
@@ -200,6 +205,20 @@ class AnthropicStreamParser(SSEFrameParser):
             raise error_frame(payload if isinstance(payload, dict) else {"error": payload}, self.provider)
         if not isinstance(payload, dict):
             raise self.malformed(ev.data)
+        if not self._native:
+            self._translate(payload, kind, out)
+            return
+        start = len(out)
+        self._translate(payload, kind, out)
+        if len(out) == start:
+            carrier = ChatCompletionChunk(id=self.chunks.id, model=self.chunks.model, created=self.chunks.created)
+            carrier.provider = self.provider
+            out.append(carrier)
+        out[start].native = payload
+        for chunk in out[start + 1 :]:
+            chunk.native = {}
+
+    def _translate(self, payload: dict[str, Any], kind: Any, out: list[ChatCompletionChunk]) -> None:
         make = self.chunks.make
         if kind == "message_start":
             msg = payload.get("message") or {}
@@ -254,9 +273,17 @@ class Anthropic(HTTPProvider):
     ``ANTHROPIC_BASE_URL`` and then ``https://api.anthropic.com``; ``max_tokens`` is the limit sent when a call
     gives none."""
 
-    capabilities = Capabilities(streaming=True, tools=True, vision=True, json_mode=True, system_role=True, prefill=True)
+    capabilities = Capabilities(
+        streaming=True,
+        tools=True,
+        vision=True,
+        json_mode=True,
+        system_role=True,
+        prefill=True,
+        native_protocol="anthropic",
+    )
     key_name = "anthropic"
-    api_key_env = "ANTHROPIC_API_KEY"
+    api_key_envs = ("ANTHROPIC_API_KEY",)
     base_url_env = "ANTHROPIC_BASE_URL"
     default_base_url = DEFAULT_BASE_URL
     default_model: str | None = "claude-sonnet-4-5"
@@ -275,8 +302,8 @@ class Anthropic(HTTPProvider):
         anthropic_version: str = ANTHROPIC_VERSION,
     ) -> None:
         super().__init__(
-            api_key=api_key if api_key is not None else os.environ.get(self.api_key_env) or None,
-            base_url=base_url or os.environ.get(self.base_url_env) or self.default_base_url,
+            api_key=api_key,
+            base_url=base_url,
             proxy=proxy,
             timeout=timeout,
             name=name,
@@ -284,20 +311,15 @@ class Anthropic(HTTPProvider):
             headers=headers,
         )
         self.max_tokens = max_tokens
-        self._base_headers = {"content-type": "application/json", "anthropic-version": anthropic_version}
-        if self.api_key:
-            self._base_headers["x-api-key"] = self.api_key
-        self._base_headers.update(self.headers)
+        self._base_headers = {"anthropic-version": anthropic_version, **self._base_headers}
 
-    def check_ready(self) -> None:
-        if not self.api_key and self.base_url == self.default_base_url:
-            raise MissingAPIKeyError(
-                f"No API key for Anthropic: set {self.api_key_env} or pass api_key=...",
-                provider=self.name,
-                retryable=False,
-            )
+    def auth_headers(self) -> dict[str, str]:
+        return {"x-api-key": self.api_key} if self.api_key else {}
 
     def chat_request(self, request: ChatRequest, *, stream: bool) -> WireRequest:
+        native = request.native
+        if native is not None and native.protocol == "anthropic":
+            return self._native_request(request, native.body, native.headers, stream=stream)
         params = accepted_params(request.params, _RULES, provider=self.name, drop=request.drop_unsupported)
         system, messages = convert_messages(request.messages, self.name)
         body: dict[str, Any] = {
@@ -341,6 +363,21 @@ class Anthropic(HTTPProvider):
         headers.update(request.extra_headers)
         return WireRequest("POST", f"{self.base_url}/v1/messages", headers, dumps(body), request.extra_query or None)
 
+    def _native_request(
+        self, request: ChatRequest, body: dict[str, Any], client_headers: dict[str, str], *, stream: bool
+    ) -> WireRequest:
+        """The client's own Messages body (it came through the gateway's ``/v1/messages``), sent unchanged but for
+        the model this provider was asked for and the stream switch."""
+        wire_body = {**body, "model": self.resolve_model(request.model)}
+        if stream:
+            wire_body["stream"] = True
+        else:
+            wire_body.pop("stream", None)
+        headers = {**self._base_headers, **client_headers}
+        headers["accept"] = "text/event-stream" if stream else "application/json"
+        headers.update(request.extra_headers)
+        return WireRequest("POST", f"{self.base_url}/v1/messages", headers, dumps(wire_body), None)
+
     @staticmethod
     def _tool_choice(mode: tuple[str, str | None], params: dict[str, Any]) -> dict[str, Any] | None:
         kind, name = mode
@@ -381,20 +418,23 @@ class Anthropic(HTTPProvider):
         cached = int(u.get("cache_read_input_tokens") or 0)
         prompt = int(u.get("input_tokens") or 0) + cached + int(u.get("cache_creation_input_tokens") or 0)
         message = ChatCompletionMessage(content="".join(text) if text or not calls else None, tool_calls=calls or None)
-        return ChatCompletion(
-            id=data.get("id", ""),
+        completion = ChatCompletion(
+            id=str(data.get("id") or new_completion_id()),
             created=int(time.time()),
             model=data.get("model", ""),
             choices=[Choice(index=0, message=message, finish_reason=finish)],
             usage=usage(prompt, u.get("output_tokens"), cached=cached),
         )
+        if request.native is not None and request.native.protocol == "anthropic":
+            completion.native = data
+        return completion
 
     def stream_parser(self, request: ChatRequest) -> AnthropicStreamParser:
         include = bool((request.params.get("stream_options") or {}).get("include_usage"))
         model = request.model or self.default_model or ""
-        return AnthropicStreamParser(
-            self.name, model, json_tool=_json_tool_schema(request) is not None, include_usage=include
-        )
+        native = request.native is not None and request.native.protocol == "anthropic"
+        json_tool = not native and _json_tool_schema(request) is not None
+        return AnthropicStreamParser(self.name, model, json_tool=json_tool, include_usage=include, native=native)
 
     def models_request(self) -> WireRequest:
         headers = {k: v for k, v in self._base_headers.items() if k != "content-type"}

@@ -36,6 +36,9 @@ class Capabilities(msgspec.Struct, frozen=True, kw_only=True):
     prefill: bool = False
     #: Runs without the network (the embedded model).
     offline: bool = False
+    #: A client protocol it speaks natively ("anthropic"): a request that came in that protocol is sent as the
+    #: client wrote it (see :class:`polychat._request.NativeRequest`).
+    native_protocol: str | None = None
 
 
 class Provider(ABC):

@@ -28,6 +28,11 @@ def _get_loop() -> asyncio.AbstractEventLoop:
         return _loop
 
 
+def existing_loop() -> asyncio.AbstractEventLoop | None:
+    """The bridge loop if sync code has started it (what it opened lives there), else None."""
+    return _loop
+
+
 def run(coro: Coroutine[Any, Any, T]) -> T:
     """Run ``coro`` on the bridge loop and wait for its result in this thread."""
     return asyncio.run_coroutine_threadsafe(coro, _get_loop()).result()

@@ -9,49 +9,42 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import msgspec
-
-from .._timeouts import Limits, Watch, within
-from ..errors import APIError, APITimeoutError, EmptyResponseError
+from .._timeouts import Watch, within
+from ..errors import APIError, APITimeoutError, EmptyResponseError, UnsupportedParameterError
 
 if TYPE_CHECKING:
     from .._context import CallContext
+    from .._failover import CallPolicy
     from .._request import ChatRequest
     from ..providers.base import Provider
     from ..types import ChatCompletion, ChatCompletionChunk
     from .policy import Step
 
 
-class Policy(msgspec.Struct, frozen=True):
-    """Failover settings of one call, resolved from the call's options, the chain's and the client's."""
-
-    first_token_timeout: float | None = None
-    idle_timeout: float | None = None
-    deadline_at: float | None = None
-    hedge_after: float | None = None
-    resume: bool = False
-    allow_empty: bool = False
-    # What the call itself set; these beat a provider's own first_token_timeout / idle_timeout.
-    call_first_token: bool = False
-    call_idle: bool = False
-
-    def limits(self, provider: Provider, *, stream: bool) -> Limits:
-        if not stream:
-            return Limits(deadline_at=self.deadline_at)
-        first = self.first_token_timeout
-        idle = self.idle_timeout
-        own_first = getattr(provider, "first_token_timeout", None)
-        own_idle = getattr(provider, "idle_timeout", None)
-        if own_first is not None and not self.call_first_token:
-            first = own_first
-        if own_idle is not None and not self.call_idle:
-            idle = own_idle
-        return Limits(first, idle, self.deadline_at)
+def refuse_untranslated(provider: Provider, request: ChatRequest) -> None:
+    """A request that came in another protocol and carries what the normalised request cannot: only a provider
+    speaking that protocol may answer it (others refuse, naming the field), unless the call allows dropping."""
+    native = request.native
+    if native is None or not native.lossy or request.drop_unsupported:
+        return
+    if provider.capabilities.native_protocol == native.protocol:
+        return
+    field = native.lossy[0]
+    raise UnsupportedParameterError(
+        f"Parameter {field} cannot be passed on to provider {provider.name}: only a provider speaking the "
+        f"{native.protocol} protocol can honour it. Remove it, or ask the gateway to drop what a provider cannot "
+        "honour (header x-polychat-drop-unsupported: true).",
+        param=field,
+        provider=provider.name,
+    )
 
 
 def has_content(chunk: ChatCompletionChunk) -> bool:
+    native = chunk.native
+    if native and native.get("type") == "content_block_delta":
+        return True  # a provider's own event carrying a block's content (thinking included)
     for choice in chunk.choices:
         d = choice.delta
         if d.content or d.tool_calls or d.refusal:
@@ -72,7 +65,7 @@ def completion_empty(c: ChatCompletion) -> bool:
 
 
 class SyncAttempt:
-    def __init__(self, step: Step, request: ChatRequest, ctx: CallContext, policy: Policy, *, stream: bool) -> None:
+    def __init__(self, step: Step, request: ChatRequest, ctx: CallContext, policy: CallPolicy, *, stream: bool) -> None:
         self.step = step
         self.provider = step.provider
         self.request = request
@@ -88,9 +81,13 @@ class SyncAttempt:
     def complete(self) -> ChatCompletion:
         self.watch.start()
         try:
+            refuse_untranslated(self.provider, self.request)
             return self.provider.complete(self.request, self.ctx)
         except APIError as e:
-            raise self.watch.translate(e, self.provider.name) from e
+            err = self.watch.translate(e, self.provider.name)
+            if err is e:  # not `raise e from e`: an error must not be its own cause
+                raise
+            raise err from e
         finally:
             self.watch.stop()
 
@@ -99,6 +96,7 @@ class SyncAttempt:
         self.watch.start()
         held: list[ChatCompletionChunk] = []
         try:
+            refuse_untranslated(self.provider, self.request)
             self._chunks = self.provider.stream(self.request, self.ctx)
             for chunk in self._chunks:
                 held.append(chunk)
@@ -108,7 +106,10 @@ class SyncAttempt:
                     self.watch.pause()  # the caller is about to hold these chunks
                     return held
         except APIError as e:
-            raise self.watch.translate(e, self.provider.name) from e
+            err = self.watch.translate(e, self.provider.name)
+            if err is e:  # not `raise e from e`: an error must not be its own cause
+                raise
+            raise err from e
         return held
 
     def rest(self) -> Iterator[ChatCompletionChunk]:
@@ -123,7 +124,10 @@ class SyncAttempt:
             except StopIteration:
                 return
             except APIError as e:
-                raise watch.translate(e, self.provider.name) from e
+                err = watch.translate(e, self.provider.name)
+                if err is e:
+                    raise
+                raise err from e
             watch.pause()
             yield chunk
 
@@ -136,7 +140,7 @@ class SyncAttempt:
 
 
 class AsyncAttempt:
-    def __init__(self, step: Step, request: ChatRequest, ctx: CallContext, policy: Policy, *, stream: bool) -> None:
+    def __init__(self, step: Step, request: ChatRequest, ctx: CallContext, policy: CallPolicy, *, stream: bool) -> None:
         self.step = step
         self.provider = step.provider
         self.request = request
@@ -168,6 +172,7 @@ class AsyncAttempt:
         return _min(idle, lim.deadline_at)
 
     async def complete(self) -> ChatCompletion:
+        refuse_untranslated(self.provider, self.request)
         try:
             return await within(self.limits.deadline_at, self.provider.acomplete(self.request, self.ctx))
         except TimeoutError as e:
@@ -176,6 +181,7 @@ class AsyncAttempt:
     async def open(self) -> list[ChatCompletionChunk]:
         held: list[ChatCompletionChunk] = []
         deadline = self._first_deadline()
+        refuse_untranslated(self.provider, self.request)
         chunks = self._chunks = self.provider.astream(self.request, self.ctx)
         while True:
             try:
@@ -217,23 +223,3 @@ class AsyncAttempt:
 def _min(*values: float | None) -> float | None:
     present = [v for v in values if v is not None]
     return min(present) if present else None
-
-
-def resolve_policy(chain_defaults: dict[str, Any], options: dict[str, Any]) -> Policy:
-    """Merge call options over chain/client defaults into a :class:`Policy` for one call."""
-
-    def pick(name: str) -> Any:
-        value = options.get(name)
-        return chain_defaults.get(name) if value is None else value
-
-    deadline = pick("deadline")
-    return Policy(
-        first_token_timeout=pick("first_token_timeout"),
-        idle_timeout=pick("idle_timeout"),
-        deadline_at=time.monotonic() + deadline if deadline is not None else None,
-        hedge_after=pick("hedge_after"),
-        resume=bool(pick("resume")),
-        allow_empty=bool(pick("allow_empty")),
-        call_first_token=options.get("first_token_timeout") is not None,
-        call_idle=options.get("idle_timeout") is not None,
-    )

@@ -12,11 +12,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import APIError
-from .attempt import AsyncAttempt, Policy, completion_empty, empty_answer, has_content
+from .attempt import AsyncAttempt, completion_empty, empty_answer, has_content
 from .policy import FailoverPlan, Step
 
 if TYPE_CHECKING:
     from .._context import CallContext
+    from .._failover import CallPolicy
     from .._request import ChatRequest
     from ..types import ChatCompletion, ChatCompletionChunk
     from .retry import RetryProvider
@@ -33,19 +34,22 @@ async def race(
     chain: RetryProvider,
     plan: FailoverPlan,
     step: Step,
-    policy: Policy,
+    policy: CallPolicy,
     run: Callable[[Step], Awaitable[tuple[T, Callable[[], Awaitable[None]]]]],
     ok: Callable[[T], bool],
-) -> tuple[Step, T, Callable[[], Awaitable[None]]]:
+) -> tuple[Step, T, Callable[[], Awaitable[None]], float]:
     """Start ``step``; if it has not succeeded after ``hedge_after`` s, start the next provider as well.
 
     ``run(step)`` returns the attempt's result and how to release it; ``ok(result)`` says whether it counts.
-    Raises the last error when every raced attempt failed (all recorded in ``plan``).
+    Returns the winner, its result, its release and when it started (``time.monotonic()``: each attempt's time is
+    counted from its own start, hedge wait included). Raises the last error when every raced attempt failed (all
+    recorded in ``plan``).
     """
     import asyncio
 
     assert policy.hedge_after is not None
     tasks: dict[asyncio.Task[Any], Step] = {asyncio.ensure_future(run(step)): step}
+    started = {step.index: time.monotonic()}
     done, _ = await asyncio.wait(tasks, timeout=policy.hedge_after)
     hedge = plan.hedge_step(step) if not done else None
     if hedge is not None:
@@ -56,9 +60,9 @@ async def race(
             hedge.provider.name,
         )
         plan.started(hedge, "hedge")
+        started[hedge.index] = time.monotonic()
         tasks[asyncio.ensure_future(run(hedge))] = hedge
     last_error: BaseException | None = None
-    started = time.monotonic()
     try:
         while tasks:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -70,16 +74,17 @@ async def race(
                     if ok(result):
                         if tasks:
                             log.info("polychat: %s answered first; cancelling the other", s.provider.name)
-                        return s, result, release
+                        return s, result, release, started[s.index]
                     await release()
                     exc = empty_answer(s.provider)
                 if not isinstance(exc, APIError):
                     raise exc
                 last_error = exc
+                elapsed = time.monotonic() - started[s.index]
                 if hedge is None:
-                    chain._fail(plan, s, exc, time.monotonic() - started)
+                    chain._fail(plan, s, exc, elapsed)
                 else:
-                    plan.failed(s, exc, time.monotonic() - started, may_retry=False)
+                    plan.failed(s, exc, elapsed, may_retry=False)
     finally:
         for task in tasks:
             task.cancel()
@@ -94,8 +99,10 @@ async def race(
 
 
 async def race_open(
-    chain: RetryProvider, plan: FailoverPlan, step: Step, request: ChatRequest, ctx: CallContext, policy: Policy
-) -> tuple[Step, list[ChatCompletionChunk], AsyncIterator[ChatCompletionChunk], Callable[[], Awaitable[None]]]:
+    chain: RetryProvider, plan: FailoverPlan, step: Step, request: ChatRequest, ctx: CallContext, policy: CallPolicy
+) -> tuple[Step, list[ChatCompletionChunk], AsyncIterator[ChatCompletionChunk], Callable[[], Awaitable[None]], float]:
+    """The hedged open of a stream: the winner, its held chunks, the rest, its release and when it started."""
+
     async def run(s: Step) -> tuple[tuple[list[ChatCompletionChunk], AsyncAttempt], Callable[[], Awaitable[None]]]:
         attempt = AsyncAttempt(s, request, ctx, policy, stream=True)
         try:
@@ -104,20 +111,20 @@ async def race_open(
             await attempt.close()
             raise
 
-    winner, (held, attempt), release = await race(
+    winner, (held, attempt), release, started = await race(
         chain, plan, step, policy, run, lambda r: policy.allow_empty or any(has_content(c) for c in r[0])
     )
-    return winner, held, attempt.rest(), release
+    return winner, held, attempt.rest(), release, started
 
 
 async def race_complete(
-    chain: RetryProvider, plan: FailoverPlan, step: Step, request: ChatRequest, ctx: CallContext, policy: Policy
+    chain: RetryProvider, plan: FailoverPlan, step: Step, request: ChatRequest, ctx: CallContext, policy: CallPolicy
 ) -> ChatCompletion:
     async def run(s: Step) -> tuple[ChatCompletion, Callable[[], Awaitable[None]]]:
         return await AsyncAttempt(s, request, ctx, policy, stream=False).complete(), _noop
 
-    winner, result, _ = await race(
+    winner, result, _, started = await race(
         chain, plan, step, policy, run, lambda r: policy.allow_empty or not completion_empty(r)
     )
-    plan.succeeded(winner, 0.0, result)
+    plan.succeeded(winner, time.monotonic() - started, result)
     return result

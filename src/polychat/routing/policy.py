@@ -123,11 +123,13 @@ class FailoverPlan(Struct):
         self._order[self._index :] = self._order[i:] + skipped
 
     def hedge_step(self, current: Step) -> Step | None:
-        """The provider to race against ``current``: the next one in order (None if there is none)."""
-        nxt = current.index + 1
-        if nxt >= len(self._order):
-            return None
-        return Step(self._order[nxt], 0.0, nxt, 0)
+        """The provider to race against ``current``: the next one in order whose circuit is not open (None if there
+        is none: a hedge is extra load, never a reason to send to a provider known to be failing)."""
+        for nxt in range(current.index + 1, len(self._order)):
+            candidate = self._order[nxt]
+            if self.breaker is None or not self.breaker.is_open(candidate.breaker_key):
+                return Step(candidate, 0.0, nxt, 0)
+        return None
 
     # -- results ---------------------------------------------------------------------------------------------------
 

@@ -27,7 +27,8 @@ def continuation_request(request: ChatRequest, partial: str, *, prefill: bool) -
     messages = [*request.messages, {"role": "assistant", "content": partial}]
     if not prefill:
         messages.append({"role": "user", "content": CONTINUE_INSTRUCTION})
-    return replace(request, messages=messages)
+    # The continuation is a new request: a client's original body (NativeRequest) no longer describes it.
+    return replace(request, messages=messages, native=None)
 
 
 def window_for(partial: str) -> int:

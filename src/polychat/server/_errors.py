@@ -39,6 +39,7 @@ from ..errors import (
     ConfigError,
     InvalidRequestError,
     RateLimitError,
+    UnsupportedParameterError,
 )
 
 _URL_RE = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>)\]]+")
@@ -121,6 +122,13 @@ def _retry_after_header(seconds: float | None) -> list[tuple[bytes, bytes]]:
 
 def from_exception(exc: BaseException, scrub: Scrubber) -> HTTPError:
     """The HTTP answer for an exception raised before any response byte was sent."""
+    if isinstance(exc, UnsupportedParameterError):
+        # Not the library's advice (drop_unsupported=True is a switch this gateway refuses): the HTTP client's.
+        message = (
+            f"{exc.detail.rstrip('.')}. Remove '{exc.param}' from the request, or choose a model whose provider "
+            "supports it."
+        )
+        return make_error(400, scrub.client(message), param=exc.param, code="unsupported_parameter")
     if isinstance(exc, InvalidRequestError):
         return make_error(400, scrub.client(exc.message), param=exc.param)
     if isinstance(exc, AllProvidersFailedError):

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from ..client import AsyncClient
-from ..config import PROVIDER_TYPES, Config
+from ..config import Config
 from ._auth import DENIED, KeyRing
 from ._errors import HTTPError, Scrubber, make_error
 from ._limits import Admission, Limiter, MemoryLimits, Refusal
@@ -81,7 +81,7 @@ class Gateway:
         )
         self.draining = False
         self.inflight: set[Call] = set()
-        self.models = build_models(config)
+        self.models = [msgspec.to_builtins(m) for m in config.model_list()]
         self.models_body = msgspec.json.encode({"object": "list", "data": self.models})
         self.known_models = frozenset(m["id"] for m in self.models) | frozenset(config.routes)
         allowed = {h.lower() for h in settings.allowed_hosts}
@@ -168,7 +168,18 @@ class Gateway:
         """The provider (None: the default chain) and the model to ask it for."""
         if not isinstance(model, str):
             return None, model  # create() rejects it with the library's message
-        return self.config.resolve(model)
+        provider, routed = self.config.resolve(model)
+        return (provider if provider is not None else self.config.default_chain()), routed
+
+    def unknown_model(self, model: Any, err: HTTPError) -> HTTPError:
+        """The 404 for a model nobody here serves, listing this gateway's models (not only one provider's)."""
+        listed = [m["id"] for m in self.models]
+        shown = ", ".join(listed[:20]) + (f" and {len(listed) - 20} more" if len(listed) > 20 else "")
+        message = (
+            f"The model {model!r} does not exist on this gateway, or its provider refused it. "
+            f"Models served here (GET /v1/models): {shown or 'none'}."
+        )
+        return make_error(404, message, param="model", code="model_not_found", headers=err.headers)
 
     def route_label(self, model: Any) -> str:
         return model if isinstance(model, str) and model in self.known_models else OTHER
@@ -312,37 +323,3 @@ def _url_secrets(url: str | None) -> list[str]:
     from ..config._config import url_passwords
 
     return url_passwords(url) if url else []
-
-
-def build_models(config: Config) -> list[dict[str, Any]]:
-    """``/v1/models`` entries: route aliases, the models declared providers list, local models (the embedded one
-    included). Nothing is asked of any upstream."""
-    seen: dict[str, dict[str, Any]] = {}
-
-    def add(model_id: str, owned_by: str, created: int = 0) -> None:
-        if model_id and model_id not in seen:
-            seen[model_id] = {"id": model_id, "object": "model", "created": created, "owned_by": owned_by}
-
-    for alias in config.routes:
-        add(alias, "polychat")
-    names = [*config.declared]
-    if "local" not in config.declared:
-        names.append("local")
-    for name in names:
-        spec = config.specs[name]
-        if PROVIDER_TYPES[spec.type].http:
-            for model_id in spec.models:
-                add(model_id, name)
-            if spec.effective_default_model:
-                add(spec.effective_default_model, name)
-            continue
-        if config.unavailable(name) is not None:
-            continue
-        try:
-            models = config.provider(name).list_models(None)  # type: ignore[arg-type]  # local models need no context
-        except Exception as e:  # listing must not take the gateway down
-            log.warning("polychat: cannot list the models of %s: %s", name, e)
-            continue
-        for entry in models:
-            add(entry.id, entry.owned_by or name, entry.created)
-    return list(seen.values())

@@ -86,8 +86,12 @@ class LimitBackend(Protocol):
 
     async def settle(self, spec: GatewayKeySpec, rid: str, tokens: int, prompt: int, completion: int) -> None: ...
 
-    async def record(self, spec: GatewayKeySpec, rid: str, tokens: int, prompt: int, completion: int) -> None:
-        """Usage of a request admitted while the backend was unreachable (``redis_failure = "open"``)."""
+    async def record(
+        self, spec: GatewayKeySpec, rid: str, tokens: int, prompt: int, completion: int, served: bool
+    ) -> None:
+        """A request whose reservation failed because the backend was unreachable: undo the reservation if it was
+        made after all (the reply may be what was lost), then count its usage if it was ``served`` (admitted with
+        ``redis_failure = "open"``). Counted once per ``rid``."""
         ...
 
     async def usage(self, name: str) -> KeyUsage: ...
@@ -199,7 +203,7 @@ class Admission:
             tokens = int(usage.total_tokens) or prompt + completion
         else:
             tokens, prompt, completion = self.reserved, 0, 0
-        self.limiter._settle(self, tokens, prompt, completion)
+        self.limiter._settle(self, tokens, prompt, completion, served)
 
 
 class Limiter:
@@ -211,7 +215,7 @@ class Limiter:
         #: "closed": while the backend is down, limited keys get 503 (nothing passes unaccounted); "open": they
         #: pass, and their usage is recorded when the backend is back.
         self.failure = failure
-        self._pending: deque[tuple[Admission, int, int, int]] = deque()
+        self._pending: deque[tuple[Admission, int, int, int, bool]] = deque()
         self._tasks: set[asyncio.Task[None]] = set()
         self._flusher: asyncio.Task[None] | None = None
         self.down_since: float | None = None
@@ -250,8 +254,10 @@ class Limiter:
             verdict = await self.backend.reserve(spec, rid, tokens)
         except BackendUnavailable as e:
             self._lost(e)
+            admission = Admission(self, spec, rid, tokens, offline=True)
             if self.failure == "open":
-                return Admission(self, spec, rid, tokens, offline=True)
+                return admission
+            admission.finish(served=False)  # the reservation may have been made with only the reply lost: undo it
             return Refusal(
                 503,
                 "limits_unavailable",
@@ -266,12 +272,12 @@ class Limiter:
 
     # -- settling, in the background ----------------------------------------------------------------------------
 
-    def _settle(self, admission: Admission, tokens: int, prompt: int, completion: int) -> None:
+    def _settle(self, admission: Admission, tokens: int, prompt: int, completion: int, served: bool) -> None:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # pragma: no cover - endpoints always run in the loop
             return
-        self._pending.append((admission, tokens, prompt, completion))
+        self._pending.append((admission, tokens, prompt, completion, served))
         if self._flusher is None or self._flusher.done():
             self._flusher = loop.create_task(self._flush())
 
@@ -280,15 +286,24 @@ class Limiter:
         while this process lives)."""
         delay = 0.05
         while self._pending:
-            admission, tokens, prompt, completion = self._pending[0]
-            step = self.backend.record if admission.offline else self.backend.settle
+            admission, tokens, prompt, completion, served = self._pending[0]
             try:
-                await step(admission.spec, admission.rid, tokens, prompt, completion)
+                if admission.offline:
+                    await self.backend.record(admission.spec, admission.rid, tokens, prompt, completion, served)
+                else:
+                    await self.backend.settle(admission.spec, admission.rid, tokens, prompt, completion)
             except BackendUnavailable as e:
                 self._lost(e)
                 await asyncio.sleep(delay)  # waiting for Redis to come back, not synchronising with anything
                 delay = min(delay * 2, 1.0)
                 continue
+            except Exception as e:  # a bug, not an outage: retrying would fail the same way and hold the queue
+                log.error(
+                    "polychat: could not settle a request of key %r (%d tokens): %r",
+                    admission.spec.name,
+                    tokens,
+                    e,
+                )
             self._back()
             delay = 0.05
             self._pending.popleft()
@@ -389,13 +404,15 @@ def refusal(spec: GatewayKeySpec, verdict: Verdict, tokens: int) -> Refusal:
 
 
 class _KeyState:
-    __slots__ = ("requests", "reservations", "tokens", "usage", "used", "window")
+    __slots__ = ("requests", "reservations", "reserved", "tokens", "usage", "used", "window", "window_total")
 
     def __init__(self) -> None:
-        self.requests: deque[float] = deque()  # admission times (ms) in the window
+        self.requests: deque[tuple[float, str]] = deque()  # (time, rid) of admissions in the window
         self.tokens: deque[tuple[float, str]] = deque()  # (time, rid) of token entries in the window
         self.window: dict[str, int] = {}  # rid -> tokens counted in the window
+        self.window_total = 0  # sum of ``window`` (kept, not recomputed: the window may hold many entries)
         self.reservations: dict[str, tuple[int, float]] = {}  # rid -> (tokens, lease deadline)
+        self.reserved = 0  # sum of the reservations' tokens
         self.used = 0
         self.usage = {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
 
@@ -407,6 +424,7 @@ class MemoryLimits:
     def __init__(self) -> None:
         self._keys: dict[str, _KeyState] = {}
         self._refused: dict[str, dict[str, int]] = {}
+        self._recorded: set[str] = set()
 
     def _state(self, name: str) -> _KeyState:
         st = self._keys.get(name)
@@ -417,35 +435,45 @@ class MemoryLimits:
     async def reserve(self, spec: GatewayKeySpec, rid: str, tokens: int) -> Verdict:
         now = time.monotonic() * 1000
         st = self._state(spec.name)
-        for dead in [r for r, (_, until) in st.reservations.items() if until <= now]:
-            st.used += st.reservations.pop(dead)[0]
+        if rid in st.reservations:
+            return ADMITTED  # a retried call (see the Redis script)
+        # Leases run out in the order reservations were made (dicts keep insertion order): expired ones are in front.
+        while st.reservations:
+            oldest, (held, until) = next(iter(st.reservations.items()))
+            if until > now:
+                break
+            del st.reservations[oldest]
+            st.reserved -= held
+            st.used += held
         cutoff = now - WINDOW_MS
-        while st.requests and st.requests[0] <= cutoff:
+        while st.requests and st.requests[0][0] <= cutoff:
             st.requests.popleft()
         while st.tokens and st.tokens[0][0] <= cutoff:
-            st.window.pop(st.tokens.popleft()[1], None)
+            st.window_total -= st.window.pop(st.tokens.popleft()[1], 0)
         verdict = self._check(spec, st, tokens, now)
         if not verdict.ok:
             refused = self._refused.setdefault(spec.name, {})
             refused[verdict.limit] = refused.get(verdict.limit, 0) + 1
             return verdict
-        st.requests.append(now)
+        st.requests.append((now, rid))
         st.usage["requests"] += 1
         if spec.tokens_per_minute is not None:
             st.tokens.append((now, rid))
             st.window[rid] = tokens
+            st.window_total += tokens
         st.reservations[rid] = (tokens, now + LEASE_MS)
+        st.reserved += tokens
         return ADMITTED
 
     @staticmethod
     def _check(spec: GatewayKeySpec, st: _KeyState, tokens: int, now: float) -> Verdict:
         rpm, tpm, budget = spec.requests_per_minute, spec.tokens_per_minute, spec.budget_tokens
         if rpm is not None and len(st.requests) >= rpm:
-            return Verdict(False, "requests", int(st.requests[-rpm] + WINDOW_MS - now))
+            return Verdict(False, "requests", int(st.requests[-rpm][0] + WINDOW_MS - now))
         if tpm is not None:
             if tokens > tpm:
                 return Verdict(False, "too_large", -1)
-            total = sum(st.window.values())
+            total = st.window_total
             if total + tokens > tpm:
                 need, freed = total + tokens - tpm, 0
                 for at, rid in st.tokens:
@@ -456,25 +484,41 @@ class MemoryLimits:
         if budget is not None:
             if tokens > budget:
                 return Verdict(False, "too_large", -1)
-            reserved = sum(t for t, _ in st.reservations.values())
-            if st.used + reserved + tokens > budget:
-                return Verdict(False, "budget", 1000 if reserved else -1)
+            if st.used + st.reserved + tokens > budget:
+                return Verdict(False, "budget", 1000 if st.reserved else -1)
         return ADMITTED
 
     async def settle(self, spec: GatewayKeySpec, rid: str, tokens: int, prompt: int, completion: int) -> None:
         st = self._state(spec.name)
-        if st.reservations.pop(rid, None) is None:
+        reservation = st.reservations.pop(rid, None)
+        if reservation is None:
             return  # settled already, or charged in full when its lease ran out
+        st.reserved -= reservation[0]
         st.used += tokens
         if rid in st.window:
+            st.window_total += tokens - st.window[rid]
             st.window[rid] = tokens
         self._count(st, tokens, prompt, completion)
 
-    async def record(self, spec: GatewayKeySpec, rid: str, tokens: int, prompt: int, completion: int) -> None:
+    async def record(
+        self, spec: GatewayKeySpec, rid: str, tokens: int, prompt: int, completion: int, served: bool
+    ) -> None:
+        # In one process a reservation cannot half-happen (this backend never raises BackendUnavailable, so this is
+        # never called by the Limiter and the set stays empty), but the rules are the Redis script's all the same.
+        if rid in self._recorded:
+            return
+        self._recorded.add(rid)
         st = self._state(spec.name)
-        st.used += tokens
-        st.usage["requests"] += 1
-        self._count(st, tokens, prompt, completion)
+        reservation = st.reservations.pop(rid, None)
+        if reservation is not None:
+            st.reserved -= reservation[0]
+            st.usage["requests"] -= 1
+            st.requests = deque(entry for entry in st.requests if entry[1] != rid)  # rare: only after an outage
+            st.window_total -= st.window.pop(rid, 0)
+        if served:
+            st.used += tokens
+            st.usage["requests"] += 1
+            self._count(st, tokens, prompt, completion)
 
     @staticmethod
     def _count(st: _KeyState, tokens: int, prompt: int, completion: int) -> None:
@@ -486,7 +530,7 @@ class MemoryLimits:
         st = self._state(name)
         return KeyUsage(
             used=st.used,
-            reserved=sum(t for t, _ in st.reservations.values()),
+            reserved=st.reserved,
             refused=dict(self._refused.get(name, {})),
             **st.usage,
         )

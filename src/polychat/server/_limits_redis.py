@@ -10,7 +10,7 @@ Keys of a gateway key NAME (one hash tag, so a Redis Cluster keeps them on one s
     polychat:limits:{NAME}:lease  sorted set: request id -> deadline (ms); past it, the reservation is charged
     polychat:limits:{NAME}:st     hash: window (tokens in the minute), reserved, used (budget), requests,
                                   prompt_tokens, completion_tokens, total_tokens, refused:<limit>
-    polychat:limits:{NAME}:done:ID  marker (1 day) that usage recorded after an outage was counted once
+    polychat:limits:{NAME}:done:ID  marker (1 day): a request whose reservation met an outage was resolved once
 
 Time comes from Redis (``TIME``), so replicas with skewed clocks still share one window. Usage that must survive a
 Redis restart needs persistence on (``appendonly yes``): see the README's multi-replica section.
@@ -27,6 +27,7 @@ from ._limits import ADMITTED, LEASE_MS, WINDOW_MS, BackendUnavailable, KeyUsage
 _PREFIX = "polychat:limits:"
 _PARTS = ("req", "tok", "amt", "res", "lease", "st")
 
+# Lua's unary minus makes -0 of 0, which Redis sends as "-0" and HINCRBY refuses: negate as ``0 - x``.
 _COMMON = """
 local req, tok, amt, res, lease, st = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local t = redis.call('TIME')
@@ -39,12 +40,14 @@ _RESERVE = (
 local id, est = ARGV[1], tonumber(ARGV[2])
 local rpm, tpm, budget = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local window_ms, lease_ms = tonumber(ARGV[6]), tonumber(ARGV[7])
+-- a retried call (its first reply was lost) must not count the request twice, nor refuse what it admitted
+if redis.call('HEXISTS', res, id) == 1 then return {1, '', 0} end
 -- reservations whose gateway never settled them: charged in full (the upstream may have served them)
 local dead = redis.call('ZRANGEBYSCORE', lease, '-inf', now)
 for _, rid in ipairs(dead) do
   local r = tonumber(redis.call('HGET', res, rid) or '0')
   redis.call('HDEL', res, rid)
-  redis.call('HINCRBY', st, 'reserved', -r)
+  redis.call('HINCRBY', st, 'reserved', 0 - r)
   redis.call('HINCRBY', st, 'used', r)
 end
 if #dead > 0 then redis.call('ZREMRANGEBYSCORE', lease, '-inf', now) end
@@ -58,7 +61,7 @@ if #old > 0 then
     redis.call('HDEL', amt, rid)
   end
   redis.call('ZREMRANGEBYSCORE', tok, '-inf', cutoff)
-  redis.call('HINCRBY', st, 'window', -freed)
+  redis.call('HINCRBY', st, 'window', 0 - freed)
 end
 local function refuse(limit, wait)
   redis.call('HINCRBY', st, 'refused:' .. limit, 1)
@@ -115,7 +118,7 @@ local r = redis.call('HGET', res, id)
 if not r then return 0 end
 redis.call('HDEL', res, id)
 redis.call('ZREM', lease, id)
-redis.call('HINCRBY', st, 'reserved', -tonumber(r))
+redis.call('HINCRBY', st, 'reserved', 0 - tonumber(r))
 redis.call('HINCRBY', st, 'used', tokens)
 local counted = redis.call('HGET', amt, id)
 if counted then
@@ -134,6 +137,22 @@ _RECORD = (
     + """
 local id, tokens, prompt, completion = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 if not redis.call('SET', KEYS[7], '1', 'NX', 'PX', 86400000) then return 0 end
+-- the reservation may have been made with only its reply lost: undo it
+local r = redis.call('HGET', res, id)
+if r then
+  redis.call('HDEL', res, id)
+  redis.call('ZREM', lease, id)
+  redis.call('HINCRBY', st, 'reserved', 0 - tonumber(r))
+  redis.call('ZREM', req, id)
+  redis.call('HINCRBY', st, 'requests', -1)
+  local counted = redis.call('HGET', amt, id)
+  if counted then
+    redis.call('HDEL', amt, id)
+    redis.call('ZREM', tok, id)
+    redis.call('HINCRBY', st, 'window', 0 - tonumber(counted))
+  end
+end
+if ARGV[5] ~= '1' then return 1 end
 redis.call('HINCRBY', st, 'requests', 1)
 redis.call('HINCRBY', st, 'used', tokens)
 redis.call('HINCRBY', st, 'prompt_tokens', prompt)
@@ -191,9 +210,11 @@ class RedisLimits:
     async def settle(self, spec: GatewayKeySpec, rid: str, tokens: int, prompt: int, completion: int) -> None:
         await self._run(self._settle, _keys(spec.name), [rid, tokens, prompt, completion])
 
-    async def record(self, spec: GatewayKeySpec, rid: str, tokens: int, prompt: int, completion: int) -> None:
+    async def record(
+        self, spec: GatewayKeySpec, rid: str, tokens: int, prompt: int, completion: int, served: bool
+    ) -> None:
         keys = [*_keys(spec.name), f"{_PREFIX}{{{spec.name}}}:done:{rid}"]
-        await self._run(self._record, keys, [rid, tokens, prompt, completion])
+        await self._run(self._record, keys, [rid, tokens, prompt, completion, 1 if served else 0])
 
     async def usage(self, name: str) -> KeyUsage:
         try:

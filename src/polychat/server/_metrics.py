@@ -116,7 +116,8 @@ class Metrics:
         self.rejected = Counter(
             p + "rejected_total",
             "Requests refused before reaching a provider (unauthorized, too_large, bad_json, invalid, host, origin, "
-            "draining).",
+            "draining, header_timeout, header_too_large, connection_cap; and a named key's rate_limit_exceeded, "
+            "budget_exceeded, model_not_allowed, limits_unavailable).",
             ("reason",),
         )
         self.duration = Histogram(

@@ -37,6 +37,11 @@ DEFAULT_MAX_BODY = 4 * 1024 * 1024
 #: Seconds in-flight requests get to finish after SIGTERM before they end with an error (streams: an error frame).
 DEFAULT_SHUTDOWN_TIMEOUT = 10.0
 
+#: Connection limits (see :mod:`polychat.server._connlimits` for why and how they act).
+DEFAULT_MAX_CONNECTIONS = 1000
+DEFAULT_HEADER_TIMEOUT = 15.0
+DEFAULT_MAX_HEADER_BYTES = 64 * 1024
+
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.", "ip6-localhost"})
 
 
@@ -61,6 +66,12 @@ class ServerSettings:
     #: Extra names accepted in the ``Host`` header when no keys are set (loopback names always are).
     allowed_hosts: list[str] = field(default_factory=list)
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
+    #: Connections kept at once; beyond it the one waiting longest for its request headers is closed.
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    #: Seconds a connection gets to send a request's headers (also ends idle keep-alive connections).
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT
+    #: Largest request line + headers, in bytes (431 above it).
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
     access_log: bool = True
     debug: bool = False
     #: Export OpenTelemetry traces over OTLP, configured from the standard OTEL_* environment variables.
@@ -179,4 +190,10 @@ def merge_config(settings: ServerSettings, config: Any, environ: Mapping[str, st
         table.get("shutdown_timeout"), (int, float)
     ):
         settings.shutdown_timeout = float(table["shutdown_timeout"])
+    if settings.max_connections == DEFAULT_MAX_CONNECTIONS and isinstance(table.get("max_connections"), int):
+        settings.max_connections = int(table["max_connections"])
+    if settings.header_timeout == DEFAULT_HEADER_TIMEOUT and isinstance(table.get("header_timeout"), (int, float)):
+        settings.header_timeout = float(table["header_timeout"])
+    if settings.max_header_bytes == DEFAULT_MAX_HEADER_BYTES and isinstance(table.get("max_header_bytes"), int):
+        settings.max_header_bytes = int(table["max_header_bytes"])
     return settings

@@ -9,7 +9,8 @@ against 125 ms and 28 MB. Over HTTP both are far under the 1.5 ms budget (uvicor
 wanted.
 
 Endpoints: ``POST /v1/chat/completions``, ``GET /v1/models`` (and ``/v1/models/{id}``), ``GET /health``,
-``GET /metrics`` (Prometheus text), ``GET /`` (the chat page) and ``GET /static/{app.js,style.css}``.
+``GET /metrics`` (Prometheus text), ``GET /`` (the chat page) and ``GET /static/{name}`` (its script and
+stylesheet, and the vendored marked + DOMPurify that render its markdown).
 
 ``create_app()`` builds the app from :class:`ServerSettings` (or, as a uvicorn factory for ``--workers``, from the
 settings the parent put in the environment).
@@ -33,12 +34,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from .._redact import redact_text
+from .._redact import redact_query, redact_text
 from ..config import Config, load_config
-from ._chat import ChatEndpoint, send_error
+from . import _connlimits
+from ._chat import ChatEndpoint
+from ._endpoint import send_error
 from ._errors import make_error
 from ._gateway import Gateway
+from ._messages import MessagesEndpoint
 from ._otel import TraceLayer
+from ._responses import ResponsesEndpoint
 from ._settings import ServerSettings, gateway_keys, merge_config, named_keys
 
 __all__ = ["app_from_env", "create_app"]
@@ -50,6 +55,11 @@ _STATIC_TYPES = {
     "index.html": "text/html; charset=utf-8",
     "app.js": "text/javascript; charset=utf-8",
     "style.css": "text/css; charset=utf-8",
+    # vendored, unmodified but for the source-map comment (licences beside them: LICENSE.*.txt)
+    "marked.umd.js": "text/javascript; charset=utf-8",
+    "purify.min.js": "text/javascript; charset=utf-8",
+    "LICENSE.marked.txt": "text/plain; charset=utf-8",
+    "LICENSE.dompurify.txt": "text/plain; charset=utf-8",
 }
 #: The page loads only its own script and stylesheet and talks only to this server; model output is never HTML.
 _PAGE_HEADERS = {
@@ -114,17 +124,24 @@ class _HostGuard:
 
 
 def _install_log_scrubbing(secrets: list[str]) -> None:
-    """Secrets never reach a log line: a filter on every handler that polychat's and uvicorn's records pass."""
-    if not secrets:
-        return
+    """Secrets never reach a log line: a filter on every handler that polychat's and uvicorn's records pass (known
+    secrets, and the value of any key-like query parameter, so a wrong key in ``?api_key=`` is not logged either)."""
+
+    def clean(text: str) -> str:
+        return redact_query(redact_text(text, secrets))
 
     class _Scrub(logging.Filter):
         def filter(self, record: logging.LogRecord) -> bool:
+            if record.name == "uvicorn.access" and isinstance(record.args, tuple):
+                # uvicorn's access formatter unpacks the arguments (client, method, path, version, status): clean
+                # them one by one instead of flattening the record.
+                record.args = tuple(clean(a) if isinstance(a, str) else a for a in record.args)
+                return True
             try:
                 message = record.getMessage()
             except Exception:  # pragma: no cover - a broken record is the logging module's to report
                 return True
-            record.msg, record.args = redact_text(message, secrets), None
+            record.msg, record.args = clean(message), None
             if record.exc_info and not record.exc_text:
                 record.exc_text = redact_text(logging.Formatter().formatException(record.exc_info), secrets)
             return True
@@ -157,6 +174,10 @@ def create_app(settings: ServerSettings | None = None, config: Config | None = N
         share_breakers(settings.redis_url)
     gw = Gateway(settings, config, keys, named)
     _install_log_scrubbing(list(gw.scrub.secrets))
+    _connlimits.configure(
+        _connlimits.Limits(settings.max_connections, settings.header_timeout, settings.max_header_bytes),
+        lambda reason: gw.metrics.rejected.inc((reason,)),
+    )
     tracer_provider = None
     if settings.otel:
         from ._otel import configure
@@ -210,8 +231,11 @@ def create_app(settings: ServerSettings | None = None, config: Config | None = N
 
     def _check(request: Request) -> Response | None:
         h = request.scope["headers"]
-        found = {k: v for k, v in h if k in (b"host", b"origin", b"authorization")}
-        err = gw.check_api(found.get(b"host"), found.get(b"origin"), found.get(b"authorization"))
+        found = {k: v for k, v in h if k in (b"host", b"origin", b"authorization", b"x-api-key")}
+        authorization = found.get(b"authorization")
+        if authorization is None and b"x-api-key" in found:
+            authorization = b"Bearer " + found[b"x-api-key"]  # Anthropic's clients send the key this way
+        err = gw.check_api(found.get(b"host"), found.get(b"origin"), authorization)
         if err is None:
             return None
         return Response(
@@ -223,6 +247,9 @@ def create_app(settings: ServerSettings | None = None, config: Config | None = N
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # Again now: uvicorn configures logging after the app is built in a single process, replacing the handlers
+        # the filters were on (with --workers, the app is built after).
+        _install_log_scrubbing(list(gw.scrub.secrets))
         gw.install_signal_hooks(asyncio.get_running_loop())
         try:
             yield
@@ -238,14 +265,16 @@ def create_app(settings: ServerSettings | None = None, config: Config | None = N
                 CORSMiddleware,
                 allow_origins=sorted(gw.cors_origins),
                 allow_methods=["GET", "POST", "OPTIONS"],
-                allow_headers=["authorization", "content-type"],
-                expose_headers=["x-polychat-provider", "x-polychat-attempts"],
+                allow_headers=["authorization", "content-type", "x-api-key", "anthropic-version", "anthropic-beta"],
+                expose_headers=["x-polychat-provider", "x-polychat-attempts", "x-polychat-dropped"],
                 max_age=600,
             )
         )
     app = Starlette(
         routes=[
             Route("/v1/chat/completions", ChatEndpoint(gw)),
+            Route("/v1/messages", MessagesEndpoint(gw)),
+            Route("/v1/responses", ResponsesEndpoint(gw)),
             Route("/v1/models", models),
             Route("/v1/models/{model:path}", model_detail),
             Route("/health", health),

@@ -12,8 +12,11 @@ from typing import Any
 
 from .._redis import REDIS_URL_ENV
 from ._settings import (
+    DEFAULT_HEADER_TIMEOUT,
     DEFAULT_HOST,
     DEFAULT_MAX_BODY,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_HEADER_BYTES,
     DEFAULT_PORT,
     DEFAULT_SHUTDOWN_TIMEOUT,
     KEYS_ENV,
@@ -86,6 +89,30 @@ def register(sub: Any) -> None:
         metavar="BYTES",
         help=f"largest request body accepted (default: {DEFAULT_MAX_BODY})",
     )
+    g = p.add_argument_group("connection limits (against clients that hold connections without finishing a request)")
+    g.add_argument(
+        "--max-connections",
+        type=int,
+        default=DEFAULT_MAX_CONNECTIONS,
+        metavar="N",
+        help="connections kept at once per worker; beyond it the one waiting longest for its request headers is "
+        f"closed (default: {DEFAULT_MAX_CONNECTIONS}; the open-file limit is raised to fit)",
+    )
+    g.add_argument(
+        "--header-timeout",
+        type=float,
+        default=DEFAULT_HEADER_TIMEOUT,
+        metavar="SECONDS",
+        help="time a connection gets to send a request's headers, idle keep-alive included; then 408 and close "
+        f"(default: {DEFAULT_HEADER_TIMEOUT:g})",
+    )
+    g.add_argument(
+        "--max-header-size",
+        type=int,
+        default=DEFAULT_MAX_HEADER_BYTES,
+        metavar="BYTES",
+        help=f"largest request line + headers; above it 431 and close (default: {DEFAULT_MAX_HEADER_BYTES})",
+    )
     g = p.add_argument_group("operation")
     g.add_argument(
         "--shutdown-timeout",
@@ -120,6 +147,12 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         raise UsageError(f"--workers must be at least 1, got {args.workers}")
     if args.max_body_size < 1:
         raise UsageError(f"--max-body-size must be at least 1, got {args.max_body_size}")
+    if args.max_connections < 1:
+        raise UsageError(f"--max-connections must be at least 1, got {args.max_connections}")
+    if not args.header_timeout > 0:
+        raise UsageError(f"--header-timeout must be > 0 seconds, got {args.header_timeout}")
+    if args.max_header_size < 1024:
+        raise UsageError(f"--max-header-size must be at least 1024 bytes, got {args.max_header_size}")
     if args.shutdown_timeout < 0:
         raise UsageError(f"--shutdown-timeout must be >= 0, got {args.shutdown_timeout}")
     if args.redis_url is not None:
@@ -143,6 +176,9 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         cors_origins=list(args.cors_origin),
         allowed_hosts=list(args.allowed_host),
         shutdown_timeout=args.shutdown_timeout,
+        max_connections=args.max_connections,
+        header_timeout=args.header_timeout,
+        max_header_bytes=args.max_header_size,
         access_log=not args.no_access_log,
         debug=bool(args.debug),
         otel=bool(args.otel),
@@ -169,6 +205,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         sys.stderr.write("polychat: error: the gateway needs Starlette and uvicorn: pip install 'polychat[server]'\n")
         return EXIT_USAGE
 
+    from ._connlimits import fit_file_limit
+
+    settings.max_connections = fit_file_limit(settings.max_connections)
+    # Bind here, so the banner shows the real port (``--port 0`` picks a free one) and a taken port is one line.
+    sock = _bind(settings.host, settings.port)
+    port = sock.getsockname()[1]
     shown = f"[{settings.host}]" if ":" in settings.host else settings.host
     count = len(keys) + len(named)
     notes = [f"auth: {'on, ' + str(count) + ' key(s)' if count else 'off'}"]
@@ -190,18 +232,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
             raise UsageError(str(e)) from None
         notes.append("traces: OTLP")
     sys.stderr.write(
-        f"polychat gateway: chat page http://{shown}:{settings.port}/  API http://{shown}:{settings.port}/v1  "
-        f"({'; '.join(notes)})\n"
+        f"polychat gateway: chat page http://{shown}:{port}/  API http://{shown}:{port}/v1  ({'; '.join(notes)})\n"
     )
     sys.stderr.flush()
     common: dict[str, Any] = {
         "host": settings.host,
-        "port": settings.port,
+        "port": port,
         "log_level": "debug" if settings.debug else "info",
         "access_log": settings.access_log,
         "server_header": False,
         "proxy_headers": False,
         "lifespan": "on",
+        "http": "polychat.server._protocol:GuardedHTTPProtocol",  # the connection limits, in every worker
         # Backstop only: the app itself ends in-flight requests after shutdown_timeout (see _gateway.begin_drain).
         "timeout_graceful_shutdown": settings.shutdown_timeout + 5.0,
     }
@@ -209,16 +251,38 @@ def cmd_serve(args: argparse.Namespace) -> int:
         os.environ[SETTINGS_ENV] = settings.to_env()
         if settings.redis_url:
             os.environ[REDIS_URL_ENV] = settings.redis_url  # not in the settings JSON: it may hold a password
+        # uvicorn binds for its workers itself: hand it the port (a real one, even for --port 0) and let go of ours.
+        sock.close()
         uvicorn.run("polychat.server.app:app_from_env", factory=True, workers=settings.workers, **common)
         return EXIT_OK
     from .app import create_app
 
     app = create_app(settings, config)
     server = uvicorn.Server(uvicorn.Config(app, **common))
-    server.run()
+    server.run(sockets=[sock])
     if not server.started:
         return 1
     return EXIT_OK
+
+
+def _bind(host: str, port: int) -> Any:
+    """A listening socket on ``host:port`` (uvicorn's own options: SO_REUSEADDR, IPv6 when the host is one)."""
+    import socket
+
+    from ..cli import UsageError
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise UsageError(
+            f"cannot listen on {host}:{port}: {e.strerror or e} (pick another --port, or 0 for any free one)"
+        ) from None
+    sock.set_inheritable(True)
+    return sock
 
 
 def _loopback(host: str) -> bool:

@@ -49,7 +49,8 @@ def _refuse(param: str, why: str, provider: str | None, value: Any = None) -> Un
         f"{provider or 'The local model'} cannot honour {shown}: {why}. Remove it, pass drop_unsupported=True to "
         "let providers drop what they cannot honour, or send the request to a provider that supports it."
     )
-    return UnsupportedParameterError(message, param=param, provider=provider or "")
+    detail = f"{provider or 'The local model'} cannot honour {shown}: {why}"
+    return UnsupportedParameterError(message, param=param, provider=provider or "", detail=detail)
 
 
 def _is_num(v: Any) -> bool:

@@ -1,0 +1,429 @@
+"""One ASGI endpoint shell for every protocol the gateway speaks; a :class:`Dialect` supplies the protocol.
+
+The shell does what does not depend on the protocol, once: Origin and API-key checks (before the body is read;
+``Authorization: Bearer`` or ``x-api-key``), draining, the body-size limit, JSON parsing, the call through
+:class:`polychat.AsyncClient` (routing, failover, resume), disconnect and shutdown handling, metrics and the
+``x-polychat-provider`` header. The dialect turns a parsed JSON body into polychat's normalised call, and a
+completion, a stream of chunks or an error back into its protocol's wire form:
+
+* :mod:`._chat` — OpenAI Chat Completions (``POST /v1/chat/completions``);
+* :mod:`._messages` — Anthropic Messages (``POST /v1/messages``);
+* :mod:`._responses` — OpenAI Responses (``POST /v1/responses``).
+
+A disconnecting client cancels the call: a watcher task waits for ``http.disconnect`` and cancels the serving
+task, which closes the polychat stream (and so the upstream connection, or the embedded model's generation).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any, Protocol
+
+import msgspec
+
+from ..client import AsyncStream
+from ..errors import InvalidRequestError, PolychatError
+from ._errors import HTTPError, from_exception, make_error
+from ._gateway import Call, refusal_error
+from ._limits import Admission, Refusal
+
+if TYPE_CHECKING:
+    from ..errors import Attempt
+    from ..types import ChatCompletion, ChatCompletionChunk
+    from ._gateway import Gateway
+
+log = logging.getLogger("polychat.server")
+
+Scope = dict[str, Any]
+Receive = Any
+Send = Any
+Headers = list[tuple[bytes, bytes]]
+
+_JSON = b"application/json"
+_COMMON = [(b"x-content-type-options", b"nosniff"), (b"cache-control", b"no-store")]
+_SSE_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+    (b"x-content-type-options", b"nosniff"),
+]
+_decode = msgspec.json.decode
+
+
+class Parsed(msgspec.Struct):
+    """A request in polychat's terms: what ``chat.completions.create`` gets, plus what the dialect needs later
+    (``context``: e.g. the fields a Responses answer echoes)."""
+
+    model: Any
+    messages: Any
+    stream: Any
+    kwargs: dict[str, Any]
+    context: Any = None
+
+
+class StreamEncoder(Protocol):
+    """Turns one answer's chunks into a protocol's stream bytes (stateful: one per request)."""
+
+    def chunk(self, chunk: ChatCompletionChunk) -> bytes: ...
+
+    def end(self) -> bytes: ...
+
+    def fail(self, err: HTTPError) -> bytes: ...
+
+
+class Dialect(Protocol):
+    """A protocol the gateway speaks: its request parsing and its answer shapes."""
+
+    path: str
+    #: A minimal valid body, quoted in the error for a body that is not JSON.
+    example: str
+
+    def parse(self, data: dict[str, Any], headers: Headers) -> Parsed | HTTPError: ...
+
+    def error(self, err: HTTPError) -> HTTPError: ...
+
+    def completion(self, result: ChatCompletion, parsed: Parsed) -> bytes: ...
+
+    def headers(self, parsed: Parsed, first: ChatCompletion | ChatCompletionChunk | None) -> Headers:
+        """Response headers of its own, knowing the answer (or a stream's first chunk)."""
+        ...
+
+    def encoder(self, parsed: Parsed) -> StreamEncoder: ...
+
+
+def header_value(name: str) -> bytes:
+    return name.encode("latin-1", "replace")
+
+
+async def send_error(send: Send, err: HTTPError, *, close: bool = False) -> None:
+    headers = [(b"content-type", _JSON), (b"content-length", str(len(err.body)).encode()), *_COMMON, *err.headers]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": err.status, "headers": headers})
+    await send({"type": "http.response.body", "body": err.body})
+
+
+def _uncancel(task: asyncio.Task[Any] | None) -> None:
+    uncancel = getattr(task, "uncancel", None)  # Python 3.11+
+    if uncancel is not None:
+        uncancel()
+
+
+def _shutdown_error() -> HTTPError:
+    return make_error(503, "The server is shutting down; the answer was cut short.", code="server_shutdown")
+
+
+class Endpoint:
+    """The ASGI app behind one protocol's path."""
+
+    def __init__(self, gateway: Gateway, dialect: Dialect) -> None:
+        self.gw = gateway
+        self.dialect = dialect
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        t0 = time.perf_counter()
+        gw, dialect = self.gw, self.dialect
+        if scope["method"] != "POST":
+            refused = make_error(405, f"Use POST for {dialect.path}.", code="method_not_allowed")
+            refused.headers.append((b"allow", b"POST"))
+            return await send_error(send, dialect.error(refused))
+        host = origin = authorization = api_key = length = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                authorization = value
+            elif name == b"content-length":
+                length = value
+            elif name == b"host":
+                host = value
+            elif name == b"origin":
+                origin = value
+            elif name == b"x-api-key":
+                api_key = value
+        if authorization is None and api_key is not None:
+            authorization = b"Bearer " + api_key  # Anthropic's clients send the key this way
+        err = gw.check_api(host, origin, authorization)
+        if err is not None:
+            return await send_error(send, dialect.error(err))
+        if gw.draining:
+            gw.metrics.rejected.inc(("draining",))
+            shutting = make_error(503, "The server is shutting down.", code="server_shutdown")
+            return await send_error(send, dialect.error(shutting), close=True)
+        body = await self._read_body(receive, send, length)
+        if body is None:
+            return
+        parsed = self._parse(body, scope["headers"])
+        if isinstance(parsed, HTTPError):
+            return await send_error(send, dialect.error(parsed))
+        admission = await gw.admit(authorization, parsed.model, parsed.messages, parsed.kwargs)
+        if isinstance(admission, Refusal):
+            return await send_error(send, dialect.error(refusal_error(admission)))
+
+        task = asyncio.current_task()
+        call = Call(task)
+        watcher = asyncio.ensure_future(_watch_disconnect(receive, call))
+        gw.inflight.add(call)
+        try:
+            await self._answer(call, send, parsed, t0, admission)
+        except asyncio.CancelledError:
+            if call.reason is None:
+                raise
+            _uncancel(task)
+        finally:
+            call.done = True
+            gw.inflight.discard(call)
+            watcher.cancel()
+
+    # -- request --------------------------------------------------------------------------------------------------
+
+    async def _read_body(self, receive: Receive, send: Send, length: bytes | None) -> bytes | None:
+        limit = self.gw.settings.max_body_bytes
+        if length is not None:
+            try:
+                declared = int(length)
+            except ValueError:
+                declared = -1
+            if declared > limit:
+                await self._too_large(send, limit)
+                return None
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            if chunk:
+                size += len(chunk)
+                if size > limit:
+                    await self._too_large(send, limit)
+                    return None
+                parts.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    async def _too_large(self, send: Send, limit: int) -> None:
+        self.gw.metrics.rejected.inc(("too_large",))
+        err = make_error(413, f"Request body too large: the limit is {limit} bytes.", code="request_too_large")
+        await send_error(send, self.dialect.error(err), close=True)
+
+    def _parse(self, body: bytes, headers: Headers) -> Parsed | HTTPError:
+        metrics = self.gw.metrics
+        try:
+            data = _decode(body)
+        except msgspec.DecodeError as e:
+            metrics.rejected.inc(("bad_json",))
+            return make_error(
+                400,
+                f"We could not parse the JSON body of your request ({e}). The body must be a JSON object such as "
+                f"{self.dialect.example}, sent with Content-Type: application/json.",
+                code="invalid_json",
+            )
+        except RecursionError:  # msgspec gives up on deep nesting with Python's own error
+            metrics.rejected.inc(("bad_json",))
+            return make_error(
+                400, "The JSON body of your request is nested too deeply to be a request.", code="invalid_json"
+            )
+        if not isinstance(data, dict):
+            metrics.rejected.inc(("bad_json",))
+            return make_error(
+                400, f"The request body must be a JSON object, not {type(data).__name__}.", code="invalid_json"
+            )
+        parsed = self.dialect.parse(data, headers)
+        if isinstance(parsed, HTTPError):
+            metrics.rejected.inc(("invalid",))
+        return parsed
+
+    # -- answer ---------------------------------------------------------------------------------------------------
+
+    async def _answer(self, call: Call, send: Send, parsed: Parsed, t0: float, admission: Admission | None) -> None:
+        gw, dialect = self.gw, self.dialect
+        metrics = gw.metrics
+        stream = parsed.stream
+        kwargs = parsed.kwargs
+        if admission is not None and stream is True:
+            admission.prepare_stream(kwargs)
+        served = True
+        usage: Any = None
+        label = gw.route_label(parsed.model)
+        stream_label = "true" if stream is True else "false"
+        in_flight = (stream_label,)
+        metrics.in_flight.inc(in_flight)
+        status = 200
+        provider_name = "none"
+        error: BaseException | None = None
+        provider = None
+        attempts: list[Attempt] = []
+        try:
+            try:
+                provider, routed = gw.route(parsed.model)
+                result = await gw.client.chat.completions.create(
+                    routed, parsed.messages, stream, provider=provider, **kwargs
+                )
+            except asyncio.CancelledError:
+                if call.reason == "shutdown":
+                    status = 503
+                    shutting = make_error(503, "The server is shutting down.", code="server_shutdown")
+                    await send_error(send, dialect.error(shutting), close=True)
+                elif call.reason == "disconnect":
+                    status = 499
+                raise
+            except Exception as e:
+                error = e
+                served = False
+                err = from_exception(e, gw.scrub)
+                if err.status == 404 and _is_unknown_model(e):
+                    err = gw.unknown_model(parsed.model, err)
+                err = dialect.error(err)
+                status = err.status
+                failed_by = getattr(e, "provider", None)
+                if isinstance(failed_by, str) and failed_by:
+                    provider_name = failed_by
+                    err.headers.append((b"x-polychat-provider", header_value(failed_by)))
+                attempts = getattr(e, "attempts", None) or []
+                if attempts:
+                    err.headers.append(gw.attempts_header(attempts))
+                self._log_failure(e, status)
+                await send_error(send, err)
+                return
+            provider_name = result.provider or "unknown"
+            if not isinstance(result, AsyncStream):
+                attempts = result.attempts
+                usage = result.usage
+                if admission is not None:
+                    admission.usage = usage
+                body = dialect.completion(result, parsed)
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 200,
+                        "headers": [
+                            (b"content-type", _JSON),
+                            (b"content-length", str(len(body)).encode()),
+                            (b"x-polychat-provider", header_value(provider_name)),
+                            gw.attempts_header(attempts),
+                            *_COMMON,
+                            *dialect.headers(parsed, result),
+                        ],
+                    }
+                )
+                await send({"type": "http.response.body", "body": body})
+                return
+            attempts = result.attempts  # the stream's own list: complete once the stream has ended
+            error, usage = await self._stream(call, send, result, parsed, provider_name, label, t0, admission)
+        finally:
+            if admission is not None:
+                admission.finish(served=served)
+            metrics.in_flight.inc(in_flight, -1.0)
+            elapsed = time.perf_counter() - t0
+            if call.reason == "disconnect":
+                status = 499
+            gw.observe_attempts(attempts)
+            gw.observe_usage(provider_name, usage)
+            metrics.requests.inc((label, provider_name, stream_label, str(status)))
+            metrics.duration.observe((label, provider_name, stream_label), elapsed)
+            if call.reason == "shutdown":
+                metrics.errors.inc((label, provider_name, "ServerShutdown"))
+            elif error is not None:
+                metrics.errors.inc((label, provider_name, type(error).__name__))
+            elif status == 200 and provider_name not in ("none", "unknown"):
+                first = gw.first_choice(provider)
+                if first is not None and first != provider_name:
+                    metrics.fallbacks.inc((label, provider_name))
+
+    async def _stream(
+        self,
+        call: Call,
+        send: Send,
+        stream: AsyncStream[ChatCompletionChunk],
+        parsed: Parsed,
+        provider_name: str,
+        label: str,
+        t0: float,
+        admission: Admission | None,
+    ) -> tuple[BaseException | None, Any]:
+        """Send the chunks; returns the error that ended the stream early (None: it completed) and the usage the
+        stream reported (None: none came)."""
+        gw, dialect = self.gw, self.dialect
+        encoder = dialect.encoder(parsed)
+        headers = [
+            *_SSE_HEADERS,
+            (b"x-polychat-provider", header_value(provider_name)),
+            gw.attempts_header(stream.attempts, provider_name),
+        ]
+        error: BaseException | None = None
+        usage: Any = None
+        started = False
+        try:
+            # The response starts with the first chunk (already in hand when create() returns): its headers may
+            # depend on it.
+            async for chunk in stream:
+                if chunk.usage is not None:
+                    usage = chunk.usage
+                    if admission is not None:  # the key's settlement; its own usage request is not the client's
+                        seen = admission.observe(chunk)
+                        if seen is None:
+                            continue
+                        chunk = seen
+                if not started:
+                    started = True
+                    headers += dialect.headers(parsed, chunk)
+                    await send({"type": "http.response.start", "status": 200, "headers": headers})
+                    gw.metrics.ttft.observe((label, provider_name), time.perf_counter() - t0)
+                data = encoder.chunk(chunk)
+                if data:
+                    await send({"type": "http.response.body", "body": data, "more_body": True})
+            if not started:
+                started = True
+                await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": encoder.end(), "more_body": False})
+        except asyncio.CancelledError:
+            if call.reason == "shutdown":
+                if not started:
+                    await send({"type": "http.response.start", "status": 200, "headers": headers})
+                await send({"type": "http.response.body", "body": encoder.fail(_shutdown_error()), "more_body": False})
+            raise
+        except Exception as e:
+            error = e
+            self._log_failure(e, 200)
+            if not started:
+                await send({"type": "http.response.start", "status": 200, "headers": headers})
+            frame = encoder.fail(from_exception(e, gw.scrub))
+            await send({"type": "http.response.body", "body": frame, "more_body": False})
+        finally:
+            await stream.aclose()
+        return error, usage
+
+    def _log_failure(self, e: BaseException, status: int) -> None:
+        # Provider failures are already logged (as warnings) by the failover engine; a client's mistake is not the
+        # operator's problem. Only what the gateway did not expect is an error.
+        scrub = self.gw.scrub.logs
+        if isinstance(e, InvalidRequestError):
+            log.debug("polychat: invalid request (%d): %s", status, scrub(str(e)))
+        elif isinstance(e, PolychatError):
+            log.info("polychat: request failed (%d): %s: %s", status, type(e).__name__, scrub(str(e)))
+        else:
+            log.error("polychat: unexpected error serving %s: %s", self.dialect.path, scrub(repr(e)))
+            log.debug("traceback", exc_info=e)
+
+
+def _is_unknown_model(e: BaseException) -> bool:
+    """A 404 about the model (from a provider, or from every attempt of a chain), not some other 404."""
+
+    def about_model(err: BaseException | None) -> bool:
+        return getattr(err, "param", None) == "model" or getattr(err, "code", None) == "model_not_found"
+
+    if about_model(e):
+        return True
+    errors = [a.error for a in getattr(e, "attempts", None) or ()]
+    return bool(errors) and all(about_model(err) for err in errors)
+
+
+async def _watch_disconnect(receive: Receive, call: Call) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            call.stop("disconnect")
+            return
