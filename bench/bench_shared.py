@@ -34,24 +34,13 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.bench_proxies import start_upstream  # noqa: E402
 from tests.support.gateway import Gateway  # noqa: E402
 from tests.support.redis import RedisServer  # noqa: E402
 
 TOKEN = "bench-team-token-0123456789"
 BODY = {"model": "fast", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 16}
 HEADERS = {"authorization": f"Bearer {TOKEN}"}
-
-
-def start_upstream() -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "bench" / "upstream.py"), "--port", "0", "--chunks", "16"],
-        stdin=subprocess.PIPE,  # the upstream lives until its stdin closes
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline().split()
-    return proc, f"http://127.0.0.1:{line[1]}/v1"
 
 
 def config(upstream: str, limited: bool) -> str:
@@ -163,7 +152,7 @@ def main() -> None:
     import httpx
 
     env = {"BENCH_TEAM_KEY": TOKEN}
-    upstream, base = start_upstream()
+    upstream, base = start_upstream(chunks=16)
     result: dict[str, Any] = {}
     try:
         with RedisServer(persistent=True, fsync="everysec") as redis:
