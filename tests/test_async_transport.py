@@ -250,13 +250,17 @@ def test_cancelled_stream_mid_body_hangs_up(faults: FaultServer, clean_env: pyte
     async def go() -> None:
         async with AsyncClient(provider=OpenaiChat(base_url=url), max_retries=0) as client:
             stream = await client.chat.completions.create(model="m", messages=MSGS, stream=True)
+            both_chunks = asyncio.Event()
 
             async def drain() -> None:
-                async for _ in stream:
-                    pass
+                seen = 0
+                async for c in stream:
+                    seen += bool(c.choices and c.choices[0].delta.content)
+                    if seen == 2:
+                        both_chunks.set()  # what the server sends before it stalls: the body is half read
 
             task = asyncio.create_task(drain())
-            await asyncio.sleep(0.3)
+            await both_chunks.wait()
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
@@ -273,7 +277,8 @@ def test_cancelled_before_headers_hangs_up(faults: FaultServer, clean_env: pytes
     async def go() -> None:
         async with AsyncClient(provider=OpenaiChat(base_url=url), max_retries=0) as client:
             task = asyncio.create_task(ask(client, stream=False))
-            await asyncio.sleep(0.3)
+            # Sent and waiting for headers that never come (the server holds the request).
+            await asyncio.to_thread(wait_until, lambda: faults.requests("pre"), timeout=10, what="the request")
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task

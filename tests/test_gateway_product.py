@@ -7,6 +7,7 @@ upstream "OpenAI", and the embedded model.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import httpx
 import openai
 import pytest
 
-from polychat import Client
+from polychat import AsyncClient, Client
 from polychat.config import load_config
 from tests.support.faults import FaultServer, Ok, Status
 from tests.support.gateway import Gateway, gateway_env
@@ -66,6 +67,9 @@ def test_models_are_what_the_gateway_serves_and_agree_with_the_library(fault: Fa
             mp.setenv("OPENAI_BASE_URL", base)
             lib = Client(config=load_config(str(path)))
             assert [(m.id, m.owned_by) for m in lib.models.list()] == [(m.id, m.owned_by) for m in listed]
+            alib = AsyncClient(config=load_config(str(path)))
+            alisted = asyncio.run(alib.models.list())
+            assert [(m.id, m.owned_by) for m in alisted] == [(m.id, m.owned_by) for m in listed]
 
         # a model the page lists goes to its owner: smollm2-135m to the embedded model, never to OpenAI
         raw = client.chat.completions.with_raw_response.create(model="smollm2-135m", messages=HELLO, max_tokens=4)

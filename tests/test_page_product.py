@@ -218,3 +218,21 @@ def test_the_bar_fits_a_phone(browser: BrowserContext, gateway: Gateway, fault: 
         shot(p, "phone")
     finally:
         p.close()
+
+
+def test_the_key_panel_says_what_key_and_where_it_is_kept(browser: BrowserContext, fault: FaultServer) -> None:
+    config = f'[providers.md]\ntype = "openai"\nbase_url = "{fault.url}/s/md/v1"\nmodels = ["md-model"]\n'
+    with Gateway(config_text=config, env={"POLYCHAT_API_KEYS": "page-key-123456789"}) as gw:
+        p = browser.new_page()
+        try:
+            p.goto(f"{gw.url}/")
+            panel = p.locator("#key-panel")
+            expect(panel).to_be_visible()
+            expect(panel).to_contain_text("POLYCHAT_API_KEYS")
+            expect(panel).to_contain_text("kept in this tab only")
+            expect(p.locator("#status")).to_contain_text("Error 401")
+            expect(p.locator("#status")).to_contain_text("Enter the gateway's API key above.")
+            expect(p.locator("#api-key")).to_be_focused()
+            shot(p, "key-panel")
+        finally:
+            p.close()

@@ -146,8 +146,64 @@ def test_provider_by_name_and_feature_table() -> None:
     assert "did you mean" in str(e.value)
     table = registry.feature_table()
     for name in (*registry.NATIVE, *registry.PRESETS):
-        assert f"| {name} |" in table
-    assert "| anthropic | yes | yes | yes | yes | yes | yes | — |" in table
+        assert f"| {name} (`{registry.provider_class(name).__name__}`) |" in table
+    assert "| anthropic (`Anthropic`) | yes | yes | yes | yes | yes | yes | — |" in table
+
+
+def test_readme_providers_table_is_the_registry_s() -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    assert registry.feature_table() + "\n" in readme, "paste registry.feature_table() over the README's table"
+
+
+def test_every_list_of_providers_comes_from_the_registry() -> None:
+    every = registry.targets()
+    assert set(every) == {*registry.NATIVE, *registry.PRESETS} and set(PROVIDER_TYPES) == set(every)
+    for name, target in every.items():
+        cls = registry.provider_class(name)
+        assert target == f"{cls.__module__}:{cls.__name__}" or name in registry.PRESETS
+        assert getattr(providers, cls.__name__) is cls and getattr(seed_style, cls.__name__) is cls
+        assert cls.__name__ in providers.__all__ and cls.__name__ in seed_style.__all__
+    assert "HTTPProvider" in providers.__all__ and "HTTPProvider" not in seed_style.__all__
+    assert {"RetryProvider", "IterListProvider", "Provider"} <= set(seed_style.__all__)
+    with pytest.raises(AttributeError):
+        _ = providers.NoSuchProvider
+
+
+def test_a_native_provider_needs_only_its_class_and_a_registry_entry(monkeypatch: pytest.MonkeyPatch) -> None:
+    from polychat.providers.http import HTTPProvider
+
+    class Acme(OpenaiChat):
+        """Stands in for a new native module: only class attributes, no __init__ or check_ready of its own."""
+
+        key_name = "acme"
+        api_key_envs = ("ACME_API_KEY", "ACME_KEY")
+        base_url_env = "ACME_BASE_URL"
+        default_base_url = "https://api.acme.example/v1"
+
+        def auth_headers(self) -> dict[str, str]:
+            return {"x-acme-key": self.api_key} if self.api_key else {}
+
+    module = type(sys)("acme_native")
+    module.Acme = Acme  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "acme_native", module)
+    monkeypatch.setitem(registry.NATIVE, "acme", "acme_native:Acme")
+    for var in ("ACME_API_KEY", "ACME_KEY", "ACME_BASE_URL"):
+        monkeypatch.delenv(var, raising=False)
+    assert issubclass(Acme, HTTPProvider) and "acme" in registry.names()
+    assert "| acme (`Acme`) |" in registry.feature_table() and "ACME_API_KEY / ACME_KEY" in registry.feature_table()
+    assert providers.Acme is Acme
+    with pytest.raises(MissingAPIKeyError) as e:
+        registry.provider("acme").check_ready()  # type: ignore[attr-defined]
+    assert "ACME_API_KEY or ACME_KEY" in str(e.value) and "ACME_BASE_URL" in str(e.value)
+    assert [p.name for p in default_members()] == ["Local"]  # no key: not in the default chain
+    monkeypatch.setenv("ACME_KEY", "ak-second-variable")
+    acme = registry.provider("acme")
+    assert isinstance(acme, Acme) and acme.api_key == "ak-second-variable"
+    assert acme._base_headers["x-acme-key"] == "ak-second-variable" and "authorization" not in acme._base_headers
+    assert [p.name for p in default_members()] == ["Acme"]
+    monkeypatch.setenv("ACME_BASE_URL", "http://127.0.0.1:9/v1")
+    assert registry.provider("acme", api_key="").base_url == "http://127.0.0.1:9/v1"
+    registry.provider("acme", api_key="").check_ready()  # type: ignore[attr-defined]  # a custom server: no key needed
 
 
 def test_config_types_cover_every_adapter_and_preset(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,34 +9,16 @@ from typing import Any
 
 from . import providers as _providers
 
-__all__ = [
-    "VLLM",
-    "XAI",
-    "Anthropic",
-    "AzureOpenAI",
-    "Cerebras",
-    "DeepSeek",
-    "Fireworks",
-    "Gemini",
-    "Groq",
-    "IterListProvider",
-    "LMStudio",
-    "LlamaCpp",
-    "LlamaCppPython",
-    "Local",
-    "Mistral",
-    "Ollama",
-    "OllamaOpenAI",
-    "OpenRouter",
-    "OpenaiChat",
-    "Perplexity",
-    "Provider",
-    "RetryProvider",
-    "Together",
-]
+# Everything polychat.providers offers but its base classes for implementers.
+_NOT_SEED = frozenset({"Capabilities", "HTTPProvider"})
 
 
 def __getattr__(name: str) -> Any:
-    if name in __all__:
-        return getattr(_providers, name)
+    if name == "__all__":
+        return [n for n in _providers.__all__ if n not in _NOT_SEED]
+    if name not in _NOT_SEED:
+        try:
+            return getattr(_providers, name)
+        except AttributeError:
+            pass
     raise AttributeError(f"module 'polychat.Provider' has no attribute {name!r}")

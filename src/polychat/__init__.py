@@ -16,6 +16,7 @@ _LAZY = {
     "Stream": ".client",
     "AsyncStream": ".client",
     "create": "._create",
+    "FailoverPolicy": "._failover",
     "RetryProvider": ".routing.retry",
     "IterListProvider": ".routing.retry",
     "ChatCompletion": ".types",
@@ -58,6 +59,7 @@ if TYPE_CHECKING:  # the `X as X` form marks re-exports for type checkers (mypy 
     from . import providers as providers
     from . import types as types
     from ._create import create as create
+    from ._failover import FailoverPolicy as FailoverPolicy
     from .client import AsyncClient as AsyncClient
     from .client import AsyncStream as AsyncStream
     from .client import Client as Client

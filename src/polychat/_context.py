@@ -6,12 +6,13 @@ the environment variables that httpx reads when nothing explicit is set.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import httpx
-from msgspec import Struct, field
+from msgspec import Struct
 from msgspec.structs import replace
 
+from ._failover import UNSET, FailoverPolicy
 from ._http import TransportPool, make_timeout
 from ._proxy import ProxyConfig
 
@@ -27,9 +28,9 @@ class CallContext(Struct, frozen=True):
     call_proxy: ProxyConfig | None = None
     client_timeout: httpx.Timeout | None = None
     call_timeout: httpx.Timeout | None = None
-    options: dict[str, Any] = field(default_factory=dict)
-    #: Failover defaults set on the client (first_token_timeout, idle_timeout, deadline, hedge_after, resume...).
-    client_policy: dict[str, Any] = field(default_factory=dict)
+    #: Failover switches the call set, and the client's defaults (a chain's own sit between the two).
+    failover: FailoverPolicy = UNSET
+    client_failover: FailoverPolicy = UNSET
     #: The deadlines of the current attempt, set by the failover engine (None when a provider is called directly).
     watch: Watch | None = None
     #: What the call did (attempts, spans); the outermost failover chain reports to it.
@@ -51,9 +52,6 @@ class CallContext(Struct, frozen=True):
 
     def sync_http(self, provider: Provider) -> httpx.Client:
         return self.pool.sync_client(self.proxy_for(provider))
-
-    def with_options(self, **options: Any) -> CallContext:
-        return replace(self, options={**self.options, **options})
 
     def for_attempt(self, watch: Watch | None) -> CallContext:
         # A chain nested inside this attempt must not report to the call's record: the attempt already does.

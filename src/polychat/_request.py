@@ -19,6 +19,7 @@ from msgspec import Struct, field
 from msgspec.structs import replace
 
 from . import _shapes
+from ._failover import SWITCHES, UNSET, FailoverPolicy
 from .errors import InvalidRequestError
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
@@ -125,21 +126,24 @@ CALL_OPTIONS = frozenset(
         "extra_headers",
         "extra_query",
         "extra_body",
-        # failover switches (see polychat.routing)
-        "first_token_timeout",
-        "idle_timeout",
-        "deadline",
-        "hedge_after",
-        "resume",
-        "allow_empty",
         # providers that cannot honour a parameter drop it instead of refusing the call (opt-in)
         "drop_unsupported",
         # the request as the client sent it in another protocol (see NativeRequest)
         "native_request",
+        # the failover switches (first_token_timeout, resume, ...)
+        *SWITCHES,
     }
 )
-#: Call options that are durations in seconds.
-SECONDS_OPTIONS = ("first_token_timeout", "idle_timeout", "deadline", "hedge_after")
+
+
+class CallOptions(Struct, frozen=True):
+    """The arguments of one ``create()`` call that steer polychat and are never sent (``provider`` and ``proxy``
+    as given; they are checked where they are used)."""
+
+    provider: Any = None
+    proxy: Any = None
+    timeout: Any = None
+    failover: FailoverPolicy = UNSET
 
 
 class NativeRequest(Struct, frozen=True):
@@ -220,9 +224,7 @@ def validate_messages(messages: Any) -> list[dict[str, Any]]:
     return out
 
 
-def build_request(
-    model: Any, messages: Any, stream: Any, kwargs: Mapping[str, Any]
-) -> tuple[ChatRequest, dict[str, Any]]:
+def build_request(model: Any, messages: Any, stream: Any, kwargs: Mapping[str, Any]) -> tuple[ChatRequest, CallOptions]:
     """Validate ``create()`` arguments; return the request and the call options (provider, proxy, timeout...)."""
     if not isinstance(model, str):
         raise _fail("model", f"must be a string, got {type(model).__name__}")
@@ -244,16 +246,12 @@ def build_request(
             options[key] = value
         else:
             unknown.append(key)
-    for name in SECONDS_OPTIONS:
-        value = options.get(name)
-        if value is not None and (not _is_num(value) or value <= 0):
-            raise _fail(name, "must be a positive number of seconds")
+    failover = FailoverPolicy.checked(options, _fail)
     native = options.pop("native_request", None)
     if native is not None and not isinstance(native, NativeRequest):
         raise _fail("native_request", "must be a polychat._request.NativeRequest")
-    for name in ("resume", "allow_empty", "drop_unsupported"):
-        if options.get(name) is not None and not isinstance(options[name], bool):
-            raise _fail(name, "must be true or false")
+    if options.get("drop_unsupported") is not None and not isinstance(options["drop_unsupported"], bool):
+        raise _fail("drop_unsupported", "must be true or false")
     if unknown:
         names = ", ".join(sorted(unknown))
         raise InvalidRequestError(
@@ -292,4 +290,5 @@ def build_request(
         drop_unsupported=bool(options.get("drop_unsupported")),
         native=native,
     )
-    return req, options
+    call = CallOptions(options.get("provider"), options.get("proxy"), options.get("timeout"), failover)
+    return req, call

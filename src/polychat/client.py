@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 
 from . import _constants as C
 from ._context import CallContext
+from ._failover import FailoverPolicy
 from ._http import TransportPool, make_timeout
 from ._proxy import parse_proxy
 from ._record import CallRecord
@@ -202,35 +203,37 @@ class _BaseClient:
         proxy: str | Mapping[str, Any] | Literal[False] | None = None,
         first_token_timeout: float | None = None,
         idle_timeout: float | None = None,
+        response_timeout: float | None = None,
         deadline: float | None = None,
         hedge_after: float | None = None,
         resume: bool | None = None,
+        allow_empty: bool | None = None,
         config: str | os.PathLike[str] | Config | Literal[False] | None = None,
     ) -> None:
-        self.config = _load_config(config)
-        if self.config is not None:
-            # The config file's [defaults] fill in what the caller left unset.
-            given = {
-                "proxies": proxies if proxies is not None else proxy,
-                "timeout": timeout,
-                "max_retries": max_retries,
+        self.failover = FailoverPolicy.checked(
+            {
                 "first_token_timeout": first_token_timeout,
                 "idle_timeout": idle_timeout,
+                "response_timeout": response_timeout,
                 "deadline": deadline,
                 "hedge_after": hedge_after,
                 "resume": resume,
+                "allow_empty": allow_empty,
             }
-            defaults = {k: v for k, v in self.config.client_kwargs().items() if given.get(k) is None}
-            proxies = defaults.get("proxies", proxies)
-            timeout = defaults.get("timeout", timeout)
-            max_retries = defaults.get("max_retries", max_retries)
-            first_token_timeout = defaults.get("first_token_timeout", first_token_timeout)
-            idle_timeout = defaults.get("idle_timeout", idle_timeout)
-            deadline = defaults.get("deadline", deadline)
-            hedge_after = defaults.get("hedge_after", hedge_after)
-            resume = defaults.get("resume", resume)
+        )
         if proxies is not None and proxy is not None:
             raise ConfigError("pass either proxies= or proxy=, not both (they are the same setting)")
+        proxy_setting: object = proxies if proxies is not None else proxy
+        self.config = _load_config(config)
+        if self.config is not None:
+            # The config file's [defaults] fill in what the caller left unset.
+            self.failover = self.failover.merged(self.config.failover)
+            if proxy_setting is None:
+                proxy_setting = self.config.proxy
+            if timeout is None:
+                timeout = self.config.timeout
+            if max_retries is None:
+                max_retries = self.config.max_retries
         if max_retries is not None and (
             isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0
         ):
@@ -240,22 +243,9 @@ class _BaseClient:
         self.api_key = api_key
         self.base_url = base_url
         self.max_retries = max_retries
-        self.proxy = parse_proxy(proxies if proxies is not None else proxy, "proxies")
+        self.proxy = parse_proxy(proxy_setting, "proxies")
         self.timeout = make_timeout(timeout) if timeout is not None else None
         self._pool = TransportPool(trust_env=trust_env)
-        self.policy: dict[str, Any] = {
-            "first_token_timeout": first_token_timeout,
-            "idle_timeout": idle_timeout,
-            "deadline": deadline,
-            "hedge_after": hedge_after,
-            "resume": resume,
-        }
-        for label, value in self.policy.items():
-            if label == "resume":
-                if value is not None and not isinstance(value, bool):
-                    raise ConfigError("resume must be True or False")
-            elif value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
-                raise ConfigError(f"{label} must be a positive number of seconds, got {value!r}")
         self.provider = self._resolve(provider) if provider is not None else None
         self._explicit_provider = self.provider
         self._attach_namespaces()
@@ -270,7 +260,9 @@ class _BaseClient:
         if isinstance(p, RetryProvider):
             return p
         retries = C.DEFAULT_MAX_RETRIES if self.max_retries is None else self.max_retries
-        return RetryProvider([p], max_retries=retries, allow_empty=True, name=p.name)
+        # A bare provider has nothing to fail over to: its empty answer is an answer, unless the client says not.
+        allow_empty = True if self.failover.allow_empty is None else None
+        return RetryProvider([p], max_retries=retries, allow_empty=allow_empty, name=p.name)
 
     def _default_provider(self) -> Provider:
         if self.provider is None:
@@ -291,9 +283,8 @@ class _BaseClient:
         self, model: Any, messages: Any, stream: Any, kwargs: dict[str, Any]
     ) -> tuple[ChatRequest, Provider, CallContext]:
         request, options = build_request(model, messages, stream, kwargs)
-        call_provider = options.pop("provider", None)
-        if call_provider is not None:
-            provider = self._resolve(call_provider)
+        if options.provider is not None:
+            provider = self._resolve(options.provider)
         elif self.config is not None and self._explicit_provider is None:
             # The config may claim the model: a route alias, "provider:model", or a model a provider lists.
             routed, routed_model = self.config.resolve(request.model or None)
@@ -304,16 +295,14 @@ class _BaseClient:
                 provider = self._default_provider()
         else:
             provider = self._default_provider()
-        call_proxy = parse_proxy(options.pop("proxy", None), "proxy")
-        call_timeout = options.pop("timeout", None)
         ctx = CallContext(
             pool=self._pool,
             client_proxy=self.proxy,
-            call_proxy=call_proxy,
+            call_proxy=parse_proxy(options.proxy, "proxy"),
             client_timeout=self.timeout,
-            call_timeout=make_timeout(call_timeout) if call_timeout is not None else None,
-            options=options,
-            client_policy=self.policy,
+            call_timeout=make_timeout(options.timeout) if options.timeout is not None else None,
+            failover=options.failover,
+            client_failover=self.failover,
             record=CallRecord(request),
         )
         return request, provider, ctx
@@ -397,8 +386,8 @@ class Client(_BaseClient):
     ``{'http': ..., 'https': ...}`` dict, or False for a direct connection. ``api_key`` / ``base_url`` apply to
     providers given as classes. ``timeout``: seconds or an ``httpx.Timeout``. ``max_retries``: retries of a
     single provider (default 2; a RetryProvider keeps its own). ``first_token_timeout``, ``idle_timeout``,
-    ``deadline``, ``hedge_after`` and ``resume``: failover defaults for every call (see
-    :class:`~polychat.RetryProvider`); a chain's own settings and a call's arguments take precedence.
+    ``deadline``, ``hedge_after``, ``resume`` and ``allow_empty``: failover defaults for every call (see
+    :class:`~polychat.FailoverPolicy`); a chain's own settings and a call's arguments take precedence.
     ``trust_env=False`` ignores proxy environment variables. ``config``: a TOML config file (path) or a
     :class:`polychat.config.Config`: its ``[defaults]`` fill in unset arguments, and its routes and providers
     answer the models they claim (see :mod:`polychat.config`).

@@ -76,10 +76,11 @@ _MAIN_EPILOG = """\
 examples:
   polychat chat "What is the capital of France?"     ask once; the answer streams to stdout
   polychat chat                                      talk interactively (/help inside)
-  git diff | polychat chat "Review this diff:" -     "-" stands for the text piped in
+  git diff | polychat chat "Review this diff:"       piped text follows the prompt ("-" alone: only it)
   polychat chat --model fast "hi"                    a model alias (route) from the config file
   polychat providers --check                         what is configured, and does it answer?
-  polychat config show                               the effective config, secrets hidden
+  polychat config show                               the effective settings and where each comes from
+  polychat --config work.toml chat "hi"              general options go before or after the command
 
 With nothing configured, polychat uses the providers whose keys are set (OPENAI_API_KEY, ANTHROPIC_API_KEY,
 GEMINI_API_KEY, ...; see: polychat providers), failing over between them, and the embedded SmolLM2 model

@@ -36,9 +36,10 @@ The whole format::
     shuffle = false             # spread load: try the chain in a random order per request
     hedge_after = 3             # failover settings for this route; they win over [defaults]
 
-Failover settings, in ``[defaults]`` (every call) and in routes (that chain), as in
-:class:`~polychat.RetryProvider`: ``first_token_timeout``, ``idle_timeout``, ``deadline`` and ``hedge_after``
-(seconds) and ``resume`` (true: continue an interrupted stream on the next provider).
+Failover settings, in ``[defaults]`` (every call) and in routes (that chain; a route's setting beats
+``[defaults]``, also when it is false), as in :class:`~polychat.FailoverPolicy`: ``first_token_timeout``,
+``idle_timeout``, ``deadline`` and ``hedge_after`` (seconds), ``resume`` (true: continue an interrupted stream on
+the next provider) and ``allow_empty`` (true: an empty answer is an answer, not a failure).
 
 Rules:
 

@@ -10,6 +10,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from .._failover import FailoverPolicy
 from .._proxy import ProxyConfig, parse_proxy
 from .._redact import redact_url
 from ..errors import ConfigError, ConfigFileError
@@ -18,7 +19,6 @@ from ._types import (
     _DEFAULTS_KEYS,
     _GATEWAY_KEY_KEYS,
     _HTTP_KEYS,
-    _POLICY_KEYS,
     _ROUTE_KEYS,
     _SERVER_KEYS,
     _TOP_KEYS,
@@ -163,8 +163,9 @@ class _Checker:
         except ConfigError as e:
             raise self.error(dotted, str(e).removeprefix("proxy: ")) from None
 
-    def policy(self, key: str, value: Any, dotted: tuple[str, ...]) -> Any:
-        return self.boolean(value, dotted) if key == "resume" else self.seconds(value, dotted)
+    def policy(self, table: Mapping[str, Any], dotted: tuple[str, ...]) -> FailoverPolicy:
+        """The failover switches ``table`` sets (its other keys are checked elsewhere)."""
+        return FailoverPolicy.checked(table, lambda key, bad: self.error((*dotted, key), bad))
 
     def name(self, value: str, dotted: tuple[str, ...], what: str) -> None:
         if not _NAME_RE.match(value):
@@ -263,6 +264,7 @@ def _check(doc: dict[str, Any], c: _Checker) -> tuple[dict[str, Any], dict[str, 
     defaults: dict[str, Any] = {}
     raw_defaults = c.table(doc.get("defaults", {}), ("defaults",))
     c.keys(raw_defaults, _DEFAULTS_KEYS, ("defaults",))
+    defaults.update(c.policy(raw_defaults, ("defaults",)).set_values())
     for key, value in raw_defaults.items():
         where: tuple[str, ...] = ("defaults", key)
         if key in ("model", "provider", "fallback"):
@@ -271,8 +273,6 @@ def _check(doc: dict[str, Any], c: _Checker) -> tuple[dict[str, Any], dict[str, 
             defaults[key] = c.seconds(value, where)
         elif key == "max_retries":
             defaults[key] = c.count(value, where)
-        elif key in _POLICY_KEYS:
-            defaults[key] = c.policy(key, value, where)
         elif key == "proxy":
             defaults["proxy_config"] = c.proxy(value, where)
             defaults[key] = value
@@ -395,7 +395,7 @@ def _check(doc: dict[str, Any], c: _Checker) -> tuple[dict[str, Any], dict[str, 
             chain=tuple(chain),
             max_retries=c.count(table["max_retries"], (*base, "max_retries")) if "max_retries" in table else None,
             shuffle=c.boolean(table["shuffle"], (*base, "shuffle")) if "shuffle" in table else False,
-            policy={k: c.policy(k, table[k], (*base, k)) for k in _POLICY_KEYS if k in table},
+            policy=c.policy(table, base),
         )
 
     for key in ("provider", "fallback"):

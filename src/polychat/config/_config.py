@@ -12,11 +12,12 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
+from .._failover import FailoverPolicy
 from .._proxy import ProxyConfig
 from .._redact import mask_secret, redact_url
 from ..errors import ConfigError
 from ._check import _check, _check_server, _Checker
-from ._types import _BUILTINS, _DEFAULTS_KEYS, _POLICY_KEYS, ProviderSpec, ProviderType, RouteSpec, provider_type
+from ._types import _BUILTINS, _DEFAULTS_KEYS, ProviderSpec, ProviderType, RouteSpec, provider_type
 
 if TYPE_CHECKING:
     from ..providers.base import Provider
@@ -55,6 +56,8 @@ class Config:
         self.timeout: float | None = defaults.get("timeout")
         self.max_retries: int | None = defaults.get("max_retries")
         self.proxy: ProxyConfig | None = defaults.get("proxy_config")
+        #: The failover switches of ``[defaults]``: a client's defaults (its own arguments win).
+        self.failover = FailoverPolicy.checked(defaults)
         self._providers: dict[str, Provider] = {}
         self._routes: dict[str, Provider] = {}
         self._models: list[Model] | None = None
@@ -257,8 +260,7 @@ class Config:
         retries = spec.max_retries if spec.max_retries is not None else self.max_retries
         if retries is not None:
             kwargs["max_retries"] = retries
-        kwargs.update(spec.policy)
-        return RetryProvider(members, **kwargs)
+        return RetryProvider(members, **kwargs, **spec.policy.set_values())
 
     def _spec(self, name: str) -> ProviderSpec:
         spec = self.specs.get(name)
@@ -286,7 +288,7 @@ class Config:
     def client_kwargs(self) -> dict[str, Any]:
         """``Client(...)`` arguments from ``[defaults]`` (proxies, timeout, max_retries, failover settings), only
         those the config sets."""
-        kwargs: dict[str, Any] = {k: self._defaults[k] for k in _POLICY_KEYS if k in self._defaults}
+        kwargs: dict[str, Any] = self.failover.set_values()
         if self.proxy is not None:
             kwargs["proxies"] = self.proxy
         if self.timeout is not None:
@@ -398,7 +400,7 @@ class Config:
             if retries is not None:
                 r["max_retries"] = retries
             r["shuffle"] = route.shuffle
-            r.update(route.policy)
+            r.update(route.policy.set_values())
             routes[name] = r
         if routes:
             out["routes"] = routes

@@ -1,7 +1,8 @@
 """The config file's vocabulary: provider types (:data:`PROVIDER_TYPES`, one row each), the keys each table
 allows, the checked forms of providers and routes.
 
-Kept apart so the checker and :class:`~polychat.config.Config` share one table (tests add rows to it).
+Kept apart so the checker and :class:`~polychat.config.Config` share one table (tests add rows to it). The
+provider types are the registry's providers (:func:`polychat.providers.registry.targets`), not a second list.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .._constants import DEFAULT_OPENAI_MODEL
+from .._failover import SWITCHES, UNSET, FailoverPolicy
 from .._proxy import ProxyConfig
 
 if TYPE_CHECKING:
@@ -21,13 +23,12 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class ProviderType:
     """One provider type of the config file: the class (``"module:Class"``, imported on first use), the keys a
-    provider of this type may set, for HTTP types the official service's key variable, and ``options``: keys
-    handed to the constructor as they are, each with its kind (``"str"``, ``"path"``, ``"count"``)."""
+    provider of this type may set, whether it is an HTTP provider, and ``options``: keys handed to the constructor
+    as they are, each with its kind (``"str"``, ``"path"``, ``"count"``)."""
 
     target: str
     keys: frozenset[str]
     http: bool = False
-    key_env: str | None = None
     options: Mapping[str, str] = field(default_factory=dict)
     #: Set for an installed provider plugin: its class comes from the entry point, not from ``target``.
     plugin: bool = False
@@ -42,48 +43,37 @@ class ProviderType:
         cls: type[Provider] = getattr(importlib.import_module(module_name), cls_name)
         return cls
 
+    @property
+    def key_env(self) -> str | None:
+        """For HTTP types, the variable the official service's key is read from (None when it needs none)."""
+        if not self.http or self.plugin:
+            return None  # a plugin's class may inherit OpenAI's variable: never send that key elsewhere
+        from ..providers.http import HTTPProvider
+        from ..providers.registry import load
+
+        cls = load(self.target)
+        return cls.official_key_env() if issubclass(cls, HTTPProvider) else None
+
 
 _HTTP_KEYS = frozenset(
     {"type", "models", "default_model", "base_url", "api_key_env", "api_key", "allow_plaintext_key", "proxy", "timeout"}
 )
 _LOCAL_OPTIONS = {"model_path": "path", "model_id": "str", "n_ctx": "count", "n_threads": "count"}
+#: The one built-in provider that is not spoken to over HTTP, and what a config file may set for it.
+_LOCAL = ProviderType("polychat.providers.local:Local", frozenset({"type", *_LOCAL_OPTIONS}), options=_LOCAL_OPTIONS)
 
-#: Config ``type`` → provider class. More types (anthropic, gemini, ollama, registry presets) are more rows.
-PROVIDER_TYPES: dict[str, ProviderType] = {
-    "openai": ProviderType("polychat.providers.openai:OpenaiChat", _HTTP_KEYS, http=True, key_env="OPENAI_API_KEY"),
-    "local": ProviderType(
-        "polychat.providers.local:Local", frozenset({"type", *_LOCAL_OPTIONS}), options=_LOCAL_OPTIONS
-    ),
-    # native adapters and the OpenAI-compatible presets of polychat.providers.registry
-    "anthropic": ProviderType(
-        "polychat.providers.anthropic:Anthropic", _HTTP_KEYS, http=True, key_env="ANTHROPIC_API_KEY"
-    ),
-    "gemini": ProviderType("polychat.providers.gemini:Gemini", _HTTP_KEYS, http=True, key_env="GEMINI_API_KEY"),
-    "ollama": ProviderType("polychat.providers.ollama:Ollama", _HTTP_KEYS, http=True),
-    "openrouter": ProviderType(
-        "polychat.providers.registry:OpenRouter", _HTTP_KEYS, http=True, key_env="OPENROUTER_API_KEY"
-    ),
-    "groq": ProviderType("polychat.providers.registry:Groq", _HTTP_KEYS, http=True, key_env="GROQ_API_KEY"),
-    "mistral": ProviderType("polychat.providers.registry:Mistral", _HTTP_KEYS, http=True, key_env="MISTRAL_API_KEY"),
-    "deepseek": ProviderType("polychat.providers.registry:DeepSeek", _HTTP_KEYS, http=True, key_env="DEEPSEEK_API_KEY"),
-    "together": ProviderType("polychat.providers.registry:Together", _HTTP_KEYS, http=True, key_env="TOGETHER_API_KEY"),
-    "fireworks": ProviderType(
-        "polychat.providers.registry:Fireworks", _HTTP_KEYS, http=True, key_env="FIREWORKS_API_KEY"
-    ),
-    "xai": ProviderType("polychat.providers.registry:XAI", _HTTP_KEYS, http=True, key_env="XAI_API_KEY"),
-    "perplexity": ProviderType(
-        "polychat.providers.registry:Perplexity", _HTTP_KEYS, http=True, key_env="PERPLEXITY_API_KEY"
-    ),
-    "cerebras": ProviderType("polychat.providers.registry:Cerebras", _HTTP_KEYS, http=True, key_env="CEREBRAS_API_KEY"),
-    "azure": ProviderType(
-        "polychat.providers.registry:AzureOpenAI", _HTTP_KEYS, http=True, key_env="AZURE_OPENAI_API_KEY"
-    ),
-    "vllm": ProviderType("polychat.providers.registry:VLLM", _HTTP_KEYS, http=True),
-    "lmstudio": ProviderType("polychat.providers.registry:LMStudio", _HTTP_KEYS, http=True),
-    "llamacpp": ProviderType("polychat.providers.registry:LlamaCpp", _HTTP_KEYS, http=True),
-    "llama-cpp-python": ProviderType("polychat.providers.registry:LlamaCppPython", _HTTP_KEYS, http=True),
-    "ollama-openai": ProviderType("polychat.providers.registry:OllamaOpenAI", _HTTP_KEYS, http=True),
-}
+
+def _provider_types() -> dict[str, ProviderType]:
+    from ..providers.registry import targets
+
+    return {
+        name: _LOCAL if target == _LOCAL.target else ProviderType(target, _HTTP_KEYS, http=True)
+        for name, target in targets().items()
+    }
+
+
+#: Config ``type`` → provider type: every provider of :mod:`polychat.providers.registry`.
+PROVIDER_TYPES: dict[str, ProviderType] = _provider_types()
 
 
 def provider_type(name: str) -> ProviderType | None:
@@ -131,7 +121,7 @@ _SERVER_KEYS = (
 _GATEWAY_KEY_KEYS = ("key_env", "models", "requests_per_minute", "tokens_per_minute", "budget_tokens")
 #: ``[server] redis_failure``: what limits do while Redis is unreachable.
 REDIS_FAILURE_MODES = ("closed", "open")
-_POLICY_KEYS = ("first_token_timeout", "idle_timeout", "deadline", "hedge_after", "resume")
+_POLICY_KEYS = SWITCHES
 _DEFAULTS_KEYS = ("model", "provider", "fallback", "timeout", "proxy", "max_retries", *_POLICY_KEYS)
 _ROUTE_KEYS = ("chain", "max_retries", "shuffle", *_POLICY_KEYS)
 
@@ -180,8 +170,8 @@ class RouteSpec:
     chain: tuple[tuple[str, str], ...]
     max_retries: int | None = None
     shuffle: bool = False
-    #: Failover settings of this chain (first_token_timeout, idle_timeout, deadline, hedge_after, resume).
-    policy: dict[str, Any] = field(default_factory=dict)
+    #: Failover settings of this chain.
+    policy: FailoverPolicy = UNSET
 
 
 @dataclass(frozen=True)

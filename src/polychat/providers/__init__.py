@@ -1,6 +1,7 @@
 """Providers: each turns a normalised chat request into an answer from one model service.
 
-Classes load lazily (``polychat.providers.Local`` imports llama.cpp only when used).
+Classes load lazily (``polychat.providers.Local`` imports llama.cpp only when used). Which names exist is the
+registry's business (:mod:`.registry`: native adapters and OpenAI-compatible presets), not a list kept here.
 """
 
 from __future__ import annotations
@@ -8,47 +9,33 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-_LAZY = {
+# Names that are not providers of the registry (which lists every built-in provider class: see registry.targets).
+_BASE = {
     "Provider": ".base",
     "Capabilities": ".base",
     "HTTPProvider": ".http",
-    "OpenaiChat": ".openai",
-    "Local": ".local",
     "RetryProvider": "..routing.retry",
     "IterListProvider": "..routing.retry",
-    # native adapters
-    "Anthropic": ".anthropic",
-    "Gemini": ".gemini",
-    "Ollama": ".ollama",
-    # OpenAI-compatible presets (classes made from rows of .registry)
-    "OpenRouter": ".registry",
-    "Groq": ".registry",
-    "Mistral": ".registry",
-    "DeepSeek": ".registry",
-    "Together": ".registry",
-    "Fireworks": ".registry",
-    "XAI": ".registry",
-    "Perplexity": ".registry",
-    "Cerebras": ".registry",
-    "AzureOpenAI": ".registry",
-    "VLLM": ".registry",
-    "LMStudio": ".registry",
-    "LlamaCpp": ".registry",
-    "LlamaCppPython": ".registry",
-    "OllamaOpenAI": ".registry",
 }
-
-__all__ = sorted(_LAZY)
 
 
 def __getattr__(name: str) -> Any:
-    mod = _LAZY.get(name)
-    if mod is None:
-        raise AttributeError(f"module 'polychat.providers' has no attribute {name!r}")
-    value = getattr(import_module(mod, __name__), name)
+    if name == "__all__":
+        value: Any = sorted({*_BASE, *_registry().class_names()})
+    elif name in _BASE:
+        value = getattr(import_module(_BASE[name], __name__), name)
+    else:
+        target = _registry().class_names().get(name)
+        if target is None:
+            raise AttributeError(f"module 'polychat.providers' has no attribute {name!r}")
+        value = _registry().load(target)
     globals()[name] = value
     return value
 
 
+def _registry() -> Any:
+    return import_module(".registry", __name__)
+
+
 def __dir__() -> list[str]:
-    return __all__
+    return list(__getattr__("__all__"))

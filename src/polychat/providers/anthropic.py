@@ -26,14 +26,13 @@ Wire facts (https://docs.anthropic.com/en/api/messages, .../messages-streaming, 
 
 from __future__ import annotations
 
-import os
 import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from .._http import WireRequest
 from .._json import dumps, loads, loads_or_text
-from ..errors import APIConnectionError, MissingAPIKeyError, error_frame
+from ..errors import APIConnectionError, error_frame
 from ..types import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -285,7 +284,7 @@ class Anthropic(HTTPProvider):
         native_protocol="anthropic",
     )
     key_name = "anthropic"
-    api_key_env = "ANTHROPIC_API_KEY"
+    api_key_envs = ("ANTHROPIC_API_KEY",)
     base_url_env = "ANTHROPIC_BASE_URL"
     default_base_url = DEFAULT_BASE_URL
     default_model: str | None = "claude-sonnet-4-5"
@@ -304,8 +303,8 @@ class Anthropic(HTTPProvider):
         anthropic_version: str = ANTHROPIC_VERSION,
     ) -> None:
         super().__init__(
-            api_key=api_key if api_key is not None else os.environ.get(self.api_key_env) or None,
-            base_url=base_url or os.environ.get(self.base_url_env) or self.default_base_url,
+            api_key=api_key,
+            base_url=base_url,
             proxy=proxy,
             timeout=timeout,
             name=name,
@@ -313,18 +312,10 @@ class Anthropic(HTTPProvider):
             headers=headers,
         )
         self.max_tokens = max_tokens
-        self._base_headers = {"content-type": "application/json", "anthropic-version": anthropic_version}
-        if self.api_key:
-            self._base_headers["x-api-key"] = self.api_key
-        self._base_headers.update(self.headers)
+        self._base_headers = {"anthropic-version": anthropic_version, **self._base_headers}
 
-    def check_ready(self) -> None:
-        if not self.api_key and self.base_url == self.default_base_url:
-            raise MissingAPIKeyError(
-                f"No API key for Anthropic: set {self.api_key_env} or pass api_key=...",
-                provider=self.name,
-                retryable=False,
-            )
+    def auth_headers(self) -> dict[str, str]:
+        return {"x-api-key": self.api_key} if self.api_key else {}
 
     def chat_request(self, request: ChatRequest, *, stream: bool) -> WireRequest:
         native = request.native

@@ -60,18 +60,17 @@ def default_members(*, api_key: Any = None, base_url: str | None = None) -> list
 def missing_credentials(name: str) -> str | None:
     """Why built-in remote provider ``name`` is not part of the default chain (e.g. ``"GROQ_API_KEY not set"``),
     or None when its credentials are present. Reads the environment only."""
-    from .anthropic import Anthropic
-    from .gemini import Gemini
-    from .registry import PRESETS
+    from .http import HTTPProvider
+    from .registry import NATIVE, PRESETS, provider_class
 
     if name == "openai":
         ok = os.environ.get("OPENAI_API_KEY") or os.environ.get("OPENAI_BASE_URL")
         return None if ok else "OPENAI_API_KEY not set"
-    if name == "anthropic":
-        return None if os.environ.get(Anthropic.api_key_env) else f"{Anthropic.api_key_env} not set"
-    if name == "gemini":
-        envs = Gemini.api_key_envs
-        return None if any(os.environ.get(k) for k in envs) else f"{' or '.join(envs)} not set"
+    if name in NATIVE:
+        cls = provider_class(name)
+        if not issubclass(cls, HTTPProvider) or cls.official_key_env() is None or cls.env_api_key():
+            return None
+        return f"{' or '.join(cls.api_key_envs)} not set"
     preset = PRESETS.get(name)
     if preset is None or not preset.key_env:
         return None
@@ -83,16 +82,21 @@ def missing_credentials(name: str) -> str | None:
 
 
 def _native_members(api_key: Any) -> list[Provider]:
-    """Anthropic, Gemini and the registry presets whose credentials are present, in that order."""
-    from .anthropic import Anthropic
-    from .gemini import Gemini
-    from .registry import credentialed
+    """The registry's native adapters that need a key and have one (OpenAI has its own rule above), then the
+    presets whose credentials are present, in registry order."""
+    from .http import HTTPProvider
+    from .registry import NATIVE, credentialed, provider_class
 
     keys = api_key if isinstance(api_key, dict) else {}
     out: list[Provider] = []
-    if keys.get("anthropic") or os.environ.get(Anthropic.api_key_env):
-        out.append(Anthropic(api_key=keys.get("anthropic")))
-    if keys.get("gemini") or any(os.environ.get(k) for k in Gemini.api_key_envs):
-        out.append(Gemini(api_key=keys.get("gemini")))
+    for name in NATIVE:
+        if name == "openai":
+            continue
+        cls = provider_class(name)
+        if not issubclass(cls, HTTPProvider) or cls.official_key_env() is None:
+            continue  # the embedded model comes last; servers you run yourself are never guessed at
+        key = keys.get(name)
+        if key or cls.env_api_key():
+            out.append(cls(api_key=key))
     out.extend(credentialed(keys))
     return out

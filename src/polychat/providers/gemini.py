@@ -27,14 +27,13 @@ Wire facts (https://ai.google.dev/api/generate-content, .../api/caching#Content,
 from __future__ import annotations
 
 import mimetypes
-import os
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from .._http import WireRequest, retry_after_seconds
 from .._json import dumps, loads, loads_or_text
-from ..errors import APIConnectionError, APIError, InvalidRequestError, MissingAPIKeyError, error_frame, status_error
+from ..errors import APIConnectionError, APIError, InvalidRequestError, error_frame, status_error
 from ..types import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -71,8 +70,6 @@ from .base import Capabilities
 from .http import HTTPProvider
 
 if TYPE_CHECKING:
-    import httpx
-
     from .._request import ChatRequest
     from .._sse import ServerSentEvent
 
@@ -287,40 +284,9 @@ class Gemini(HTTPProvider):
     default_base_url = DEFAULT_BASE_URL
     default_model: str | None = "gemini-2.5-flash"
 
-    def __init__(
-        self,
-        *,
-        api_key: str | None = None,
-        base_url: str | None = None,
-        proxy: Any = None,
-        timeout: float | httpx.Timeout | None = None,
-        name: str | None = None,
-        default_model: str | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        if api_key is None:
-            api_key = next((os.environ[k] for k in self.api_key_envs if os.environ.get(k)), None)
-        super().__init__(
-            api_key=api_key,
-            base_url=base_url or self.default_base_url,
-            proxy=proxy,
-            timeout=timeout,
-            name=name,
-            default_model=default_model,
-            headers=headers,
-        )
-        self._base_headers = {"content-type": "application/json"}
-        if self.api_key:
-            self._base_headers["x-goog-api-key"] = self.api_key
-        self._base_headers.update(self.headers)
-
-    def check_ready(self) -> None:
-        if not self.api_key and self.base_url == self.default_base_url:
-            raise MissingAPIKeyError(
-                "No API key for Gemini: set GEMINI_API_KEY (or GOOGLE_API_KEY) or pass api_key=...",
-                provider=self.name,
-                retryable=False,
-            )
+    def auth_headers(self) -> dict[str, str]:
+        # In a header, never in the URL (where it would end up in logs).
+        return {"x-goog-api-key": self.api_key} if self.api_key else {}
 
     def _model_path(self, model: str) -> str:
         """``models/{name}`` (or a tuned model's ``tunedModels/{name}``), the name checked and quoted."""

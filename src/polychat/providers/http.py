@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 from abc import abstractmethod
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import httpx
 
@@ -30,7 +31,7 @@ from .._proxy import ProxyConfig, parse_proxy
 from .._redact import mask_secret, redact_url, split_credentials
 from .._shapes import header_problem
 from .._timeouts import Watch, shutdown_socket
-from ..errors import ConfigError
+from ..errors import ConfigError, MissingAPIKeyError
 from .base import Provider
 
 if TYPE_CHECKING:
@@ -78,12 +79,27 @@ def _send_within(client: httpx.Client, req: httpx.Request, watch: Watch | None, 
 
 
 class HTTPProvider(Provider):
-    """Base for providers spoken to over HTTP. ``proxy`` and ``timeout`` override the client's for this provider."""
+    """Base for providers spoken to over HTTP. ``proxy`` and ``timeout`` override the client's for this provider.
+
+    A subclass says where its service lives and how it authenticates with class attributes; this class does the
+    rest once for all of them: ``api_key`` defaults to the first of :attr:`api_key_envs` that is set, ``base_url``
+    to :meth:`env_base_url`, then :attr:`default_base_url`; :meth:`check_ready` refuses to send to the official
+    endpoint without a key when :attr:`key_required`; ``_base_headers`` holds JSON content type, the headers of
+    :meth:`auth_headers` and the caller's ``headers``.
+    """
 
     api_key: str | None
     base_url: str
     accepts_api_key = True
     accepts_base_url = True
+    #: Environment variables holding the API key, tried in order (empty: the service takes no key).
+    api_key_envs: ClassVar[tuple[str, ...]] = ()
+    #: Environment variable holding the base URL ("": none).
+    base_url_env: ClassVar[str] = ""
+    #: The official endpoint.
+    default_base_url: ClassVar[str] = ""
+    #: Whether the official endpoint needs a key (a custom ``base_url`` never does: it may be a local server).
+    key_required: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -97,23 +113,46 @@ class HTTPProvider(Provider):
         headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(name=name, default_model=default_model)
-        self.api_key = api_key
         self.headers = dict(headers or {})
         for header, value in self.headers.items():
             problem = header_problem(header, value)
             if problem:
                 raise ConfigError(f"{self.name}: headers: {problem}")
-        self.base_url, basic = split_credentials((base_url or "").rstrip("/"))
+        self.api_key = api_key if api_key is not None else self.env_api_key()
+        url = (base_url or self.env_base_url() or self.default_base_url).rstrip("/")
+        self.base_url, basic = split_credentials(url)
         if basic is not None:
-            if api_key or any(h.lower() == "authorization" for h in self.headers):
+            if self.api_key or any(h.lower() == "authorization" for h in self.headers):
                 raise ConfigError(
-                    f"{self.name}: base_url {redact_url(base_url or '')!r} has a user name and password, and an "
+                    f"{self.name}: base_url {redact_url(url)!r} has a user name and password, and an "
                     "api_key (given, or read from the environment) or an Authorization header too; both would be "
                     "the Authorization header — pass one"
                 )
             self.headers["authorization"] = basic  # HTTP Basic, as the URL asked, on every transport alike
         self.proxy: ProxyConfig | None = parse_proxy(proxy, f"{self.name} proxy")
         self.timeout: httpx.Timeout | None = make_timeout(timeout) if timeout is not None else None
+        self._base_headers = {"content-type": "application/json", **self.auth_headers(), **self.headers}
+
+    # -- where the service is and how it authenticates -------------------------------------------------------------
+
+    @classmethod
+    def env_api_key(cls) -> str | None:
+        """The key from the environment: the first of :attr:`api_key_envs` that is set."""
+        return next((os.environ[k] for k in cls.api_key_envs if os.environ.get(k)), None)
+
+    @classmethod
+    def env_base_url(cls) -> str | None:
+        """The base URL from the environment (:attr:`base_url_env`), or None."""
+        return os.environ.get(cls.base_url_env) or None if cls.base_url_env else None
+
+    @classmethod
+    def official_key_env(cls) -> str | None:
+        """The variable the official service's key is read from when one is needed (for docs and config files)."""
+        return cls.api_key_envs[0] if cls.key_required and cls.api_key_envs else None
+
+    def auth_headers(self) -> dict[str, str]:
+        """The headers carrying ``self.api_key`` (none without a key). Default: a bearer token."""
+        return {"authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
     @functools.cached_property
     def breaker_key(self) -> str:
@@ -149,7 +188,15 @@ class HTTPProvider(Provider):
         )
 
     def check_ready(self) -> None:
-        """Raise before sending when the provider cannot work (e.g. no API key for a service that needs one)."""
+        """Raise before sending when the provider cannot work: no API key for an official endpoint that needs one."""
+        if self.key_required and not self.api_key and self.base_url == self.default_base_url.rstrip("/"):
+            where = " or ".join(self.api_key_envs)
+            also = f", or set base_url (or {self.base_url_env}) to a compatible server" if self.base_url_env else ""
+            raise MissingAPIKeyError(
+                f"No API key for {self.name} ({self.base_url}): set {where} or pass api_key=...{also}",
+                provider=self.name,
+                retryable=False,
+            )
 
     # -- sync shells -------------------------------------------------------------------------------------------
 

@@ -61,8 +61,6 @@ from .base import Capabilities
 from .http import HTTPProvider
 
 if TYPE_CHECKING:
-    import httpx
-
     from .._request import ChatRequest
 
 DEFAULT_BASE_URL = "http://localhost:11434"
@@ -199,34 +197,15 @@ class Ollama(HTTPProvider):
 
     capabilities = Capabilities(streaming=True, tools=True, vision=True, json_mode=True, system_role=True)
     key_name = "ollama"
-    api_key_env = "OLLAMA_API_KEY"
+    api_key_envs = ("OLLAMA_API_KEY",)
+    base_url_env = "OLLAMA_HOST"
     default_base_url = DEFAULT_BASE_URL
+    key_required = False  # a local server; the key is for servers that want one
 
-    def __init__(
-        self,
-        *,
-        api_key: str | None = None,
-        base_url: str | None = None,
-        proxy: Any = None,
-        timeout: float | httpx.Timeout | None = None,
-        name: str | None = None,
-        default_model: str | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        host = os.environ.get("OLLAMA_HOST")
-        super().__init__(
-            api_key=api_key if api_key is not None else os.environ.get(self.api_key_env) or None,
-            base_url=base_url or (host_url(host) if host else self.default_base_url),
-            proxy=proxy,
-            timeout=timeout,
-            name=name,
-            default_model=default_model,
-            headers=headers,
-        )
-        self._base_headers = {"content-type": "application/json"}
-        if self.api_key:
-            self._base_headers["authorization"] = f"Bearer {self.api_key}"
-        self._base_headers.update(self.headers)
+    @classmethod
+    def env_base_url(cls) -> str | None:
+        host = os.environ.get(cls.base_url_env)
+        return host_url(host) if host else None
 
     def chat_request(self, request: ChatRequest, *, stream: bool) -> WireRequest:
         params = accepted_params(request.params, _RULES, provider=self.name, drop=request.drop_unsupported)

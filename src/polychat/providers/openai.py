@@ -17,7 +17,8 @@ from .. import _constants as C
 from .._http import WireRequest
 from .._json import dumps, loads_or_text
 from .._sse import SSEDecoder
-from ..errors import APIConnectionError, APIError, MissingAPIKeyError, error_frame
+from ..errors import APIConnectionError, APIError, error_frame
+from ..errors import MissingAPIKeyError as MissingAPIKeyError  # its home before errors.py; kept for imports
 from ..types import ChatCompletion, ChatCompletionChunk, Model, ModelList
 from .base import Capabilities
 from .http import HTTPProvider
@@ -110,7 +111,7 @@ class OpenaiChat(HTTPProvider):
     """
 
     capabilities = Capabilities(streaming=True, tools=True, vision=True, json_mode=True, system_role=True)
-    api_key_env = "OPENAI_API_KEY"
+    api_key_envs = ("OPENAI_API_KEY",)
     base_url_env = "OPENAI_BASE_URL"
     default_base_url = C.OPENAI_BASE_URL
 
@@ -128,37 +129,21 @@ class OpenaiChat(HTTPProvider):
         project: str | None = None,
     ) -> None:
         super().__init__(
-            api_key=api_key if api_key is not None else os.environ.get(self.api_key_env) or None,
-            base_url=base_url or os.environ.get(self.base_url_env) or self.default_base_url,
+            api_key=api_key,
+            base_url=base_url,
             proxy=proxy,
             timeout=timeout,
             name=name,
             default_model=default_model,
             headers=headers,
         )
-        self._base_headers = {
-            "content-type": "application/json",
-            "accept": "application/json",
-            "user-agent": _USER_AGENT,
-        }
+        own: dict[str, str] = {"accept": "application/json", "user-agent": _USER_AGENT}
         if organization or os.environ.get("OPENAI_ORG_ID"):
-            self._base_headers["openai-organization"] = organization or os.environ["OPENAI_ORG_ID"]
+            own["openai-organization"] = organization or os.environ["OPENAI_ORG_ID"]
         if project or os.environ.get("OPENAI_PROJECT_ID"):
-            self._base_headers["openai-project"] = project or os.environ["OPENAI_PROJECT_ID"]
-        self._base_headers.update(self.auth_headers())
-        self._base_headers.update(self.headers)
-
-    def auth_headers(self) -> dict[str, str]:
-        return {"authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-
-    def check_ready(self) -> None:
-        if not self.api_key and self.base_url == self.default_base_url:
-            raise MissingAPIKeyError(
-                f"No API key for {self.default_base_url}: set {self.api_key_env} or pass api_key=..., "
-                f"or set base_url (or {self.base_url_env}) to an OpenAI-compatible server",
-                provider=self.name,
-                retryable=False,
-            )
+            own["openai-project"] = project or os.environ["OPENAI_PROJECT_ID"]
+        # The caller's headers (already in _base_headers) win over ours.
+        self._base_headers = {**own, **self._base_headers}
 
     # -- protocol ------------------------------------------------------------------------------------------------
 

@@ -164,7 +164,7 @@ class PresetChat(OpenaiChat):
                 provider=self.name,
                 retryable=False,
             )
-        if p.key_required and not self.api_key:
+        if p.key_required and not self.api_key:  # also at a custom base_url: the row says the service needs one
             raise MissingAPIKeyError(
                 f"No API key for {self.name}: set {p.key_env} or pass api_key=...", provider=self.name, retryable=False
             )
@@ -217,8 +217,9 @@ def preset_class(name: str) -> type[PresetChat]:
             "preset": p,
             "key_name": p.name,
             "capabilities": p.capabilities,
-            "api_key_env": p.key_env or "",
+            "api_key_envs": (p.key_env,) if p.key_env else (),
             "base_url_env": "",
+            "key_required": p.key_required,
             "default_base_url": p.base_url,
             "default_model": p.default_model,
             "__module__": __name__,
@@ -247,6 +248,25 @@ NATIVE = {
 }
 
 
+def targets() -> dict[str, str]:
+    """Every built-in provider: its name and its class as ``"module:Class"`` (nothing is imported)."""
+    return {**NATIVE, **{name: f"{__name__}:{p.cls}" for name, p in PRESETS.items()}}
+
+
+def class_names() -> dict[str, str]:
+    """Built-in provider classes by class name (``"Groq"``), each as ``"module:Class"``."""
+    return {target.rpartition(":")[2]: target for target in targets().values()}
+
+
+def load(target: str) -> type[Provider]:
+    """The class ``"module:Class"`` names."""
+    from importlib import import_module
+
+    module, _, attr = target.partition(":")
+    cls: type[Provider] = getattr(import_module(module), attr)
+    return cls
+
+
 def names() -> list[str]:
     """Every provider name :func:`provider` knows: native adapters, presets, then installed plugins."""
     from . import plugins
@@ -257,11 +277,7 @@ def names() -> list[str]:
 def provider_class(name: str) -> type[Provider]:
     """The class for provider ``name``: a native adapter, a preset or a plugin (built-ins win over plugins)."""
     if name in NATIVE:
-        from importlib import import_module
-
-        module, _, attr = NATIVE[name].partition(":")
-        cls: type[Provider] = getattr(import_module(module), attr)
-        return cls
+        return load(NATIVE[name])
     if name in PRESETS:
         return preset_class(name)
     from . import plugins
@@ -297,7 +313,8 @@ def credentialed(api_key: Any = None) -> list[Provider]:
 
 
 def feature_table() -> str:
-    """A markdown table of what each provider supports, from the capability flags (for the README)."""
+    """A markdown table of what each provider supports, from the capability flags: the README's, word for word
+    (a test holds them together; paste this over it when the registry changes)."""
     rows = [(n, provider_class(n)) for n in (*NATIVE, *PRESETS)]
     head = "| provider | streaming | tools | vision | JSON mode | system role | prefill | offline | key |"
     lines = [head, "|" + "---|" * 9]
@@ -307,11 +324,10 @@ def feature_table() -> str:
 
     for n, cls in rows:
         c = cls.capabilities
-        key = PRESETS[n].key_env if n in PRESETS else getattr(cls, "api_key_env", None)
-        if n == "gemini":
-            key = "GEMINI_API_KEY / GOOGLE_API_KEY"
-        optional = (n in PRESETS and not PRESETS[n].key_required) or n == "ollama"
+        envs: tuple[str, ...] = getattr(cls, "api_key_envs", ())
+        key = " / ".join(envs)
+        optional = not getattr(cls, "key_required", False)
         key_text = (f"{key} (optional)" if optional else key) if key else "none"
         flags = (c.streaming, c.tools, c.vision, c.json_mode, c.system_role, c.prefill, c.offline)
-        lines.append(f"| {n} | " + " | ".join(mark(f) for f in flags) + f" | {key_text} |")
+        lines.append(f"| {n} (`{cls.__name__}`) | " + " | ".join(mark(f) for f in flags) + f" | {key_text} |")
     return "\n".join(lines)

@@ -1,5 +1,6 @@
 """Failover: chains of providers tried per the failover contract (see :mod:`polychat.routing.policy`)."""
 
+from .._failover import FailoverPolicy
 from ..errors import EmptyResponseError
 from .breaker import DEFAULT_BREAKER, BreakerStore, CircuitBreaker, InMemoryBreakerStore
 from .breaker_redis import RedisBreakerStore, share_breakers
@@ -12,6 +13,7 @@ __all__ = [
     "CircuitBreaker",
     "EmptyResponseError",
     "FailoverPlan",
+    "FailoverPolicy",
     "InMemoryBreakerStore",
     "IterListProvider",
     "RedisBreakerStore",

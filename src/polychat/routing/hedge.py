@@ -12,11 +12,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import APIError
-from .attempt import AsyncAttempt, Policy, completion_empty, empty_answer, has_content
+from .attempt import AsyncAttempt, completion_empty, empty_answer, has_content
 from .policy import FailoverPlan, Step
 
 if TYPE_CHECKING:
     from .._context import CallContext
+    from .._failover import CallPolicy
     from .._request import ChatRequest
     from ..types import ChatCompletion, ChatCompletionChunk
     from .retry import RetryProvider
@@ -33,7 +34,7 @@ async def race(
     chain: RetryProvider,
     plan: FailoverPlan,
     step: Step,
-    policy: Policy,
+    policy: CallPolicy,
     run: Callable[[Step], Awaitable[tuple[T, Callable[[], Awaitable[None]]]]],
     ok: Callable[[T], bool],
 ) -> tuple[Step, T, Callable[[], Awaitable[None]], float]:
@@ -98,7 +99,7 @@ async def race(
 
 
 async def race_open(
-    chain: RetryProvider, plan: FailoverPlan, step: Step, request: ChatRequest, ctx: CallContext, policy: Policy
+    chain: RetryProvider, plan: FailoverPlan, step: Step, request: ChatRequest, ctx: CallContext, policy: CallPolicy
 ) -> tuple[Step, list[ChatCompletionChunk], AsyncIterator[ChatCompletionChunk], Callable[[], Awaitable[None]], float]:
     """The hedged open of a stream: the winner, its held chunks, the rest, its release and when it started."""
 
@@ -117,7 +118,7 @@ async def race_open(
 
 
 async def race_complete(
-    chain: RetryProvider, plan: FailoverPlan, step: Step, request: ChatRequest, ctx: CallContext, policy: Policy
+    chain: RetryProvider, plan: FailoverPlan, step: Step, request: ChatRequest, ctx: CallContext, policy: CallPolicy
 ) -> ChatCompletion:
     async def run(s: Step) -> tuple[ChatCompletion, Callable[[], Awaitable[None]]]:
         return await AsyncAttempt(s, request, ctx, policy, stream=False).complete(), _noop

@@ -17,18 +17,10 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import _constants as C
+from .._failover import UNSET, CallPolicy, FailoverPolicy
 from ..errors import APIError, BadRequestError, ConfigError, StreamInterruptedError
 from ..providers.base import Capabilities, Provider, as_provider
-from .attempt import (
-    AsyncAttempt,
-    Policy,
-    SyncAttempt,
-    chunk_text,
-    completion_empty,
-    empty_answer,
-    has_content,
-    resolve_policy,
-)
+from .attempt import AsyncAttempt, SyncAttempt, chunk_text, completion_empty, empty_answer, has_content
 from .breaker import DEFAULT_BREAKER, CircuitBreaker
 from .hedge import race_complete, race_open
 from .policy import FailoverPlan, Step
@@ -41,8 +33,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("polychat")
 T = TypeVar("T")
-
-_POLICY_KEYS = ("first_token_timeout", "idle_timeout", "deadline", "hedge_after", "resume", "allow_empty")
 
 
 class _Resumer:
@@ -175,14 +165,16 @@ class RetryProvider(Provider):
     times for retryable errors; with ``single_provider_retry=True`` only the first, up to ``max_retries`` retries.
 
     Providers may be classes (instantiated from the environment) or instances; one class may appear twice with
-    different settings. Policy (each also settable per client and per call):
+    different settings. Failover switches (each also settable per client and per call; the call's beat the
+    chain's, which beat the client's; None leaves the switch to the client; see :class:`polychat.FailoverPolicy`):
 
     * ``first_token_timeout`` / ``idle_timeout``: seconds to the first content chunk / between chunks (streams);
     * ``deadline``: seconds for the whole call, retries and failovers included;
     * ``hedge_after``: seconds without a first token after which the next provider is started too;
-    * ``resume``: continue an interrupted stream on the next provider instead of raising;
-    * ``allow_empty``: accept empty answers instead of failing over;
-    * ``breaker``: a :class:`CircuitBreaker` (default: the process-wide one), or False for none.
+    * ``resume``: continue an interrupted stream on the next provider instead of raising (default False);
+    * ``allow_empty``: accept empty answers instead of failing over (default False).
+
+    ``breaker``: a :class:`CircuitBreaker` (default: the process-wide one), or False for none.
     """
 
     def __init__(
@@ -194,10 +186,11 @@ class RetryProvider(Provider):
         *,
         first_token_timeout: float | None = None,
         idle_timeout: float | None = None,
+        response_timeout: float | None = None,
         deadline: float | None = None,
         hedge_after: float | None = None,
-        resume: bool = False,
-        allow_empty: bool = False,
+        resume: bool | None = None,
+        allow_empty: bool | None = None,
         breaker: CircuitBreaker | bool | None = None,
         retry_after_cap: float = C.RETRY_AFTER_CAP,
         name: str | None = None,
@@ -209,32 +202,27 @@ class RetryProvider(Provider):
         self.providers = [as_provider(p) for p in self._specs]
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
             raise ConfigError(f"max_retries must be a whole number >= 0, got {max_retries!r}")
-        for label, value in (
-            ("first_token_timeout", first_token_timeout),
-            ("idle_timeout", idle_timeout),
-            ("deadline", deadline),
-            ("hedge_after", hedge_after),
-        ):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
-                raise ConfigError(f"{label} must be a positive number of seconds, got {value!r}")
+        self.failover = FailoverPolicy.checked(
+            {
+                "first_token_timeout": first_token_timeout,
+                "idle_timeout": idle_timeout,
+                "response_timeout": response_timeout,
+                "deadline": deadline,
+                "hedge_after": hedge_after,
+                "resume": resume,
+                "allow_empty": allow_empty,
+            }
+        )
         super().__init__(name=name or "+".join(p.name for p in self.providers))
         self.shuffle = shuffle
         self.single_provider_retry = single_provider_retry
         self.max_retries = max_retries
-        self.policy = {
-            "first_token_timeout": first_token_timeout,
-            "idle_timeout": idle_timeout,
-            "deadline": deadline,
-            "hedge_after": hedge_after,
-            "resume": resume,
-            "allow_empty": allow_empty,
-        }
         self.breaker: CircuitBreaker | None = (
             DEFAULT_BREAKER if breaker is None or breaker is True else (breaker or None)
         )
         self.retry_after_cap = retry_after_cap
         self._rng = rng or random.Random()
-        self._policies: dict[tuple[tuple[str, Any], ...], Policy] = {}
+        self._policies: dict[FailoverPolicy, CallPolicy] = {}
 
     def bind(self, *, api_key: Any = None, base_url: str | None = None) -> Provider:
         if not (api_key or base_url):
@@ -256,19 +244,19 @@ class RetryProvider(Provider):
 
     # -- per call ------------------------------------------------------------------------------------------------
 
-    def resolve(self, ctx: CallContext) -> Policy:
-        defaults = {k: v for k, v in ctx.client_policy.items() if v is not None}
-        defaults.update({k: v for k, v in self.policy.items() if v is not None and v is not False})
-        if not ctx.options and "deadline" not in defaults:
+    def resolve(self, ctx: CallContext) -> CallPolicy:
+        """This call's failover settings: the call's, else this chain's, else the client's."""
+        if ctx.failover is UNSET and ctx.client_failover.deadline is None and self.failover.deadline is None:
             # The common call: no per-call switches and nothing time-based, so the policy is the same every time.
-            key = tuple(sorted(defaults.items()))
-            cached = self._policies.get(key)
+            cached = self._policies.get(ctx.client_failover)
             if cached is None:
-                cached = self._policies[key] = resolve_policy(defaults, ctx.options)
+                cached = self._policies[ctx.client_failover] = CallPolicy.resolve(
+                    UNSET, self.failover, ctx.client_failover
+                )
             return cached
-        return resolve_policy(defaults, ctx.options)
+        return CallPolicy.resolve(ctx.failover, self.failover, ctx.client_failover)
 
-    def plan(self, request: ChatRequest, policy: Policy, ctx: CallContext | None = None) -> FailoverPlan:
+    def plan(self, request: ChatRequest, policy: CallPolicy, ctx: CallContext | None = None) -> FailoverPlan:
         order = list(self.providers)
         if self.shuffle:
             self._rng.shuffle(order)
