@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -152,7 +153,7 @@ def gateway_config(faults: FaultServer, addresses: Addresses) -> str:
 
 @pytest.fixture(scope="module")
 def gateway(faults_module: FaultServer, addresses: Addresses) -> Iterator[Gateway]:
-    nodns_dir = str(Path(nodns.__file__).parent)
+    nodns_dir = os.pathsep.join([str(Path(nodns.__file__).parent), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     with Gateway(
         config_text=gateway_config(faults_module, addresses), env={"PYTHONPATH": nodns_dir, "FAULT_KEY": "k"}
     ) as gw:

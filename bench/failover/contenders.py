@@ -108,19 +108,25 @@ def polychat_async(job: Job, a: str, b: str) -> Call:
 # -- peers -------------------------------------------------------------------------------------------------------
 
 
+def _openai_calls(client: Any, model: str) -> Call:
+    """One call through an ``openai.OpenAI`` client, the answer's text whether streamed or not."""
+
+    def call(stream: bool) -> str:
+        if not stream:
+            r = client.chat.completions.create(model=model, messages=MESSAGES)
+            return r.choices[0].message.content or ""
+        return _join(client.chat.completions.create(model=model, messages=MESSAGES, stream=True))
+
+    return call
+
+
 def openai_sdk(job: Job, a: str, b: str) -> Call:
     """The openai SDK has no fallback: one provider, its own retries."""
     import openai
 
-    client = openai.OpenAI(base_url=a, api_key="bench", timeout=job.timeout, max_retries=job.retries)
-
-    def call(stream: bool) -> str:
-        if not stream:
-            r = client.chat.completions.create(model=MODEL, messages=MESSAGES)  # type: ignore[arg-type]
-            return r.choices[0].message.content or ""
-        return _join(client.chat.completions.create(model=MODEL, messages=MESSAGES, stream=True))  # type: ignore[arg-type]
-
-    return call
+    return _openai_calls(
+        openai.OpenAI(base_url=a, api_key="bench", timeout=job.timeout, max_retries=job.retries), MODEL
+    )
 
 
 def via_gateway(job: Job, a: str, b: str, route: str) -> Call:
@@ -134,14 +140,7 @@ def via_gateway(job: Job, a: str, b: str, route: str) -> Call:
     client = openai.OpenAI(
         base_url=job.gateway, api_key=job.api_key, timeout=600, max_retries=0, default_headers=headers
     )
-
-    def call(stream: bool) -> str:
-        if not stream:
-            r = client.chat.completions.create(model=route, messages=MESSAGES)  # type: ignore[arg-type]
-            return r.choices[0].message.content or ""
-        return _join(client.chat.completions.create(model=route, messages=MESSAGES, stream=True))  # type: ignore[arg-type]
-
-    return call
+    return _openai_calls(client, route)
 
 
 def _litellm() -> Any:
