@@ -28,9 +28,10 @@ from polychat.providers import OpenaiChat  # noqa: E402
 MSGS = [{"role": "user", "content": "hi"}]
 
 
-def start_upstream() -> tuple[subprocess.Popen[str], str]:
+def start_upstream(chunks: int = 50) -> tuple[subprocess.Popen[str], str]:
+    """``bench/upstream.py`` on a free port (streams of ``chunks`` chunks); the process and its ``/v1`` URL."""
     proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "bench" / "upstream.py"), "--port", "0", "--chunks", "50"],
+        [sys.executable, str(ROOT / "bench" / "upstream.py"), "--port", "0", "--chunks", str(chunks)],
         stdin=subprocess.PIPE,  # the upstream lives until its stdin closes
         stdout=subprocess.PIPE,
         text=True,

@@ -7,7 +7,10 @@ One command: ``.venv/bin/python bench/bench_shared.py`` (needs Debian's redis-se
 minute, budget) are far above the load, so every request goes through reserve and settle:
 
 1. **Added latency at concurrency 1**: the same gateway with its limits in the process vs in Redis (and, for
-   reference, with no limited key), non-stream requests interleaved one by one; medians and the difference.
+   reference, with no limited key), non-stream requests interleaved one by one; medians and the difference. Twice:
+   through ``polychat serve`` processes over HTTP, and with the two apps driven in this process (ASGI, no HTTP
+   hop) — on a busy machine every extra process wake-up costs scheduling delay, which the second figure leaves out
+   except for Redis's own.
 2. **Throughput at concurrency 64**: ``--workers 2`` with Redis vs one worker without, each the median of a few
    rounds, the two interleaved round by round. On a 2-core machine the load generator and Redis share the cores with
    the workers, so this measures less than two free cores would give.
@@ -31,24 +34,13 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.bench_proxies import start_upstream  # noqa: E402
 from tests.support.gateway import Gateway  # noqa: E402
 from tests.support.redis import RedisServer  # noqa: E402
 
 TOKEN = "bench-team-token-0123456789"
 BODY = {"model": "fast", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 16}
 HEADERS = {"authorization": f"Bearer {TOKEN}"}
-
-
-def start_upstream() -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "bench" / "upstream.py"), "--port", "0", "--chunks", "16"],
-        stdin=subprocess.PIPE,  # the upstream lives until its stdin closes
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline().split()
-    return proc, f"http://127.0.0.1:{line[1]}/v1"
 
 
 def config(upstream: str, limited: bool) -> str:
@@ -109,6 +101,46 @@ async def _load(session: Any, url: str, n: int, concurrency: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
+def asgi_latency(upstream: str, redis_url: str, samples: int) -> dict[str, float]:
+    """p50 (ms) of the same app with limits in the process and in Redis, driven in this process over ASGI."""
+    import os
+
+    import httpx
+    import uvloop
+
+    from polychat.config import parse_config
+    from polychat.server import ServerSettings, create_app
+
+    os.environ["BENCH_TEAM_KEY"] = TOKEN
+    text = config(upstream, True)
+    apps = {
+        "memory": create_app(ServerSettings(), parse_config(text)),
+        "redis": create_app(ServerSettings(redis_url=redis_url), parse_config(text)),
+    }
+
+    async def run() -> dict[str, float]:
+        lat: dict[str, list[float]] = {k: [] for k in apps}
+        clients = {
+            k: httpx.AsyncClient(transport=httpx.ASGITransport(app=a), base_url="http://127.0.0.1/v1", headers=HEADERS)
+            for k, a in apps.items()
+        }
+        for i in range(200 + samples):
+            for k, c in clients.items():
+                t0 = time.perf_counter()
+                r = await c.post("/chat/completions", json=BODY)
+                elapsed = time.perf_counter() - t0
+                assert r.status_code == 200, r.text
+                if i >= 200:
+                    lat[k].append(elapsed)
+        for c in clients.values():
+            await c.aclose()
+        for a in apps.values():
+            await a.gw.aclose()
+        return {k: statistics.median(v) * 1000 for k, v in lat.items()}
+
+    return uvloop.run(run())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     ap.add_argument("--samples", type=int, default=2000, help="latency samples per gateway (default: 2000)")
@@ -120,7 +152,7 @@ def main() -> None:
     import httpx
 
     env = {"BENCH_TEAM_KEY": TOKEN}
-    upstream, base = start_upstream()
+    upstream, base = start_upstream(chunks=16)
     result: dict[str, Any] = {}
     try:
         with RedisServer(persistent=True, fsync="everysec") as redis:
@@ -147,6 +179,8 @@ def main() -> None:
                 p50 = {k: statistics.median(v) * 1000 for k, v in lat.items()}
                 result["latency_p50_ms"] = p50
                 result["redis_added_ms"] = p50["limits in Redis"] - p50["limits in process"]
+                result["asgi_p50_ms"] = asgi_latency(base, redis.url, args.samples)
+                result["asgi_redis_added_ms"] = result["asgi_p50_ms"]["redis"] - result["asgi_p50_ms"]["memory"]
                 usage = httpx.get(f"{in_redis.url}/metrics", headers=HEADERS).text
                 assert 'polychat_key_requests_total{key="team"}' in usage
 
@@ -182,7 +216,12 @@ def main() -> None:
     print("|---|---:|")
     for name, v in p50.items():
         print(f"| {name} | {v:.3f} ms |")
-    print(f"\nRedis path adds {result['redis_added_ms']:.3f} ms per request at p50 (target <= 0.3 ms).\n")
+    print(f"\nRedis path adds {result['redis_added_ms']:.3f} ms per request at p50 (target <= 0.3 ms).")
+    asgi = result["asgi_p50_ms"]
+    print(
+        f"In-process (ASGI, no HTTP hop): {asgi['memory']:.3f} ms in process, {asgi['redis']:.3f} ms with Redis: "
+        f"adds {result['asgi_redis_added_ms']:.3f} ms.\n"
+    )
     med = {k: statistics.median(v) for k, v in result["throughput_rps"].items()}
     ratio = med["2 workers, Redis"] / med["1 worker, no Redis"]
     result["throughput_ratio"] = ratio

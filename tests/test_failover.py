@@ -575,3 +575,47 @@ def test_a_hedge_never_races_a_provider_whose_circuit_is_open(faults: FaultServe
     assert res.text == "C hedges" and res.provider == "C"
     assert faults.requests("b") == []
     faults.release()
+
+
+# -- a silent upstream in a non-stream chain ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [{"response_timeout": 0.5}, {"first_token_timeout": 0.1}],  # 6 × first_token_timeout when response_timeout unset
+    ids=["response_timeout", "first_token_timeout"],
+)
+def test_a_silent_upstream_does_not_hold_a_non_stream_call(
+    faults: FaultServer, flavour: str, setting: dict[str, float]
+) -> None:
+    a = faults.scenario("a", Ok(text="far too late", delay_first=120.0))
+    b = faults.scenario("b", Ok(text="from B"))
+    res = run(flavour, chain(a, b, max_retries=0, **setting), stream=False)
+    assert res.error is None and res.text == "from B" and res.provider == "B"
+    res = run(flavour, chain(a, max_retries=0, **setting), stream=False)
+    assert isinstance(res.error, errors.APITimeoutError)
+    assert "no answer within" in str(res.error) and "(response_timeout)" in str(res.error)
+
+
+def test_a_config_routes_first_token_timeout_covers_non_stream_calls(faults: FaultServer, flavour: str) -> None:
+    from polychat.config import parse_config
+
+    a = faults.scenario("a", Ok(text="far too late", delay_first=120.0))
+    b = faults.scenario("b", Ok(text="from B"))
+    config = parse_config(
+        f'[providers.a]\ntype = "openai"\nbase_url = "{a}"\nmodels = ["m1"]\n'
+        f'[providers.b]\ntype = "openai"\nbase_url = "{b}"\nmodels = ["m2"]\n'
+        '[routes.fast]\nchain = ["a:m1", "b:m2"]\nmax_retries = 0\nfirst_token_timeout = 0.1\n'
+    )
+
+    def ask() -> str:
+        if flavour == "sync":
+            return Client(config=config).chat.completions.create(model="fast", messages=MSGS).content
+
+        async def go() -> str:
+            async with AsyncClient(config=config) as client:
+                return (await client.chat.completions.create(model="fast", messages=MSGS)).content
+
+        return asyncio.run(go())
+
+    assert ask() == "from B"

@@ -360,3 +360,21 @@ def test_streams_settle_with_the_upstreams_usage_and_when_the_client_disconnects
         wait_until(settled, 30, what="the abandoned stream to settle")
         used = metric_value(metrics(gw), "polychat_key_budget_used_tokens", key="team-a")
         assert used == 7 + prompt_bound(HI, {}) + 50
+
+
+def test_limits_hold_on_the_anthropic_route_too(llama_server: LlamaServer, redis_server: RedisServer) -> None:
+    import anthropic
+
+    key = 'models = ["fast"]\nrequests_per_minute = 1'
+    with ExitStack() as stack:
+        (gw,) = replicas(stack, 1, config(llama_server, key), redis_server.url)
+        with anthropic.Anthropic(base_url=gw.url, api_key=TOKEN, max_retries=0, timeout=120) as client:
+            with pytest.raises(anthropic.PermissionDeniedError):
+                client.messages.create(model="smol", max_tokens=2, messages=HI)  # type: ignore[arg-type]
+            answer = client.messages.create(model="fast", max_tokens=2, messages=HI)  # type: ignore[arg-type]
+            assert answer.content
+            with pytest.raises(anthropic.RateLimitError) as limited:
+                client.messages.create(model="fast", max_tokens=2, messages=HI)  # type: ignore[arg-type]
+            assert 1 <= int(limited.value.response.headers["retry-after"]) <= 60
+        # one key, one limit, whichever protocol the requests came in
+        assert metric_value(metrics(gw), "polychat_key_requests_total", key="team-a") == 1

@@ -8,6 +8,14 @@ CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 600.0
 POOL_TIMEOUT = 10.0
 
+#: A non-stream attempt in a failover chain has no first token to wait for: the whole answer is its first sign of
+#: life. Without ``response_timeout`` it gets this many times the first-token limit (a provider that may take 15 s
+#: to start gets 90 s to finish a whole answer)...
+RESPONSE_TIMEOUT_FACTOR = 6.0
+#: ...or, when no first-token limit is set either, this many seconds: long enough for a long answer from a slow
+#: model, short enough that a silent upstream does not hold the call for the 600 s read timeout.
+RESPONSE_TIMEOUT = 300.0
+
 #: Retries per provider for retryable errors when a bare provider is used (same default as the openai package).
 DEFAULT_MAX_RETRIES = 2
 #: RetryProvider's default retries per provider.

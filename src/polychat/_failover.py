@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from msgspec import Struct
 from msgspec.structs import asdict
 
+from . import _constants as C
 from ._timeouts import Limits
 from .errors import ConfigError
 
@@ -34,6 +35,8 @@ class FailoverPolicy(Struct, frozen=True, kw_only=True):
     """Failover switches of one level (client, chain or call); ``None``: not set at this level.
 
     * ``first_token_timeout`` / ``idle_timeout``: seconds to the first content chunk / between chunks (streams);
+    * ``response_timeout``: seconds to a whole non-stream answer, per attempt (unset: 6 × ``first_token_timeout``
+      when that is set, else 300 s — :func:`answer_timeout`);
     * ``deadline``: seconds for the whole call, retries and failovers included;
     * ``hedge_after``: seconds without a first token after which the next provider is started too;
     * ``resume``: continue an interrupted stream on the next provider instead of raising;
@@ -42,6 +45,7 @@ class FailoverPolicy(Struct, frozen=True, kw_only=True):
 
     first_token_timeout: float | None = None
     idle_timeout: float | None = None
+    response_timeout: float | None = None
     deadline: float | None = None
     hedge_after: float | None = None
     resume: bool | None = None
@@ -106,6 +110,7 @@ class CallPolicy(Struct, frozen=True):
 
     first_token_timeout: float | None = None
     idle_timeout: float | None = None
+    response_timeout: float | None = None
     deadline_at: float | None = None
     hedge_after: float | None = None
     resume: bool = False
@@ -120,6 +125,7 @@ class CallPolicy(Struct, frozen=True):
         return cls(
             first_token_timeout=p.first_token_timeout,
             idle_timeout=p.idle_timeout,
+            response_timeout=p.response_timeout,
             deadline_at=time.monotonic() + p.deadline if p.deadline is not None else None,
             hedge_after=p.hedge_after,
             resume=bool(p.resume),
@@ -129,14 +135,24 @@ class CallPolicy(Struct, frozen=True):
         )
 
     def limits(self, provider: Provider, *, stream: bool) -> Limits:
-        if not stream:
-            return Limits(deadline_at=self.deadline_at)
         first = self.first_token_timeout
-        idle = self.idle_timeout
         own_first = getattr(provider, "first_token_timeout", None)
-        own_idle = getattr(provider, "idle_timeout", None)
         if own_first is not None and not self.call_first_token:
             first = own_first
+        if not stream:
+            return Limits(answer_timeout(self.response_timeout, first), None, self.deadline_at)
+        idle = self.idle_timeout
+        own_idle = getattr(provider, "idle_timeout", None)
         if own_idle is not None and not self.call_idle:
             idle = own_idle
         return Limits(first, idle, self.deadline_at)
+
+
+def answer_timeout(response_timeout: float | None, first_token_timeout: float | None) -> float:
+    """A non-stream attempt's limit: ``response_timeout``, else a multiple of the first-token limit in effect, else
+    :data:`~polychat._constants.RESPONSE_TIMEOUT` (the numbers, and why: :mod:`polychat._constants`)."""
+    if response_timeout is not None:
+        return response_timeout
+    if first_token_timeout is not None:
+        return first_token_timeout * C.RESPONSE_TIMEOUT_FACTOR
+    return C.RESPONSE_TIMEOUT

@@ -123,6 +123,8 @@ class Watch:
         lim = self.limits
         if lim.deadline_at is not None and time.monotonic() >= lim.deadline_at - 0.001:
             return "the overall deadline passed"
+        if self.phase == "answer" and lim.first_token is not None:
+            return f"no answer within {lim.first_token:g} s (response_timeout)"
         if self.phase == "first token" and lim.first_token is not None:
             return f"no first token within {lim.first_token:g} s (first_token_timeout)"
         if lim.idle is not None:
@@ -131,9 +133,9 @@ class Watch:
 
     def translate(self, error: APIError, provider: str) -> APIError:
         """The error to report for a failed attempt: a timeout if this watch fired, else ``error`` itself."""
-        lim = self.limits
-        if self.fired is None and (not isinstance(error, APITimeoutError) or lim == Limits()):
-            return error  # not ours: with no limits of its own, the watch cannot say better what timed out
+        expired = self.deadline is not None and time.monotonic() >= self.deadline - 0.001
+        if self.fired is None and (not isinstance(error, APITimeoutError) or not expired):
+            return error  # not ours: a timeout of the provider's own (its read timeout, Local's) keeps its words
         err = APITimeoutError(f"Timed out: {self.fired or self.reason()}", provider=provider)
         err.__cause__ = error
         return err

@@ -203,6 +203,7 @@ class _BaseClient:
         proxy: str | Mapping[str, Any] | Literal[False] | None = None,
         first_token_timeout: float | None = None,
         idle_timeout: float | None = None,
+        response_timeout: float | None = None,
         deadline: float | None = None,
         hedge_after: float | None = None,
         resume: bool | None = None,
@@ -213,6 +214,7 @@ class _BaseClient:
             {
                 "first_token_timeout": first_token_timeout,
                 "idle_timeout": idle_timeout,
+                "response_timeout": response_timeout,
                 "deadline": deadline,
                 "hedge_after": hedge_after,
                 "resume": resume,

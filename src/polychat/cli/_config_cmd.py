@@ -109,6 +109,7 @@ def cmd_config_show(args: argparse.Namespace) -> int:
 def _effective(config: Config) -> list[str]:
     """The settings a chat would run with, each with where it comes from (config file, environment, built in)."""
     from .. import _constants as C
+    from .._failover import answer_timeout
     from ._chat import DEFAULT_MAX_TOKENS
 
     here = f"from {os.path.basename(config.path)}" if config.path else ""
@@ -133,6 +134,10 @@ def _effective(config: Config) -> list[str]:
     for key in ("first_token_timeout", "idle_timeout", "deadline", "hedge_after"):
         value = config.client_kwargs().get(key)
         rows.append((key, f"{value:g}s" if value is not None else "none", source(value)))
+    answer = config.client_kwargs().get("response_timeout")
+    limit = answer_timeout(answer, config.client_kwargs().get("first_token_timeout"))
+    why = f"non-stream, per attempt; {C.RESPONSE_TIMEOUT_FACTOR:g} × first_token_timeout, else {C.RESPONSE_TIMEOUT:g}s"
+    rows.append(("response_timeout", f"{limit:g}s", here if answer is not None else why))
     retries = config.max_retries if config.max_retries is not None else C.DEFAULT_MAX_RETRIES
     rows.append(("max_retries", str(retries), source(config.max_retries)))
     rows.append(("chat --max-tokens", str(DEFAULT_MAX_TOKENS), "built in; 0 or none: no limit"))

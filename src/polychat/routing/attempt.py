@@ -79,6 +79,7 @@ class SyncAttempt:
         return time.monotonic() - self.started
 
     def complete(self) -> ChatCompletion:
+        self.watch.phase = "answer"
         self.watch.start()
         try:
             refuse_untranslated(self.provider, self.request)
@@ -173,8 +174,9 @@ class AsyncAttempt:
 
     async def complete(self) -> ChatCompletion:
         refuse_untranslated(self.provider, self.request)
+        self._phase = "answer"
         try:
-            return await within(self.limits.deadline_at, self.provider.acomplete(self.request, self.ctx))
+            return await within(self._first_deadline(), self.provider.acomplete(self.request, self.ctx))
         except TimeoutError as e:
             raise self._timeout(e) from e
 

@@ -186,6 +186,7 @@ class RetryProvider(Provider):
         *,
         first_token_timeout: float | None = None,
         idle_timeout: float | None = None,
+        response_timeout: float | None = None,
         deadline: float | None = None,
         hedge_after: float | None = None,
         resume: bool | None = None,
@@ -205,6 +206,7 @@ class RetryProvider(Provider):
             {
                 "first_token_timeout": first_token_timeout,
                 "idle_timeout": idle_timeout,
+                "response_timeout": response_timeout,
                 "deadline": deadline,
                 "hedge_after": hedge_after,
                 "resume": resume,

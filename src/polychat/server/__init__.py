@@ -5,6 +5,8 @@
 * :mod:`.app` — ``create_app()``: the Starlette app (routes, static page, health, metrics, models) and its lifespan;
 * :mod:`._chat` — ``POST /v1/chat/completions``, the hot path, a plain ASGI endpoint;
 * :mod:`._settings` — :class:`ServerSettings` and the bind-safety rule; :mod:`._auth` — gateway API keys;
+* :mod:`._limits` — named keys' allowlists and exact limits (in the process), :mod:`._limits_redis` — the same in
+  Redis, shared by workers and replicas;
 * :mod:`._errors` — polychat exceptions → HTTP status + OpenAI error body; :mod:`._sse` — SSE frames;
 * :mod:`._metrics` — Prometheus text exposition, hand-written; :mod:`.cli` — the ``serve`` subcommand.
 """

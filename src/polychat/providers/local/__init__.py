@@ -160,7 +160,7 @@ class Local(Provider):
             raise ConfigError(f"Local system_prompt must be a string or None, got {type(system_prompt).__name__}")
         chosen = model_path if model_path is not None else os.environ.get(ENV_MODEL) or None
         if gone := missing(need_model=chosen is None):
-            raise ConfigError(f"The embedded model needs {gone}, which is not installed: {INSTALL_HINT}")
+            raise ConfigError(f"The embedded model is not installed ({gone} missing): {INSTALL_HINT}")
         path = os.path.expanduser(os.fspath(chosen)) if chosen is not None else default_model_path()
         if not (path and os.path.isfile(path)):
             where = "the embedded model" if chosen is None else "model_path" if model_path is not None else ENV_MODEL

