@@ -27,6 +27,7 @@ MSGS = [{"role": "user", "content": "Tell me something."}]
 _ONE: dict[str, Any] = {
     "first_token_timeout": 1.0,
     "idle_timeout": 2.0,
+    "response_timeout": 2.5,
     "deadline": 3.0,
     "hedge_after": 4.0,
     "resume": True,
@@ -35,6 +36,7 @@ _ONE: dict[str, Any] = {
 _OTHER: dict[str, Any] = {
     "first_token_timeout": 10.0,
     "idle_timeout": 20.0,
+    "response_timeout": 25.0,
     "deadline": 30.0,
     "hedge_after": 40.0,
     "resume": False,
