@@ -10,8 +10,8 @@ answered by the embedded SmolLM2-135M through ``Client(provider=Local())`` at it
 settings:
 
 * before — what Local did until it had defaults of its own: the chat template's system prompt ("You are a helpful
-  AI assistant named SmolLM, trained by Hugging Face") and llama-cpp-python's ``repeat_penalty`` 1.0, reproduced
-  here by sending them explicitly;
+  AI assistant named SmolLM, trained by Hugging Face"), llama-cpp-python's temperature 0.2 and ``repeat_penalty``
+  1.0, reproduced here by sending them explicitly;
 * after — Local's defaults, nothing sent but the question.
 
 Each answer is capped at ``--max-tokens`` (512: what the CLI and the chat page send by default). An answer *runs
@@ -104,8 +104,12 @@ PROMPTS = [
 ]
 
 SETTINGS: dict[str, dict[str, Any]] = {
-    "before": {"system": TEMPLATE_SYSTEM_PROMPT, "extra_body": {"repeat_penalty": 1.0}},
-    "after": {"system": None, "extra_body": {}},
+    "before": {
+        "system": TEMPLATE_SYSTEM_PROMPT,
+        "sampling": {"temperature": 0.2},
+        "extra_body": {"repeat_penalty": 1.0},
+    },
+    "after": {"system": None, "sampling": {}, "extra_body": {}},
 }
 
 
@@ -121,7 +125,12 @@ def run_one(client: Any, setting: dict[str, Any], prompt: Prompt, seed: int, max
         messages.insert(0, {"role": "system", "content": setting["system"]})
     start = time.perf_counter()
     r = client.chat.completions.create(
-        model="", messages=messages, max_tokens=max_tokens, seed=seed, extra_body=setting["extra_body"]
+        model="",
+        messages=messages,
+        max_tokens=max_tokens,
+        seed=seed,
+        extra_body=setting["extra_body"],
+        **setting["sampling"],
     )
     seconds = time.perf_counter() - start
     answer = r.choices[0].message.content or ""

@@ -20,16 +20,20 @@ if TYPE_CHECKING:
 log = logging.getLogger("polychat")
 
 #: Sampling when the request leaves it open: llama-cpp-python's ``create_chat_completion`` defaults but for the
-#: repeat penalty below, so an answer here matches llama.cpp's own chat API given the same request and settings.
-#: (OpenAI's default temperature of 1 makes a 135M model ramble; the SmolLM2 authors recommend ~0.2.)
-DEFAULT_TEMPERATURE = 0.2
+#: temperature and repeat penalty below, so an answer here matches llama.cpp's own chat API given the same request
+#: and settings. Temperature 0 (greedy): at 0.2 (llama-cpp-python's default, the SmolLM2 authors' advice) the 135M
+#: model answered "What is the capital of France?" with Paris in 14 of 20 seeds and with "La femme de France, la
+#: femme de France." in others; greedy answers it the same, right, every time, and bench/eval_local.py shows no more
+#: runaways for it. (OpenAI's default of 1 makes it ramble.) A request's ``temperature`` replaces it.
+DEFAULT_TEMPERATURE = 0.0
 DEFAULT_TOP_P = 0.95
 DEFAULT_TOP_K = 40
 DEFAULT_MIN_P = 0.05
 #: Sampling penalty on tokens already in the last 64, where llama-cpp-python's chat API uses 1.0. At 1.0 the 135M
-#: model loops ("la Béton Rouge, la Béton Rouge, ...") on everyday questions. bench/eval_local.py (75 answers, with
-#: the default system prompt): 1.1 (llama.cpp's CLI default) left 4 runaways, 1.15 left 1 with as many right answers,
-#: 1.2 left 1 but got 5 fewer right. ``extra_body={"repeat_penalty": 1.0}`` undoes it.
+#: model loops ("la Béton Rouge, la Béton Rouge, ...") on everyday questions. bench/eval_local.py (75 answers, default
+#: system prompt, temperature 0.2): 1.1 (llama.cpp's CLI default) left 4 runaways, 1.15 left 1 with as many right
+#: answers, 1.2 left 1 but got 5 fewer right; with temperature 0, 1.15 left none. ``extra_body={"repeat_penalty":
+#: 1.0}`` undoes it.
 DEFAULT_REPEAT_PENALTY = 1.15
 #: The system message used when the caller sends none. The template's own default ("You are a helpful AI assistant
 #: named SmolLM, trained by Hugging Face") invites the model to talk about itself and ramble; this one asks for what
