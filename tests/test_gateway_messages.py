@@ -362,15 +362,15 @@ def test_anthropic_only_fields_are_refused_by_other_providers_by_name(client: an
     with pytest.raises(anthropic.BadRequestError) as info:
         client.messages.create(model="local", max_tokens=5, messages=ASK, extra_body={"top_k": 5})
     assert "top_k" in info.value.body["error"]["message"]
-    # opting in drops it instead
-    ok = client.messages.create(
+    # opting in drops it instead, and the answer says what was left out
+    ok = client.messages.with_raw_response.create(
         model="local",
         max_tokens=5,
         messages=ASK,
         extra_body={"top_k": 5},
         extra_headers={"x-polychat-drop-unsupported": "true"},
     )
-    assert ok.content[0].text
+    assert ok.headers["x-polychat-dropped"] == "top_k" and ok.parse().content[0].text
 
 
 def test_hints_dropped_for_other_providers_are_reported(gw: Gateway) -> None:

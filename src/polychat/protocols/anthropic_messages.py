@@ -149,16 +149,25 @@ class _Notes:
 class ChatCall:
     """A Messages request as polychat's call: ``create(model, messages, stream, **kwargs)``."""
 
-    __slots__ = ("dropped", "kwargs", "messages", "model", "stream")
+    __slots__ = ("dropped", "kwargs", "lossy", "messages", "model", "stream")
 
     def __init__(
-        self, model: str, messages: list[dict[str, Any]], stream: bool, kwargs: dict[str, Any], dropped: list[str]
+        self,
+        model: str,
+        messages: list[dict[str, Any]],
+        stream: bool,
+        kwargs: dict[str, Any],
+        dropped: list[str],
+        lossy: list[str],
     ) -> None:
         self.model = model
         self.messages = messages
         self.stream = stream
         self.kwargs = kwargs
+        #: Hints left out for providers that do not speak Anthropic's protocol.
         self.dropped = dropped
+        #: What such providers cannot honour (they refuse it, unless the call allows dropping).
+        self.lossy = lossy
 
 
 def to_chat(body: Mapping[str, Any], *, headers: Mapping[str, str] | None = None) -> ChatCall:
@@ -238,7 +247,7 @@ def to_chat(body: Mapping[str, Any], *, headers: Mapping[str, str] | None = None
         kwargs["stream_options"] = {"include_usage": True}
     forward = {k: v for k, v in (headers or {}).items() if k in ("anthropic-beta", "anthropic-version")}
     kwargs["native_request"] = NativeRequest(PROTOCOL, dict(body), forward, tuple(notes.lossy))
-    return ChatCall(model, messages, stream, kwargs, notes.dropped)
+    return ChatCall(model, messages, stream, kwargs, notes.dropped, notes.lossy)
 
 
 def _system_text(system: Any, notes: _Notes) -> str:
@@ -442,7 +451,7 @@ def _thinking(thinking: Any, kwargs: dict[str, Any]) -> None:
 # -- answers ------------------------------------------------------------------------------------------------------
 
 
-def message_id(chat_id: str | None = None) -> str:
+def message_id() -> str:
     return "msg_" + uuid.uuid4().hex[:24]
 
 

@@ -96,7 +96,9 @@ class AnthropicMessages:
         return _Stream(parsed.model)
 
     def headers(self, parsed: Parsed, first: ChatCompletion | ChatCompletionChunk | None) -> Headers:
-        dropped = parsed.context.dropped
+        call = parsed.context
+        # with the client's opt-in, what a provider could not honour was left out too: say so
+        dropped = [*call.dropped, *call.lossy] if call.kwargs.get("drop_unsupported") else call.dropped
         if not dropped or (first is not None and first.native is not None):
             return []
         return [(b"x-polychat-dropped", ", ".join(dropped).encode())]
