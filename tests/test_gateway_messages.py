@@ -451,3 +451,32 @@ def test_openai_upstream_cut_with_resume_and_without(gw: Gateway) -> None:
     r = post(gw, {"model": "oai-cut-stop", "max_tokens": 32, "stream": True, "messages": ASK})
     events = sse_events(r.text)
     assert events[-1][0] == "error" and events[-1][1]["error"]["type"] == "api_error"
+
+
+# -- count_tokens --------------------------------------------------------------------------------------------------
+
+
+def test_count_tokens_is_anthropics_count_for_an_anthropic_route(
+    client: anthropic.Anthropic, fake: FakeAnthropic
+) -> None:
+    system = [{"type": "text", "text": "Be terse.", "cache_control": {"type": "ephemeral"}}]
+    counted = client.messages.count_tokens(model="claude-fake", messages=ASK, system=system)
+    assert counted.input_tokens == 42  # the fake upstream's answer
+    sent = fake.requests_for("claude")[-1]
+    assert sent.path == "/s/claude/v1/messages/count_tokens"
+    assert sent.body == {"model": "claude-fake", "messages": ASK, "system": system}
+    assert sent.headers["x-api-key"] == UPSTREAM_KEY
+
+
+def test_count_tokens_estimates_for_other_providers(gw: Gateway, client: anthropic.Anthropic) -> None:
+    r = httpx.post(f"{gw.url}/v1/messages/count_tokens", json={"model": "local", "messages": ASK})
+    assert r.status_code == 200 and r.headers["x-polychat-token-count"] == "estimate"
+    short = r.json()["input_tokens"]
+    longer = client.messages.count_tokens(model="local", messages=[{"role": "user", "content": QUESTION_LONG}])
+    assert 0 < short < longer.input_tokens
+    r = httpx.post(f"{gw.url}/v1/messages/count_tokens", json={"model": "local", "messages": []})
+    assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
+    assert "messages" in r.json()["error"]["message"]
+
+
+QUESTION_LONG = "What is the capital of France? Please explain its history in detail. " * 10

@@ -31,6 +31,9 @@ from polychat.errors import (
 )
 from polychat.providers import Local
 from polychat.providers import local as local_module
+from polychat.providers.local import _engine as local_engine
+from polychat.providers.local import _feed as local_feed
+from polychat.providers.local import _params as local_params
 from polychat.types import ChatCompletion, ChatCompletionChunk
 
 HI = [{"role": "user", "content": "What is 2+2?"}]
@@ -128,15 +131,15 @@ def test_model_path_from_env_names_the_model_after_the_file(
 
 def test_every_openai_parameter_has_a_decision() -> None:
     """Each OpenAI parameter is honoured, accepted as harmless, or refused on purpose — none falls through."""
-    assert set(PARAMS) <= set(local_module._PARAMS)
+    assert set(PARAMS) <= set(local_params._PARAMS)
 
 
 def test_stop_scanner_holds_back_what_may_start_a_stop_sequence() -> None:
-    scanner = local_module._StopScanner(("END", "<|x|>"))
+    scanner = local_engine._StopScanner(("END", "<|x|>"))
     assert scanner.feed("Hello E") == ("Hello ", False)
     assert scanner.feed("N") == ("", False)
     assert scanner.feed("Dless") == ("", True)
-    scanner = local_module._StopScanner(("END",))
+    scanner = local_engine._StopScanner(("END",))
     assert scanner.feed("an EN") == ("an ", False)
     assert scanner.feed("emy") == ("ENemy", False)
     assert scanner.feed(" E") == (" ", False)
@@ -568,8 +571,8 @@ def test_default_client_answers_offline_from_local(monkeypatch: pytest.MonkeyPat
 
 
 def test_llama_failures_become_polychat_errors() -> None:
-    job = local_module._Job(lambda loaded, job: None)
+    job = local_engine._Job(lambda loaded, job: None)
     job.error = RuntimeError("llama_decode returned -1")
     with pytest.raises(APIError, match="llama_decode returned -1") as info:
-        local_module._outcome(job, "Local")
+        local_feed._outcome(job, "Local")
     assert info.value.provider == "Local" and isinstance(info.value.__cause__, RuntimeError)

@@ -25,6 +25,7 @@ from polychat.errors import APITimeoutError, BadRequestError, ConfigError
 from polychat.providers import Local
 from polychat.providers import local as local_module
 from polychat.providers.defaults import default_members
+from polychat.providers.local import _engine as local_engine
 from polychat.types import ChatCompletion
 
 GREEDY: dict[str, Any] = {"temperature": 0, "seed": 1}
@@ -69,7 +70,7 @@ def prompt_tokens(engine: Any, local: Local, messages: list[dict[str, Any]]) -> 
     """The tokens Local would feed llama.cpp for these messages (built in the model's thread)."""
     request, _ = build_request("", messages, False, {})
     plan = local._plan(request)
-    job = local_module._Job(lambda loaded, job: engine._prompt(loaded, plan))
+    job = local_engine._Job(lambda loaded, job: engine._prompt(loaded, plan))
     engine.submit(job)
     job.done.wait()
     if job.error is not None:
@@ -88,7 +89,7 @@ class Held:
             self.running.set()
             self.release.wait()
 
-        self.job = local_module._Job(hold)
+        self.job = local_engine._Job(hold)
         engine.submit(self.job)
         self.running.wait()
 

@@ -260,7 +260,27 @@ def _check_gateway_keys(value: Any, c: _Checker) -> dict[str, GatewayKeySpec]:
 
 def _check(doc: dict[str, Any], c: _Checker) -> tuple[dict[str, Any], dict[str, ProviderSpec], dict[str, RouteSpec]]:
     c.keys(doc, _TOP_KEYS, ())
-    # [defaults]
+    defaults = _check_defaults(doc, c)
+    raw_providers = c.table(doc.get("providers", {}), ("providers",))
+    providers = {name: _check_provider(name, raw, c) for name, raw in raw_providers.items()}
+    known = {**_BUILTINS, **providers}
+    raw_routes = c.table(doc.get("routes", {}), ("routes",))
+    routes = {name: _check_route(name, raw, known, c) for name, raw in raw_routes.items()}
+    for key in ("provider", "fallback"):
+        chosen: str | None = defaults.get(key)
+        if chosen is None:
+            continue
+        name = chosen.partition(":")[0] if key == "fallback" else chosen  # a fallback may be "provider:model"
+        if name not in known and chosen not in routes:
+            raise c.error(
+                ("defaults", key),
+                f"{chosen!r} is neither a provider nor a route (known: {', '.join([*known, *routes])})",
+            )
+    return defaults, providers, routes
+
+
+def _check_defaults(doc: dict[str, Any], c: _Checker) -> dict[str, Any]:
+    """``[defaults]``, checked."""
     defaults: dict[str, Any] = {}
     raw_defaults = c.table(doc.get("defaults", {}), ("defaults",))
     c.keys(raw_defaults, _DEFAULTS_KEYS, ("defaults",))
@@ -276,136 +296,120 @@ def _check(doc: dict[str, Any], c: _Checker) -> tuple[dict[str, Any], dict[str, 
         elif key == "proxy":
             defaults["proxy_config"] = c.proxy(value, where)
             defaults[key] = value
+    return defaults
 
-    # [providers.NAME]
-    providers: dict[str, ProviderSpec] = {}
-    raw_providers = c.table(doc.get("providers", {}), ("providers",))
-    for name, raw in raw_providers.items():
-        base = ("providers", name)
-        c.name(name, base, "provider")
-        table = c.table(raw, base)
-        if "type" not in table:
-            raise c.error(base, f"missing key 'type' (one of: {', '.join(provider_types())})")
-        ptype_name = c.string(table["type"], (*base, "type"))
-        try:
-            ptype = provider_type(ptype_name)
-        except ConfigError as e:  # an installed plugin that cannot be loaded
-            raise c.error((*base, "type"), str(e)) from e
-        if ptype is None:
-            types = provider_types()
-            hint = difflib.get_close_matches(ptype_name, types, n=1)
-            also = f"; did you mean {hint[0]!r}?" if hint else ""
-            raise c.error((*base, "type"), f"unknown provider type {ptype_name!r}{also} (known: {', '.join(types)})")
-        for key in table:
-            if key not in ptype.keys and key in _HTTP_KEYS:
-                raise c.error((*base, key), f"not used by providers of type {ptype_name!r}")
-        c.keys(table, ptype.keys, base)
-        fields: dict[str, Any] = {"name": name, "type": ptype_name}
-        for key, value in table.items():
-            where = (*base, key)
-            if key in ("base_url", "default_model"):
-                fields[key] = c.string(value, where)
-            elif key == "api_key_env":
-                env = c.string(value, where)
-                if not _ENV_NAME_RE.match(env):
-                    raise c.error(
-                        where,
-                        "must be the NAME of an environment variable holding the key (like WORK_API_KEY), "
-                        "not the key itself",
-                    )
-                fields[key] = env
-            elif key == "api_key":
-                fields[key] = c.string(value, where)
-            elif key == "allow_plaintext_key":
-                fields[key] = c.boolean(value, where)
-            elif key == "proxy":
-                fields["proxy_config"] = c.proxy(value, where)
-                fields[key] = value
-            elif key == "timeout":
-                fields[key] = c.seconds(value, where)
-            elif key == "models":
-                fields[key] = c.strings(value, where)
-            elif key in ptype.options:
-                kind = ptype.options[key]
-                if kind == "count":
-                    option: Any = c.count(value, where)
-                    if option < 1:
-                        raise c.error(where, "must be a whole number >= 1")
-                else:
-                    option = c.string(value, where)
-                    if kind == "path":
-                        option = os.path.expanduser(option)
-                fields.setdefault("options", {})[key] = option
-        if "base_url" in fields:
-            url = fields["base_url"]
-            if not re.match(r"^https?://[^/\s]+", url):
-                raise c.error((*base, "base_url"), f"must be an http:// or https:// URL, got {redact_url(url)!r}")
-        if "api_key" in fields:
-            if not fields.get("allow_plaintext_key"):
-                env_name = re.sub(r"[^A-Z0-9]", "_", name.upper()) + "_API_KEY"
+
+def _check_provider(name: str, raw: Any, c: _Checker) -> ProviderSpec:
+    """``[providers.NAME]``, checked."""
+    base = ("providers", name)
+    c.name(name, base, "provider")
+    table = c.table(raw, base)
+    if "type" not in table:
+        raise c.error(base, f"missing key 'type' (one of: {', '.join(provider_types())})")
+    ptype_name = c.string(table["type"], (*base, "type"))
+    try:
+        ptype = provider_type(ptype_name)
+    except ConfigError as e:  # an installed plugin that cannot be loaded
+        raise c.error((*base, "type"), str(e)) from e
+    if ptype is None:
+        types = provider_types()
+        hint = difflib.get_close_matches(ptype_name, types, n=1)
+        also = f"; did you mean {hint[0]!r}?" if hint else ""
+        raise c.error((*base, "type"), f"unknown provider type {ptype_name!r}{also} (known: {', '.join(types)})")
+    for key in table:
+        if key not in ptype.keys and key in _HTTP_KEYS:
+            raise c.error((*base, key), f"not used by providers of type {ptype_name!r}")
+    c.keys(table, ptype.keys, base)
+    fields: dict[str, Any] = {"name": name, "type": ptype_name}
+    for key, value in table.items():
+        where = (*base, key)
+        if key in ("base_url", "default_model"):
+            fields[key] = c.string(value, where)
+        elif key == "api_key_env":
+            env = c.string(value, where)
+            if not _ENV_NAME_RE.match(env):
                 raise c.error(
-                    (*base, "api_key"),
-                    f"an API key in the config file is refused: put it in an environment variable and write "
-                    f'api_key_env = "{env_name}" (the variable\'s name), or, if you really want the key in '
-                    f"this file, add allow_plaintext_key = true",
+                    where,
+                    "must be the NAME of an environment variable holding the key (like WORK_API_KEY), "
+                    "not the key itself",
                 )
-            if "api_key_env" in fields:
-                raise c.error((*base, "api_key"), "set either api_key_env or api_key, not both")
-        providers[name] = ProviderSpec(**fields)
-
-    known = {**_BUILTINS, **providers}
-
-    # [routes.NAME]
-    routes: dict[str, RouteSpec] = {}
-    raw_routes = c.table(doc.get("routes", {}), ("routes",))
-    for name, raw in raw_routes.items():
-        base = ("routes", name)
-        c.name(name, base, "route")
-        if name in known:
-            raise c.error(base, f"a route may not have the name of provider {name!r}; rename one of them")
-        table = c.table(raw, base)
-        c.keys(table, _ROUTE_KEYS, base)
-        if "chain" not in table:
-            raise c.error(base, 'missing key \'chain\' (e.g. chain = ["work:gpt-4o-mini", "local"])')
-        entries = c.strings(table["chain"], (*base, "chain"))
-        if not entries:
-            raise c.error((*base, "chain"), "must name at least one provider")
-        chain: list[tuple[str, str]] = []
-        for entry in entries:
-            pname, _, model = entry.partition(":")
-            pname, model = pname.strip(), model.strip()
-            if pname not in known:
-                hint = difflib.get_close_matches(pname, list(known), n=1)
-                also = f"did you mean {hint[0]!r}? " if hint else ""
-                raise c.error(
-                    (*base, "chain"),
-                    f"{entry!r} names provider {pname!r}, which is not declared; {also}"
-                    f"known providers: {', '.join(known)}",
-                )
-            target = known[pname]
-            # (built-in providers' classes have default models of their own)
-            if not model and target.type != "local" and not target.builtin and not target.effective_default_model:
-                raise c.error(
-                    (*base, "chain"),
-                    f"{entry!r}: provider {pname!r} has no default model; write '{pname}:MODEL'",
-                )
-            chain.append((pname, model))
-        routes[name] = RouteSpec(
-            name=name,
-            chain=tuple(chain),
-            max_retries=c.count(table["max_retries"], (*base, "max_retries")) if "max_retries" in table else None,
-            shuffle=c.boolean(table["shuffle"], (*base, "shuffle")) if "shuffle" in table else False,
-            policy=c.policy(table, base),
-        )
-
-    for key in ("provider", "fallback"):
-        chosen: str | None = defaults.get(key)
-        if chosen is None:
-            continue
-        name = chosen.partition(":")[0] if key == "fallback" else chosen  # a fallback may be "provider:model"
-        if name not in known and chosen not in routes:
+            fields[key] = env
+        elif key == "api_key":
+            fields[key] = c.string(value, where)
+        elif key == "allow_plaintext_key":
+            fields[key] = c.boolean(value, where)
+        elif key == "proxy":
+            fields["proxy_config"] = c.proxy(value, where)
+            fields[key] = value
+        elif key == "timeout":
+            fields[key] = c.seconds(value, where)
+        elif key == "models":
+            fields[key] = c.strings(value, where)
+        elif key in ptype.options:
+            kind = ptype.options[key]
+            if kind == "count":
+                option: Any = c.count(value, where)
+                if option < 1:
+                    raise c.error(where, "must be a whole number >= 1")
+            else:
+                option = c.string(value, where)
+                if kind == "path":
+                    option = os.path.expanduser(option)
+            fields.setdefault("options", {})[key] = option
+    if "base_url" in fields:
+        url = fields["base_url"]
+        if not re.match(r"^https?://[^/\s]+", url):
+            raise c.error((*base, "base_url"), f"must be an http:// or https:// URL, got {redact_url(url)!r}")
+    if "api_key" in fields:
+        if not fields.get("allow_plaintext_key"):
+            env_name = re.sub(r"[^A-Z0-9]", "_", name.upper()) + "_API_KEY"
             raise c.error(
-                ("defaults", key),
-                f"{chosen!r} is neither a provider nor a route (known: {', '.join([*known, *routes])})",
+                (*base, "api_key"),
+                f"an API key in the config file is refused: put it in an environment variable and write "
+                f'api_key_env = "{env_name}" (the variable\'s name), or, if you really want the key in '
+                f"this file, add allow_plaintext_key = true",
             )
-    return defaults, providers, routes
+        if "api_key_env" in fields:
+            raise c.error((*base, "api_key"), "set either api_key_env or api_key, not both")
+    return ProviderSpec(**fields)
+
+
+def _check_route(name: str, raw: Any, known: Mapping[str, ProviderSpec], c: _Checker) -> RouteSpec:
+    """``[routes.NAME]``, checked against the providers ``known`` (declared and built in)."""
+    base = ("routes", name)
+    c.name(name, base, "route")
+    if name in known:
+        raise c.error(base, f"a route may not have the name of provider {name!r}; rename one of them")
+    table = c.table(raw, base)
+    c.keys(table, _ROUTE_KEYS, base)
+    if "chain" not in table:
+        raise c.error(base, 'missing key \'chain\' (e.g. chain = ["work:gpt-4o-mini", "local"])')
+    entries = c.strings(table["chain"], (*base, "chain"))
+    if not entries:
+        raise c.error((*base, "chain"), "must name at least one provider")
+    chain: list[tuple[str, str]] = []
+    for entry in entries:
+        pname, _, model = entry.partition(":")
+        pname, model = pname.strip(), model.strip()
+        if pname not in known:
+            hint = difflib.get_close_matches(pname, list(known), n=1)
+            also = f"did you mean {hint[0]!r}? " if hint else ""
+            raise c.error(
+                (*base, "chain"),
+                f"{entry!r} names provider {pname!r}, which is not declared; {also}known providers: {', '.join(known)}",
+            )
+        target = known[pname]
+        # (built-in providers' classes have default models of their own)
+        if not model and target.type != "local" and not target.builtin and not target.effective_default_model:
+            raise c.error(
+                (*base, "chain"),
+                f"{entry!r}: provider {pname!r} has no default model; write '{pname}:MODEL'",
+            )
+        chain.append((pname, model))
+    return RouteSpec(
+        name=name,
+        chain=tuple(chain),
+        max_retries=c.count(table["max_retries"], (*base, "max_retries")) if "max_retries" in table else None,
+        shuffle=c.boolean(table["shuffle"], (*base, "shuffle")) if "shuffle" in table else False,
+        policy=c.policy(table, base),
+    )

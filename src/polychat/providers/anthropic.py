@@ -70,6 +70,7 @@ from .http import HTTPProvider
 if TYPE_CHECKING:
     import httpx
 
+    from .._context import CallContext
     from .._request import ChatRequest
     from .._sse import ServerSentEvent
 
@@ -377,6 +378,19 @@ class Anthropic(HTTPProvider):
         headers["accept"] = "text/event-stream" if stream else "application/json"
         headers.update(request.extra_headers)
         return WireRequest("POST", f"{self.base_url}/v1/messages", headers, dumps(wire_body), None)
+
+    async def acount_tokens(
+        self, body: dict[str, Any], model: str, client_headers: dict[str, str], ctx: CallContext
+    ) -> int:
+        """Anthropic's own count of a Messages body's input tokens (``POST /v1/messages/count_tokens``)."""
+        self.check_ready()
+        wire_body = {**body, "model": self.resolve_model(model)}
+        headers = {**self._base_headers, **client_headers, "accept": "application/json"}
+        url = f"{self.base_url}/v1/messages/count_tokens"
+        data = loads_or_text(await self._asend(WireRequest("POST", url, headers, dumps(wire_body), None), ctx))
+        if not isinstance(data, dict) or not isinstance(data.get("input_tokens"), int):
+            raise APIConnectionError(f"Malformed token count from the provider: {str(data)[:200]}", provider=self.name)
+        return int(data["input_tokens"])
 
     @staticmethod
     def _tool_choice(mode: tuple[str, str | None], params: dict[str, Any]) -> dict[str, Any] | None:

@@ -38,6 +38,7 @@ from .._redact import redact_query, redact_text
 from ..config import Config, load_config
 from . import _connlimits
 from ._chat import ChatEndpoint
+from ._count_tokens import count_tokens
 from ._endpoint import send_error
 from ._errors import make_error
 from ._gateway import Gateway
@@ -219,6 +220,9 @@ def create_app(settings: ServerSettings | None = None, config: Config | None = N
             headers={"cache-control": "no-store"},
         )
 
+    async def count_tokens_route(request: Request) -> Response:
+        return await count_tokens(gw, request)
+
     async def index(request: Request) -> Response:
         return static.response(request, "index.html")
 
@@ -274,6 +278,7 @@ def create_app(settings: ServerSettings | None = None, config: Config | None = N
         routes=[
             Route("/v1/chat/completions", ChatEndpoint(gw)),
             Route("/v1/messages", MessagesEndpoint(gw)),
+            Route("/v1/messages/count_tokens", count_tokens_route, methods=["POST"]),
             Route("/v1/responses", ResponsesEndpoint(gw)),
             Route("/v1/models", models),
             Route("/v1/models/{model:path}", model_detail),

@@ -57,8 +57,7 @@ continuation.
 
 Layout (a package of small private modules behind this one): ``_params`` checks a request and builds its plan,
 ``_engine`` is the model's thread (queue, loading, generating, shutdown at exit), ``_feed`` is the callers' side
-(hand-over to an event loop, chunks, outcomes); this module holds the ``Local`` provider and re-exports the rest, so
-``polychat.providers.local`` keeps every name it had.
+(hand-over to an event loop, chunks, outcomes); this module holds the ``Local`` provider and the public constants.
 """
 
 from __future__ import annotations
@@ -75,38 +74,16 @@ from ...errors import ConfigError, NotFoundError
 from ...types import ChatCompletion, ChatCompletionChunk, ChatCompletionMessage, Choice, Model
 from ..base import Capabilities, Provider
 from ._engine import _END, _Engine, _engine_for, _Outcome
-from ._engine import _ENGINES as _ENGINES
-from ._engine import _ENGINES_LOCK as _ENGINES_LOCK
-from ._engine import _SLOT as _SLOT
-from ._engine import _STARTED as _STARTED
-from ._engine import _TIMED_OUT as _TIMED_OUT
 from ._engine import EXIT_JOIN_TIMEOUT as EXIT_JOIN_TIMEOUT
-from ._engine import _Job as _Job
-from ._engine import _Loaded as _Loaded
-from ._engine import _shutdown as _shutdown
-from ._engine import _StopScanner as _StopScanner
 from ._feed import _AsyncFeed, _Chunks, _outcome, _SyncFeed, _usage
 from ._install import INSTALL_HINT, MODEL_FILE, default_model_path, missing
 from ._install import MODEL_PACKAGE as MODEL_PACKAGE
-from ._params import _PARAMS as _PARAMS
-from ._params import _SAMPLING_OPTIONS as _SAMPLING_OPTIONS
 from ._params import DEFAULT_MIN_P as DEFAULT_MIN_P
 from ._params import DEFAULT_REPEAT_PENALTY as DEFAULT_REPEAT_PENALTY
 from ._params import DEFAULT_SYSTEM_PROMPT, _Plan, build_plan
 from ._params import DEFAULT_TEMPERATURE as DEFAULT_TEMPERATURE
 from ._params import DEFAULT_TOP_K as DEFAULT_TOP_K
 from ._params import DEFAULT_TOP_P as DEFAULT_TOP_P
-from ._params import _check_num as _check_num
-from ._params import _empty as _empty
-from ._params import _is_num as _is_num
-from ._params import _never as _never
-from ._params import _ok as _ok
-from ._params import _only as _only
-from ._params import _refuse as _refuse
-from ._params import _stop_strings as _stop_strings
-from ._params import _template_messages as _template_messages
-from ._params import _text_of as _text_of
-from ._params import log as log
 
 if TYPE_CHECKING:
     from ..._context import CallContext
