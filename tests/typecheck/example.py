@@ -38,7 +38,7 @@ def quickstart() -> str:
     reply = client.chat.completions.create(model="", messages=[{"role": "user", "content": "Hi!"}])
     text: str = reply.choices[0].message.content or ""
     with client.chat.completions.create(
-        model="", messages=[{"role": "user", "content": "Count to 5"}], stream=True
+        model="", messages=[{"role": "user", "content": "List the days of the week."}], stream=True
     ) as stream:
         for chunk in stream:
             text += chunk.choices[0].delta.content or ""
@@ -78,7 +78,7 @@ async def async_example() -> str:
         parts.append(reply.choices[0].message.content or "")
         try:
             stream: AsyncStream[ChatCompletionChunk] = await aclient.chat.completions.create(
-                model="", messages=[{"role": "user", "content": "Count to 5"}], stream=True
+                model="", messages=[{"role": "user", "content": "List the days of the week."}], stream=True
             )
             async for chunk in stream:
                 parts.append(chunk.choices[0].delta.content or "")
