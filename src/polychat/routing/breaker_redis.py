@@ -31,7 +31,7 @@ from typing import Any
 import msgspec
 
 from .._redact import redact_url
-from .breaker import DEFAULT_BREAKER, BreakerState, _Update
+from .breaker import DEFAULT_BREAKER, BreakerState, InMemoryBreakerStore, _Update
 
 log = logging.getLogger("polychat")
 
@@ -45,8 +45,11 @@ _decode = msgspec.json.Decoder(BreakerState).decode
 _decode_change = msgspec.json.Decoder(tuple[str, BreakerState]).decode
 
 
-class RedisBreakerStore:
-    """A :class:`~polychat.routing.breaker.BreakerStore` in Redis (``url``: ``redis://[:password@]host:port/db``)."""
+class RedisBreakerStore(InMemoryBreakerStore):
+    """A :class:`~polychat.routing.breaker.BreakerStore` in Redis (``url``: ``redis://[:password@]host:port/db``).
+
+    The in-memory store it extends is the mirror: reads and snapshots come from it, and it is this process's own
+    breaker while Redis is away."""
 
     def __init__(self, url: str, *, client: Any = None, key: str = HASH, channel: str = CHANNEL) -> None:
         from redis.exceptions import ConnectionError, TimeoutError, WatchError
@@ -59,8 +62,7 @@ class RedisBreakerStore:
         self._channel = channel
         self._errors = (ConnectionError, TimeoutError, OSError)
         self._watch_error = WatchError
-        self._states: dict[str, BreakerState] = {}
-        self._lock = threading.Lock()
+        super().__init__()
         self._down_since: float | None = None
         self._next_try = 0.0
         self._closed = threading.Event()
@@ -75,9 +77,6 @@ class RedisBreakerStore:
 
     # -- the BreakerStore interface --------------------------------------------------------------------------
 
-    def get(self, key: str) -> BreakerState:
-        return self._states.get(key) or BreakerState()
-
     def update(self, key: str, fn: _Update) -> BreakerState:
         if self._down_since is None or time.monotonic() >= self._next_try:
             try:
@@ -88,19 +87,10 @@ class RedisBreakerStore:
                 with self._lock:
                     self._states[key] = new
                 return new
-        with self._lock:  # Redis is away: this process's own breaker
-            new = fn(self._states.get(key) or BreakerState())
-            self._states[key] = new
-            return new
-
-    def items(self) -> list[tuple[str, BreakerState]]:
-        """Every endpoint's state (the shared one while Redis is reachable)."""
-        with self._lock:
-            return list(self._states.items())
+        return super().update(key, fn)  # Redis is away: this process's own breaker
 
     def clear(self) -> None:
-        with self._lock:
-            self._states.clear()
+        super().clear()
         try:
             self._client.delete(self._key)
         except self._errors as e:
