@@ -16,10 +16,10 @@ from polychat.server._limits import (
     DEFAULT_COMPLETION_RESERVE,
     Admission,
     Limiter,
-    MemoryLimits,
     Refusal,
     prompt_bound,
 )
+from polychat.server._limits_memory import MemoryLimits
 from polychat.server._limits_redis import RedisLimits
 from polychat.types import CompletionUsage
 from tests.support.redis import RedisServer
@@ -213,7 +213,7 @@ async def test_a_reservation_never_settled_is_charged_in_full_when_its_lease_end
     backend_factory: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A gateway that dies mid-request never settles; with a lease of 0 ms the next request finds it expired.
-    monkeypatch.setattr("polychat.server._limits.LEASE_MS", 0)
+    monkeypatch.setattr("polychat.server._limits_memory.LEASE_MS", 0)
     monkeypatch.setattr("polychat.server._limits_redis.LEASE_MS", 0)
     backend = backend_factory()
     key = spec(budget_tokens=10_000)

@@ -26,7 +26,8 @@ from ..client import AsyncClient
 from ..config import Config
 from ._auth import DENIED, KeyRing
 from ._errors import HTTPError, Scrubber, make_error
-from ._limits import Admission, Limiter, MemoryLimits, Refusal
+from ._limits import Admission, Limiter, Refusal
+from ._limits_memory import MemoryLimits
 from ._metrics import Metrics, breaker_rows
 from ._settings import ServerSettings, is_loopback
 

@@ -1,5 +1,5 @@
 """The limit counters in Redis: every step is one Lua script (one round trip, atomic), shared by every gateway
-process and replica that uses the same Redis. The rules are :class:`polychat.server._limits.MemoryLimits`'s.
+process and replica that uses the same Redis. The rules are :class:`polychat.server._limits_memory.MemoryLimits`'s.
 
 Keys of a gateway key NAME (one hash tag, so a Redis Cluster keeps them on one shard)::
 
