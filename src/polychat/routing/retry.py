@@ -1,6 +1,6 @@
 """RetryProvider and IterListProvider: providers made of providers, tried per :class:`FailoverPlan`.
 
-The shells here sleep, call and record; every decision is the plan's (:mod:`.policy`), every deadline the
+The shells here sleep, call and record; every decision is the plan's (:mod:`.plan`), every deadline the
 attempt's (:mod:`.attempt`). A stream holds back chunks until the first one with content, so a provider failing
 before it says anything is replaced invisibly. Once content has reached the caller, a failure raises
 :class:`~polychat.errors.StreamInterruptedError` with the partial text — or, with ``resume=True``, the answer
@@ -23,7 +23,7 @@ from ..providers.base import Capabilities, Provider, as_provider
 from .attempt import AsyncAttempt, SyncAttempt, chunk_text, completion_empty, empty_answer, has_content
 from .breaker import DEFAULT_BREAKER, CircuitBreaker
 from .hedge import race_complete, race_open
-from .policy import FailoverPlan, Step
+from .plan import FailoverPlan, Step
 from .resume import continuation_request, overlap, window_for
 
 if TYPE_CHECKING:
