@@ -446,6 +446,7 @@ async def test_async_generation_does_not_block_the_loop(aclient: AsyncClient, en
         async with stream:
             async for chunk in stream:
                 if chunk.choices and chunk.choices[0].delta.content:
+                    await hold.seen("text")  # the model is held right after handing it over (or about to be)
                     assert engine.busy and engine.tokens_generated == hold.tokens_at
                     break
 

@@ -184,6 +184,17 @@ _watchdog = _Watchdog()
 
 # -- async ----------------------------------------------------------------------------------------------------------
 
+#: Backoff sleeps of the sync failover loop (the generated twin of :func:`asleep`).
+sleep = time.sleep
+
+
+async def asleep(seconds: float) -> None:
+    """``asyncio.sleep``, with asyncio imported only when an async call waits."""
+    import asyncio
+
+    await asyncio.sleep(seconds)
+
+
 if sys.version_info >= (3, 11):
 
     async def within(deadline: float | None, awaitable: Awaitable[T]) -> T:

@@ -21,7 +21,9 @@ class Hold:
     """Watches an engine's jobs and holds the model's thread just after the ``nth`` ``at`` event (of any job) until
     the test calls :meth:`release` or that job is cancelled — then the job goes on and sees the stop at once.
 
-    ``events`` lists every (job, event) seen. ``tokens_at`` is the engine's ``tokens_generated`` when the hold began.
+    A "text" event comes right after its text was handed over, so a caller may get that chunk just before the
+    hold begins: wait for :attr:`reached` (or :meth:`seen`) before counting on it. ``events`` lists every (job,
+    event) seen. ``tokens_at`` is the engine's ``tokens_generated`` when the hold began.
     Inside a running event loop, :meth:`seen` awaits an event without blocking the loop.
     """
 

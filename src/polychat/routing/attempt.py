@@ -215,7 +215,7 @@ class AsyncAttempt:
                 raise self._timeout(e) from e
             yield chunk
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         if self._chunks is not None:
             aclose = getattr(self._chunks, "aclose", None)
             if aclose is not None:

@@ -1,14 +1,16 @@
 """Delayed hedging: race the current provider against the next one; the first with content wins.
 
-The race is async (tasks can be cancelled at any point, connection and all); sync calls run it on the bridge loop
-(:mod:`._bridge`). The loser is cancelled and its connection closed; every failure is recorded in the plan.
+The race is async (tasks can be cancelled at any point, connection and all): :func:`arace_open` and
+:func:`arace_complete`. Their sync faces :func:`race_open` and :func:`race_complete` run it on the bridge loop
+(:mod:`._bridge`, which loads asyncio only when a sync call hedges). The loser is cancelled and its connection
+closed; every failure is recorded in the plan.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import APIError
@@ -98,7 +100,7 @@ async def race(
     raise last_error
 
 
-async def race_open(
+async def arace_open(
     chain: RetryProvider, plan: FailoverPlan, step: Step, request: ChatRequest, ctx: CallContext, policy: CallPolicy
 ) -> tuple[Step, list[ChatCompletionChunk], AsyncIterator[ChatCompletionChunk], Callable[[], Awaitable[None]], float]:
     """The hedged open of a stream: the winner, its held chunks, the rest, its release and when it started."""
@@ -106,9 +108,9 @@ async def race_open(
     async def run(s: Step) -> tuple[tuple[list[ChatCompletionChunk], AsyncAttempt], Callable[[], Awaitable[None]]]:
         attempt = AsyncAttempt(s, request, ctx, policy, stream=True)
         try:
-            return (await attempt.open(), attempt), attempt.close
+            return (await attempt.open(), attempt), attempt.aclose
         except BaseException:
-            await attempt.close()
+            await attempt.aclose()
             raise
 
     winner, (held, attempt), release, started = await race(
@@ -117,7 +119,7 @@ async def race_open(
     return winner, held, attempt.rest(), release, started
 
 
-async def race_complete(
+async def arace_complete(
     chain: RetryProvider, plan: FailoverPlan, step: Step, request: ChatRequest, ctx: CallContext, policy: CallPolicy
 ) -> ChatCompletion:
     async def run(s: Step) -> tuple[ChatCompletion, Callable[[], Awaitable[None]]]:
@@ -128,3 +130,29 @@ async def race_complete(
     )
     plan.succeeded(winner, time.monotonic() - started, result)
     return result
+
+
+# -- the sync faces: the same race, run on the bridge loop --------------------------------------------------------
+
+
+def race_open(
+    chain: RetryProvider, plan: FailoverPlan, step: Step, request: ChatRequest, ctx: CallContext, policy: CallPolicy
+) -> tuple[Step, list[ChatCompletionChunk], Iterator[ChatCompletionChunk], Callable[[], None], float]:
+    """:func:`arace_open` for sync code: the rest of the winner's stream is read, and released, on the bridge loop."""
+    from . import _bridge  # asyncio loads only when a sync call hedges
+
+    winner, held, rest, release, started = _bridge.run(arace_open(chain, plan, step, request, ctx, policy))
+
+    async def arelease() -> None:
+        await release()
+
+    return winner, held, _bridge.iterate(rest), lambda: _bridge.run(arelease()), started
+
+
+def race_complete(
+    chain: RetryProvider, plan: FailoverPlan, step: Step, request: ChatRequest, ctx: CallContext, policy: CallPolicy
+) -> ChatCompletion:
+    """:func:`arace_complete` for sync code."""
+    from . import _bridge
+
+    return _bridge.run(arace_complete(chain, plan, step, request, ctx, policy))

@@ -1,10 +1,12 @@
 """RetryProvider and IterListProvider: providers made of providers, tried per :class:`FailoverPlan`.
 
-The shells here sleep, call and record; every decision is the plan's (:mod:`.plan`), every deadline the
-attempt's (:mod:`.attempt`). A stream holds back chunks until the first one with content, so a provider failing
-before it says anything is replaced invisibly. Once content has reached the caller, a failure raises
-:class:`~polychat.errors.StreamInterruptedError` with the partial text — or, with ``resume=True``, the answer
-continues on the next provider, with repeated text trimmed and the chunks saying who produced them.
+Every decision is the plan's (:mod:`.plan`), every deadline the attempt's (:mod:`.attempt`); the loop that
+sleeps, calls and records is written once, async, in :mod:`polychat._async.failover`, and its sync twin
+:mod:`polychat._sync.failover` is generated from it. A stream holds back chunks until the first one with content,
+so a provider failing before it says anything is replaced invisibly. Once content has reached the caller, a failure
+raises :class:`~polychat.errors.StreamInterruptedError` with the partial text — or, with ``resume=True``, the
+answer continues on the next provider, with repeated text trimmed and the chunks saying who produced them
+(:mod:`._stream`).
 """
 
 from __future__ import annotations
@@ -12,19 +14,17 @@ from __future__ import annotations
 import copy
 import logging
 import random
-import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import AsyncIterator, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from .. import _constants as C
+from .._async import failover as _async_failover
 from .._failover import UNSET, CallPolicy, FailoverPolicy
-from ..errors import APIError, BadRequestError, ConfigError, StreamInterruptedError
+from .._sync import failover as _sync_failover
+from ..errors import ConfigError, StreamInterruptedError
 from ..providers.base import Capabilities, Provider, as_provider
-from .attempt import AsyncAttempt, SyncAttempt, chunk_text, completion_empty, empty_answer, has_content
 from .breaker import DEFAULT_BREAKER, CircuitBreaker
-from .hedge import race_complete, race_open
 from .plan import FailoverPlan, Step
-from .resume import continuation_request, overlap, window_for
 
 if TYPE_CHECKING:
     from .._context import CallContext
@@ -32,132 +32,6 @@ if TYPE_CHECKING:
     from ..types import ChatCompletion, ChatCompletionChunk, Model
 
 log = logging.getLogger("polychat")
-T = TypeVar("T")
-
-
-class _Resumer:
-    """After a resume: marks the new provider's chunks and drops text that repeats the partial answer."""
-
-    def __init__(self, partial: str, resumed_from: str) -> None:
-        self.partial = partial
-        self.resumed_from = resumed_from
-        self.window = window_for(partial)
-        self.held: list[ChatCompletionChunk] = []
-        self.text = ""
-        self.decided = self.window == 0
-
-    def feed(self, chunk: ChatCompletionChunk) -> list[ChatCompletionChunk]:
-        chunk.resumed_from = self.resumed_from
-        if self.decided:
-            return [chunk]
-        self.held.append(chunk)
-        self.text += chunk_text(chunk)
-        return self.flush() if len(self.text) >= self.window else []
-
-    def flush(self) -> list[ChatCompletionChunk]:
-        if self.decided:
-            return []
-        self.decided = True
-        drop = overlap(self.partial, self.text)
-        if drop:
-            log.info("polychat: dropped %d repeated characters from the resumed answer", drop)
-        for chunk in self.held:
-            for choice in chunk.choices:
-                if drop <= 0:
-                    break
-                if choice.index == 0 and choice.delta.content:
-                    cut = min(drop, len(choice.delta.content))
-                    choice.delta.content = choice.delta.content[cut:]
-                    drop -= cut
-        held, self.held = self.held, []
-        return held
-
-
-class _StreamRun:
-    """The bookkeeping of one streamed call, shared by the sync and async shells.
-
-    It remembers what reached the caller (``partial``), builds the continuation request after a resume, passes
-    chunks through the overlap trimmer, and decides what a failure after an attempt opened means: an ordinary
-    failover (nothing reached the caller), a resume, or :class:`StreamInterruptedError`.
-    """
-
-    def __init__(self, chain: RetryProvider, request: ChatRequest, ctx: CallContext) -> None:
-        self.chain = chain
-        self.request = request
-        self.policy = chain.resolve(ctx)
-        self.plan = chain.plan(request, self.policy, ctx)
-        self.partial: list[str] = []
-        self.resumer: _Resumer | None = None
-        self.last_step: Step | None = None
-        #: Providers that refused the partial answer as an assistant prefill during this call.
-        self.no_prefill: set[str] = set()
-        self.prefilled = False
-
-    def request_for(self, step: Step) -> ChatRequest:
-        if not self.partial or self.last_step is None:
-            return self.request
-        text = "".join(self.partial)
-        self.resumer = _Resumer(text, self.last_step.provider.name)
-        self.prefilled = step.provider.capabilities.prefill and step.provider.breaker_key not in self.no_prefill
-        return continuation_request(self.request, text, prefill=self.prefilled)
-
-    def open_failed(self, step: Step, error: APIError, elapsed: float) -> None:
-        """The attempt failed before its first content. A provider that claims prefill but refuses it (a 400 on
-        the continuation) is asked again at once with a continuation instruction instead: the plan is left as it
-        is, so its next step is this one again."""
-        if self.prefilled and isinstance(error, BadRequestError) and step.provider.breaker_key not in self.no_prefill:
-            self.no_prefill.add(step.provider.breaker_key)
-            self.plan.failed(step, error, elapsed, may_retry=False)  # recorded (an attempt that failed), no move
-            log.warning(
-                "polychat: %s refused the partial answer as a prefill (%s); asking it to continue instead",
-                step.provider.name,
-                error,
-            )
-            return
-        self.chain._fail(self.plan, step, error, elapsed)
-
-    @property
-    def kind(self) -> str:
-        """What the next attempt is: the first try of the answer, or a continuation of it."""
-        return "attempt" if self.resumer is None else "resume"
-
-    def hedging(self, step: Step) -> bool:
-        return self.policy.hedge_after is not None and self.plan.hedge_step(step) is not None
-
-    def check_opened(self, step: Step, held: list[ChatCompletionChunk]) -> None:
-        if not self.policy.allow_empty and not any(has_content(c) for c in held):
-            raise empty_answer(step.provider)
-
-    def emit(self, chunk: ChatCompletionChunk) -> Iterator[ChatCompletionChunk]:
-        for c in self.resumer.feed(chunk) if self.resumer is not None else (chunk,):
-            self.partial.append(chunk_text(c))
-            yield c
-
-    def finish(self) -> Iterator[ChatCompletionChunk]:
-        for c in self.resumer.flush() if self.resumer is not None else ():
-            self.partial.append(chunk_text(c))
-            yield c
-
-    def failed(self, step: Step, error: APIError, elapsed: float) -> None:
-        """A failure after the attempt opened: returns when the next step should be tried, raises otherwise."""
-        if isinstance(error, StreamInterruptedError):
-            raise error
-        plan = self.plan
-        if not self.partial:  # nothing reached the caller (an empty answer): an ordinary failure
-            self.chain._fail(plan, step, error, elapsed)
-            return
-        plan.failed(step, error, elapsed, may_retry=False)
-        plan.advance_past(step.index)
-        if self.policy.resume and plan.next_step() is not None:
-            log.warning("polychat: %s failed mid-stream (%s); resuming on the next provider", step.provider.name, error)
-            self.last_step = step
-            return
-        raise self.chain._interrupted(step, error, "".join(self.partial)) from error
-
-    def give_up(self) -> BaseException:
-        if self.partial and self.last_step is not None:
-            return self.chain._interrupted(self.last_step, self.plan.error(), "".join(self.partial))
-        return self.plan.error()
 
 
 class RetryProvider(Provider):
@@ -298,151 +172,19 @@ class RetryProvider(Provider):
         err.__cause__ = error
         return err
 
-    # -- sync ----------------------------------------------------------------------------------------------------
+    # -- the calls: one loop, written async in polychat._async.failover, generated sync in polychat._sync.failover --
 
     def complete(self, request: ChatRequest, ctx: CallContext) -> ChatCompletion:
-        policy = self.resolve(ctx)
-        plan = self.plan(request, policy, ctx)
-        while (step := plan.next_step()) is not None:
-            if step.delay:
-                time.sleep(step.delay)
-            plan.started(step)
-            if policy.hedge_after is not None and plan.hedge_step(step) is not None:
-                from . import _bridge  # asyncio loads only when a sync call hedges
-
-                try:
-                    return _bridge.run(race_complete(self, plan, step, request, ctx, policy))
-                except APIError:
-                    continue
-            attempt = SyncAttempt(step, request, ctx, policy, stream=False)
-            try:
-                result = attempt.complete()
-                if not policy.allow_empty and completion_empty(result):
-                    raise empty_answer(step.provider)
-            except APIError as e:
-                self._fail(plan, step, e, attempt.elapsed)
-                continue
-            plan.succeeded(step, attempt.elapsed, result)
-            return result
-        raise plan.error()
+        return _sync_failover.complete(self, request, ctx)
 
     def stream(self, request: ChatRequest, ctx: CallContext) -> Iterator[ChatCompletionChunk]:
-        run = _StreamRun(self, request, ctx)
-        plan, policy = run.plan, run.policy
-        while (step := plan.next_step()) is not None:
-            if step.delay:
-                time.sleep(step.delay)
-            req = run.request_for(step)
-            plan.started(step, run.kind)
-            # Open: up to the first content chunk. Failures here are invisible to the caller.
-            rest: Iterator[ChatCompletionChunk]
-            close: Callable[[], None]
-            if run.hedging(step):
-                from . import _bridge  # asyncio loads only when a sync call hedges
-
-                try:
-                    step, held, arest, aclose, t0 = _bridge.run(race_open(self, plan, step, req, ctx, policy))
-                except APIError:
-                    continue
-                rest, close = _bridge.iterate(arest), lambda aclose=aclose: _bridge.run(aclose())  # type: ignore[misc]
-            else:
-                attempt = SyncAttempt(step, req, ctx, policy, stream=True)
-                try:
-                    held = attempt.open()
-                except APIError as e:
-                    attempt.close()
-                    run.open_failed(step, e, attempt.elapsed)
-                    continue
-                rest, close, t0 = attempt.rest(), attempt.close, attempt.started
-            # Times are counted from the attempt's start: success and failure alike include the first token.
-            try:
-                run.check_opened(step, held)
-                for chunk in _chain(held, rest):
-                    yield from run.emit(chunk)
-                yield from run.finish()
-            except APIError as e:
-                run.failed(step, e, time.monotonic() - t0)
-                continue
-            finally:
-                getattr(rest, "close", _pass)()
-                close()
-            plan.succeeded(step, time.monotonic() - t0)
-            return
-        raise run.give_up()
-
-    # -- async (the same steps, awaited) --------------------------------------------------------------------------
+        return _sync_failover.stream(self, request, ctx)
 
     async def acomplete(self, request: ChatRequest, ctx: CallContext) -> ChatCompletion:
-        policy = self.resolve(ctx)
-        plan = self.plan(request, policy, ctx)
-        while (step := plan.next_step()) is not None:
-            if step.delay:
-                import asyncio
+        return await _async_failover.complete(self, request, ctx)
 
-                await asyncio.sleep(step.delay)
-            plan.started(step)
-            if policy.hedge_after is not None and plan.hedge_step(step) is not None:
-                try:
-                    return await race_complete(self, plan, step, request, ctx, policy)
-                except APIError:
-                    continue
-            attempt = AsyncAttempt(step, request, ctx, policy, stream=False)
-            try:
-                result = await attempt.complete()
-                if not policy.allow_empty and completion_empty(result):
-                    raise empty_answer(step.provider)
-            except APIError as e:
-                self._fail(plan, step, e, attempt.elapsed)
-                continue
-            plan.succeeded(step, attempt.elapsed, result)
-            return result
-        raise plan.error()
-
-    async def astream(self, request: ChatRequest, ctx: CallContext) -> AsyncIterator[ChatCompletionChunk]:
-        run = _StreamRun(self, request, ctx)
-        plan, policy = run.plan, run.policy
-        while (step := plan.next_step()) is not None:
-            if step.delay:
-                import asyncio
-
-                await asyncio.sleep(step.delay)
-            req = run.request_for(step)
-            plan.started(step, run.kind)
-            if run.hedging(step):
-                try:
-                    step, held, rest, aclose, t0 = await race_open(self, plan, step, req, ctx, policy)
-                except APIError:
-                    continue
-            else:
-                attempt = AsyncAttempt(step, req, ctx, policy, stream=True)
-                try:
-                    held = await attempt.open()
-                except APIError as e:
-                    await attempt.close()
-                    run.open_failed(step, e, attempt.elapsed)
-                    continue
-                rest, aclose, t0 = attempt.rest(), attempt.close, attempt.started
-            try:
-                run.check_opened(step, held)
-                for chunk in held:
-                    for c in run.emit(chunk):
-                        yield c
-                async for chunk in rest:
-                    for c in run.emit(chunk):
-                        yield c
-                for c in run.finish():
-                    yield c
-            except APIError as e:
-                run.failed(step, e, time.monotonic() - t0)
-                continue
-            finally:
-                aclose_rest = getattr(rest, "aclose", None)
-                if aclose_rest is not None:
-                    await aclose_rest()
-                await aclose()
-            plan.succeeded(step, time.monotonic() - t0)
-            return
-        raise run.give_up()
+    def astream(self, request: ChatRequest, ctx: CallContext) -> AsyncIterator[ChatCompletionChunk]:
+        return _async_failover.stream(self, request, ctx)
 
     # -- models --------------------------------------------------------------------------------------------------
 
@@ -457,15 +199,6 @@ class RetryProvider(Provider):
             f"{type(self).__name__}({self.providers!r}, shuffle={self.shuffle}, "
             f"single_provider_retry={self.single_provider_retry}, max_retries={self.max_retries})"
         )
-
-
-def _pass() -> None:
-    return None
-
-
-def _chain(held: list[T], rest: Iterator[T]) -> Iterator[T]:
-    yield from held
-    yield from rest
 
 
 def default_chain(*, api_key: Any = None, base_url: str | None = None) -> Provider:
