@@ -157,10 +157,14 @@ class RawAiohttp(Contender):
         await self.session.close()
 
 
-# -- polychat --------------------------------------------------------------------------------------------------
+# -- OpenAI-shaped answers (polychat and every peer) ------------------------------------------------------------
 
 
-def _pc_stream(chunks: Any) -> tuple[int, int]:
+def _whole(r: Any) -> tuple[int, int]:
+    return len(r.choices[0].message.content or ""), 1
+
+
+def _stream(chunks: Any) -> tuple[int, int]:
     n = length = 0
     for chunk in chunks:
         if chunk.choices:
@@ -169,6 +173,28 @@ def _pc_stream(chunks: Any) -> tuple[int, int]:
                 n += 1
                 length += len(content)
     return length, n
+
+
+async def _astream(chunks: Any) -> tuple[int, int]:
+    n = length = 0
+    async for chunk in chunks:
+        if chunk.choices:
+            content = chunk.choices[0].delta.content
+            if content:
+                n += 1
+                length += len(content)
+    return length, n
+
+
+def _counts(r: Any, stream: bool) -> tuple[int, int]:
+    return _stream(r) if stream else _whole(r)
+
+
+async def _acounts(r: Any, stream: bool) -> tuple[int, int]:
+    return await _astream(r) if stream else _whole(r)
+
+
+# -- polychat --------------------------------------------------------------------------------------------------
 
 
 class Polychat(Contender):
@@ -184,23 +210,11 @@ class Polychat(Contender):
         self.aclient: Any = AsyncClient(provider=OpenaiChat(base_url=base_url, api_key="bench"))
 
     def call(self, stream: bool) -> tuple[int, int]:
-        if not stream:
-            r = self.client.chat.completions.create(model=MODEL, messages=MESSAGES)
-            return len(r.choices[0].message.content or ""), 1
-        return _pc_stream(self.client.chat.completions.create(model=MODEL, messages=MESSAGES, stream=True))
+        return _counts(self.client.chat.completions.create(model=MODEL, messages=MESSAGES, stream=stream), stream)
 
     async def acall(self, stream: bool) -> tuple[int, int]:
-        if not stream:
-            r = await self.aclient.chat.completions.create(model=MODEL, messages=MESSAGES)
-            return len(r.choices[0].message.content or ""), 1
-        n = length = 0
-        async for chunk in await self.aclient.chat.completions.create(model=MODEL, messages=MESSAGES, stream=True):
-            if chunk.choices:
-                content = chunk.choices[0].delta.content
-                if content:
-                    n += 1
-                    length += len(content)
-        return length, n
+        r = await self.aclient.chat.completions.create(model=MODEL, messages=MESSAGES, stream=stream)
+        return await _acounts(r, stream)
 
     async def aclose(self) -> None:
         await self.aclient.close()
@@ -208,28 +222,6 @@ class Polychat(Contender):
 
 
 # -- peers -----------------------------------------------------------------------------------------------------
-
-
-def _oai_stream(chunks: Any) -> tuple[int, int]:
-    n = length = 0
-    for chunk in chunks:
-        if chunk.choices:
-            content = chunk.choices[0].delta.content
-            if content:
-                n += 1
-                length += len(content)
-    return length, n
-
-
-async def _oai_astream(chunks: Any) -> tuple[int, int]:
-    n = length = 0
-    async for chunk in chunks:
-        if chunk.choices:
-            content = chunk.choices[0].delta.content
-            if content:
-                n += 1
-                length += len(content)
-    return length, n
 
 
 class OpenAISDK(Contender):
@@ -243,20 +235,12 @@ class OpenAISDK(Contender):
         self.aclient = openai.AsyncOpenAI(base_url=base_url, api_key="bench")
 
     def call(self, stream: bool) -> tuple[int, int]:
-        if not stream:
-            r = self.client.chat.completions.create(model=MODEL, messages=MESSAGES)  # type: ignore[arg-type]
-            return len(r.choices[0].message.content or ""), 1
-        return _oai_stream(
-            self.client.chat.completions.create(model=MODEL, messages=MESSAGES, stream=True)  # type: ignore[arg-type]
-        )
+        r = self.client.chat.completions.create(model=MODEL, messages=MESSAGES, stream=stream)  # type: ignore[arg-type]
+        return _counts(r, stream)
 
     async def acall(self, stream: bool) -> tuple[int, int]:
-        if not stream:
-            r = await self.aclient.chat.completions.create(model=MODEL, messages=MESSAGES)  # type: ignore[arg-type]
-            return len(r.choices[0].message.content or ""), 1
-        return await _oai_astream(
-            await self.aclient.chat.completions.create(model=MODEL, messages=MESSAGES, stream=True)  # type: ignore[arg-type]
-        )
+        r = await self.aclient.chat.completions.create(model=MODEL, messages=MESSAGES, stream=stream)  # type: ignore[arg-type]
+        return await _acounts(r, stream)
 
     async def aclose(self) -> None:
         await self.aclient.close()
@@ -276,16 +260,10 @@ class LiteLLM(Contender):
         self.kw = {"model": f"openai/{MODEL}", "api_base": base_url, "api_key": "bench"}
 
     def call(self, stream: bool) -> tuple[int, int]:
-        r = self.litellm.completion(messages=MESSAGES, stream=stream, **self.kw)
-        if not stream:
-            return len(r.choices[0].message.content or ""), 1
-        return _oai_stream(r)
+        return _counts(self.litellm.completion(messages=MESSAGES, stream=stream, **self.kw), stream)
 
     async def acall(self, stream: bool) -> tuple[int, int]:
-        r = await self.litellm.acompletion(messages=MESSAGES, stream=stream, **self.kw)
-        if not stream:
-            return len(r.choices[0].message.content or ""), 1
-        return await _oai_astream(r)
+        return await _acounts(await self.litellm.acompletion(messages=MESSAGES, stream=stream, **self.kw), stream)
 
 
 class LiteLLMRouter(LiteLLM):
@@ -296,16 +274,10 @@ class LiteLLMRouter(LiteLLM):
         self.router = self.litellm.Router(model_list=[{"model_name": "bench", "litellm_params": dict(self.kw)}])
 
     def call(self, stream: bool) -> tuple[int, int]:
-        r = self.router.completion(model="bench", messages=MESSAGES, stream=stream)
-        if not stream:
-            return len(r.choices[0].message.content or ""), 1
-        return _oai_stream(r)
+        return _counts(self.router.completion(model="bench", messages=MESSAGES, stream=stream), stream)
 
     async def acall(self, stream: bool) -> tuple[int, int]:
-        r = await self.router.acompletion(model="bench", messages=MESSAGES, stream=stream)
-        if not stream:
-            return len(r.choices[0].message.content or ""), 1
-        return await _oai_astream(r)
+        return await _acounts(await self.router.acompletion(model="bench", messages=MESSAGES, stream=stream), stream)
 
 
 class G4F(Contender):
@@ -322,16 +294,13 @@ class G4F(Contender):
         self.aclient = AsyncClient(provider=provider, api_key="bench")
 
     def call(self, stream: bool) -> tuple[int, int]:
-        r = self.client.chat.completions.create(model=MODEL, messages=MESSAGES, stream=stream)
-        if not stream:
-            return len(r.choices[0].message.content or ""), 1
-        return _oai_stream(r)
+        return _counts(self.client.chat.completions.create(model=MODEL, messages=MESSAGES, stream=stream), stream)
 
     async def acall(self, stream: bool) -> tuple[int, int]:
         if not stream:
-            r = await self.aclient.chat.completions.create(model=MODEL, messages=MESSAGES)
-            return len(r.choices[0].message.content or ""), 1
-        return await _oai_astream(self.aclient.chat.completions.create(model=MODEL, messages=MESSAGES, stream=True))
+            return _whole(await self.aclient.chat.completions.create(model=MODEL, messages=MESSAGES))
+        # g4f's async create returns its stream without being awaited
+        return await _astream(self.aclient.chat.completions.create(model=MODEL, messages=MESSAGES, stream=True))
 
 
 CONTENDERS: dict[str, type[Contender]] = {

@@ -236,13 +236,20 @@ class Report:
                     )
                 )
 
+    def section(self, key: str, title: str) -> dict[str, Any] | None:
+        """The results of one part of the run, under its heading; None (after saying why) if it has none."""
+        part: dict[str, Any] | None = self.d.get(key)
+        if not part:
+            return None
+        self.add(title, "")
+        if "error" in part:
+            self.add(f"Could not run: {part['error']}", "")
+            return None
+        return part
+
     def failover(self) -> None:
-        fo = self.d.get("failover")
-        if not fo:
-            return
-        self.add("## Failover (polychat)", "")
-        if "error" in fo:
-            self.add(f"Could not run: {fo['error']}", "")
+        fo = self.section("failover", "## Failover (polychat)")
+        if fo is None:
             return
         self.add(
             "Non-stream calls; the variants alternate call by call in one process. *Added* = variant p50 − direct p50.",
@@ -364,12 +371,8 @@ class Report:
         self.add("")
 
     def local(self) -> None:
-        loc = self.d.get("local")
-        if not loc:
-            return
-        self.add("## Local provider vs raw llama_cpp (from `bench/bench_local.py`)", "")
-        if "error" in loc:
-            self.add(f"Could not run: {loc['error']}", "")
+        loc = self.section("local", "## Local provider vs raw llama_cpp (from `bench/bench_local.py`)")
+        if loc is None:
             return
         s = loc.get("settings", {})
         self.add(

@@ -1,7 +1,9 @@
 """Shared fixtures: real local servers (see ``tests/support/servers.py``).
 
 Session-scoped servers are started lazily by the first test that asks for them and stopped at the end of
-the session. Async tests use ``@pytest.mark.anyio`` (the anyio pytest plugin) on asyncio.
+the session; module-scoped ones (``fault``, ``fake``, ``protocol_gw``) once per test module that asks, so no
+module sees another's scenarios or circuit breakers. Async tests use ``@pytest.mark.anyio`` (the anyio pytest
+plugin) on asyncio.
 """
 
 from __future__ import annotations
@@ -10,7 +12,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.faults import FaultServer
+from tests.support.gateway import Gateway
+from tests.support.protocol_gateway import UPSTREAM_KEY, protocol_gateway_config
 from tests.support.servers import LlamaServer, LocalHTTPServer, MicroSocks, TinyProxy
 
 
@@ -60,3 +65,27 @@ def faults() -> Iterator[FaultServer]:
     with FaultServer() as server:
         yield server
     assert not server.handler_errors, f"fault server bugs: {server.handler_errors!r}"
+
+
+@pytest.fixture(scope="module")
+def fault() -> Iterator[FaultServer]:
+    """The fault server shared by one module's tests (each names its own scenarios); fails on its own bugs."""
+    with FaultServer() as server:
+        yield server
+    assert not server.handler_errors, f"fault server bugs: {server.handler_errors!r}"
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeAnthropic]:
+    """The fake Anthropic upstream (``tests/support/fake_anthropic.py``) shared by one module's tests."""
+    with FakeAnthropic() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def protocol_gw(fake: FakeAnthropic, fault: FaultServer, llama_server: LlamaServer) -> Iterator[Gateway]:
+    """The protocol tests' gateway (``tests/support/protocol_gateway.py``); its log must never show the upstream key."""
+    config = protocol_gateway_config(fake, fault, llama_server)
+    with Gateway(config_text=config, env={"FAKE_ANTHROPIC_KEY": UPSTREAM_KEY}) as gateway:
+        yield gateway
+        assert UPSTREAM_KEY not in gateway.log_text()

@@ -24,12 +24,6 @@ from tests.support.gateway import Gateway
 USER = [{"role": "user", "content": "Hi"}]
 
 
-@pytest.fixture(scope="module")
-def fault() -> Iterator[FaultServer]:
-    with FaultServer() as server:
-        yield server
-
-
 def both(provider: Any, **kwargs: Any) -> list[BaseException]:
     """The exception ``create(**kwargs)`` raises through Client and AsyncClient, stream and not (four calls)."""
     raised: list[BaseException] = []

@@ -152,19 +152,10 @@ def gateway_config(faults: FaultServer, addresses: Addresses) -> str:
 
 
 @pytest.fixture(scope="module")
-def gateway(faults_module: FaultServer, addresses: Addresses) -> Iterator[Gateway]:
+def gateway(fault: FaultServer, addresses: Addresses) -> Iterator[Gateway]:
     nodns_dir = os.pathsep.join([str(Path(nodns.__file__).parent), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    with Gateway(
-        config_text=gateway_config(faults_module, addresses), env={"PYTHONPATH": nodns_dir, "FAULT_KEY": "k"}
-    ) as gw:
+    with Gateway(config_text=gateway_config(fault, addresses), env={"PYTHONPATH": nodns_dir, "FAULT_KEY": "k"}) as gw:
         yield gw
-
-
-@pytest.fixture(scope="module")
-def faults_module() -> Iterator[FaultServer]:
-    with FaultServer() as server:
-        yield server
-    assert not server.handler_errors, server.handler_errors
 
 
 @pytest.mark.parametrize(("scenario", "stream"), CELLS)

@@ -53,13 +53,6 @@ def gateway_config(fault: FaultServer, llama: LlamaServer | None) -> str:
 
 
 @pytest.fixture(scope="module")
-def fault() -> Iterator[FaultServer]:
-    with FaultServer() as server:
-        yield server
-    assert not server.handler_errors, server.handler_errors
-
-
-@pytest.fixture(scope="module")
 def gw(fault: FaultServer, llama_server: LlamaServer) -> Iterator[Gateway]:
     with Gateway(config_text=gateway_config(fault, llama_server), env={"DENIED_KEY": SECRET}) as gateway:
         yield gateway

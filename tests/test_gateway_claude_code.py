@@ -7,7 +7,6 @@ it must be translated and answered in Anthropic's stream grammar.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,41 +15,25 @@ import httpx
 import pytest
 
 from tests.support.fake_anthropic import Answer, FakeAnthropic, check_grammar, sse_events
-from tests.support.faults import FaultServer
 from tests.support.gateway import Gateway
-from tests.support.protocol_gateway import SESSION_MODEL, UPSTREAM_KEY, protocol_gateway_config
-from tests.support.servers import LlamaServer
+from tests.support.protocol_gateway import SESSION_MODEL, UPSTREAM_KEY
 
 SESSION = json.loads((Path(__file__).parent / "fixtures" / "sessions" / "claude_code.json").read_text())
 TURNS = SESSION["turns"]
 CLIENT_KEY = "sk-ant-client-key-0000"
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeAnthropic]:
-    with FakeAnthropic() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def gw(fake: FakeAnthropic, llama_server: LlamaServer) -> Iterator[Gateway]:
-    with FaultServer() as fault:
-        config = protocol_gateway_config(fake, fault, llama_server)
-        with Gateway(config_text=config, env={"FAKE_ANTHROPIC_KEY": UPSTREAM_KEY}) as gateway:
-            yield gateway
-
-
-def replay(gw: Gateway, body: dict[str, Any]) -> httpx.Response:
+def replay(protocol_gw: Gateway, body: dict[str, Any]) -> httpx.Response:
     headers = {**SESSION["headers"], "x-api-key": CLIENT_KEY}
-    return httpx.post(f"{gw.url}/v1/messages", json=body, headers=headers, timeout=300)
+    return httpx.post(f"{protocol_gw.url}/v1/messages", json=body, headers=headers, timeout=300)
 
 
 @pytest.mark.parametrize("turn", range(len(TURNS)))
-def test_session_passes_through_event_by_event(gw: Gateway, fake: FakeAnthropic, turn: int) -> None:
+def test_session_passes_through_event_by_event(protocol_gw: Gateway, fake: FakeAnthropic, turn: int) -> None:
     recorded = TURNS[turn]
     assert recorded["request"]["model"] == SESSION_MODEL
     fake.scenario("session", Answer([tuple(e) for e in recorded["events"]]))  # type: ignore[misc]
-    r = replay(gw, recorded["request"])
+    r = replay(protocol_gw, recorded["request"])
     assert r.status_code == 200 and r.headers["x-polychat-provider"] == "session"
     events = sse_events(r.text)
     assert len(events) == len(recorded["events"])
@@ -63,12 +46,12 @@ def test_session_passes_through_event_by_event(gw: Gateway, fake: FakeAnthropic,
     assert sent.headers["x-api-key"] == UPSTREAM_KEY and CLIENT_KEY not in json.dumps(sent.headers)
 
 
-def test_session_through_the_sdk_accumulates_like_anthropics(gw: Gateway, fake: FakeAnthropic) -> None:
+def test_session_through_the_sdk_accumulates_like_anthropics(protocol_gw: Gateway, fake: FakeAnthropic) -> None:
     last = TURNS[-1]
     fake.scenario("session", Answer([tuple(e) for e in last["events"]]))  # type: ignore[misc]
     body = {k: v for k, v in last["request"].items() if k != "stream"}
     with (
-        anthropic.Anthropic(base_url=gw.url, api_key=CLIENT_KEY, max_retries=0) as c,
+        anthropic.Anthropic(base_url=protocol_gw.url, api_key=CLIENT_KEY, max_retries=0) as c,
         c.messages.stream(**body, extra_headers={"anthropic-beta": SESSION["headers"]["anthropic-beta"]}) as stream,
     ):
         final = stream.get_final_message()
@@ -79,9 +62,9 @@ def test_session_through_the_sdk_accumulates_like_anthropics(gw: Gateway, fake: 
 
 
 @pytest.mark.parametrize("turn", range(len(TURNS)))
-def test_session_translated_for_the_llama_cpp_server(gw: Gateway, turn: int) -> None:
+def test_session_translated_for_the_llama_cpp_server(protocol_gw: Gateway, turn: int) -> None:
     body = {**TURNS[turn]["request"], "model": "llama-smol", "max_tokens": 48}
-    r = replay(gw, body)
+    r = replay(protocol_gw, body)
     assert r.status_code == 200, r.text
     assert r.headers["x-polychat-provider"] == "llama"
     dropped = r.headers["x-polychat-dropped"].split(", ")

@@ -15,8 +15,7 @@ from polychat.protocols.anthropic_messages import to_chat
 from tests.support.fake_anthropic import SIGNATURE, Fail, FakeAnthropic, check_grammar, sse_events, thinking_answer
 from tests.support.faults import FaultServer
 from tests.support.gateway import Gateway
-from tests.support.protocol_gateway import FIRST_TEXT, UPSTREAM_KEY, protocol_gateway_config
-from tests.support.servers import LlamaServer
+from tests.support.protocol_gateway import FIRST_TEXT, UPSTREAM_KEY
 
 WEATHER = {
     "name": "get_weather",
@@ -28,35 +27,14 @@ ASK = [{"role": "user", "content": "What is the capital of France?"}]
 T0 = {"temperature": 0}
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeAnthropic]:
-    with FakeAnthropic() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def fault() -> Iterator[FaultServer]:
-    with FaultServer() as server:
-        yield server
-    assert not server.handler_errors, server.handler_errors
-
-
-@pytest.fixture(scope="module")
-def gw(fake: FakeAnthropic, fault: FaultServer, llama_server: LlamaServer) -> Iterator[Gateway]:
-    config = protocol_gateway_config(fake, fault, llama_server)
-    with Gateway(config_text=config, env={"FAKE_ANTHROPIC_KEY": UPSTREAM_KEY}) as gateway:
-        yield gateway
-        assert UPSTREAM_KEY not in gateway.log_text()
-
-
 @pytest.fixture
-def client(gw: Gateway) -> Iterator[anthropic.Anthropic]:
-    with anthropic.Anthropic(base_url=gw.url, api_key="client-key", max_retries=0, timeout=120) as c:
+def client(protocol_gw: Gateway) -> Iterator[anthropic.Anthropic]:
+    with anthropic.Anthropic(base_url=protocol_gw.url, api_key="client-key", max_retries=0, timeout=120) as c:
         yield c
 
 
-def post(gw: Gateway, body: dict[str, Any], **headers: str) -> httpx.Response:
-    return httpx.post(f"{gw.url}/v1/messages", json=body, headers=headers, timeout=120)
+def post(protocol_gw: Gateway, body: dict[str, Any], **headers: str) -> httpx.Response:
+    return httpx.post(f"{protocol_gw.url}/v1/messages", json=body, headers=headers, timeout=120)
 
 
 # -- translated: the llama.cpp server and the embedded model ---------------------------------------------------
@@ -95,8 +73,8 @@ def test_stream_sync(client: anthropic.Anthropic, model: str) -> None:
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("model", ["llama-smol", "local"])
-async def test_create_and_stream_async(gw: Gateway, model: str) -> None:
-    async with anthropic.AsyncAnthropic(base_url=gw.url, api_key="k", max_retries=0, timeout=120) as c:
+async def test_create_and_stream_async(protocol_gw: Gateway, model: str) -> None:
+    async with anthropic.AsyncAnthropic(base_url=protocol_gw.url, api_key="k", max_retries=0, timeout=120) as c:
         message = await c.messages.create(model=model, max_tokens=16, messages=ASK, extra_body=T0)
         assert message.content[0].text.strip()
         async with c.messages.stream(model=model, max_tokens=16, messages=ASK, extra_body=T0) as stream:
@@ -107,8 +85,8 @@ async def test_create_and_stream_async(gw: Gateway, model: str) -> None:
         assert final.content[0].text == message.content[0].text
 
 
-def test_stream_event_sequence_is_anthropics(gw: Gateway) -> None:
-    r = post(gw, {"model": "local", "max_tokens": 12, "stream": True, "messages": ASK, "temperature": 0})
+def test_stream_event_sequence_is_anthropics(protocol_gw: Gateway) -> None:
+    r = post(protocol_gw, {"model": "local", "max_tokens": 12, "stream": True, "messages": ASK, "temperature": 0})
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
     assert r.headers["x-polychat-provider"] == "Local"
     events = sse_events(r.text)
@@ -166,7 +144,7 @@ def test_tool_use_then_tool_result_turn(client: anthropic.Anthropic) -> None:
     assert streamed.content[-1].type == "tool_use" and streamed.content[-1].input == use.input
 
 
-def test_tool_turns_translate_to_tool_calls_and_tool_messages(gw: Gateway) -> None:
+def test_tool_turns_translate_to_tool_calls_and_tool_messages(protocol_gw: Gateway) -> None:
     """The translated request: system blocks joined, tool_use → tool_calls, tool_result → a tool message before the
     rest of its user turn; the gateway answers it from the llama.cpp server."""
     body = {
@@ -211,7 +189,7 @@ def test_tool_turns_translate_to_tool_calls_and_tool_messages(gw: Gateway) -> No
         {"role": "user", "content": "and tomorrow?"},
     ]
     assert call.kwargs["tools"][0]["function"]["parameters"] == WEATHER["input_schema"]
-    assert post(gw, body).status_code == 200
+    assert post(protocol_gw, body).status_code == 200
 
 
 def test_image_block_reaches_a_vision_less_model_as_a_clear_400(client: anthropic.Anthropic) -> None:
@@ -240,28 +218,32 @@ def test_image_block_reaches_a_vision_less_model_as_a_clear_400(client: anthropi
         ({"model": "local", "max_tokens": 5, "messages": ASK, "base_url": "http://evil"}, "base_url"),
     ],
 )
-def test_invalid_bodies_raise_the_sdks_bad_request_error(gw: Gateway, body: dict[str, Any], needle: str) -> None:
-    r = post(gw, body)
+def test_invalid_bodies_raise_the_sdks_bad_request_error(
+    protocol_gw: Gateway, body: dict[str, Any], needle: str
+) -> None:
+    r = post(protocol_gw, body)
     assert r.status_code == 400
     assert r.json()["type"] == "error" and r.json()["error"]["type"] == "invalid_request_error"
     assert needle in r.json()["error"]["message"]
     with (
-        anthropic.Anthropic(base_url=gw.url, api_key="k", max_retries=0) as c,
+        anthropic.Anthropic(base_url=protocol_gw.url, api_key="k", max_retries=0) as c,
         pytest.raises(anthropic.BadRequestError),
     ):
         c.post("/v1/messages", cast_to=httpx.Response, body=body)  # the SDK's own request path and error mapping
 
 
-def test_body_that_is_not_json(gw: Gateway) -> None:
-    r = httpx.post(f"{gw.url}/v1/messages", content=b"{", headers={"content-type": "application/json"})
+def test_body_that_is_not_json(protocol_gw: Gateway) -> None:
+    r = httpx.post(f"{protocol_gw.url}/v1/messages", content=b"{", headers={"content-type": "application/json"})
     assert r.status_code == 400 and "max_tokens" in r.json()["error"]["message"]  # the example body
 
 
-def test_unknown_model_on_an_anthropic_upstream_is_the_sdks_not_found(gw: Gateway, fake: FakeAnthropic) -> None:
+def test_unknown_model_on_an_anthropic_upstream_is_the_sdks_not_found(
+    protocol_gw: Gateway, fake: FakeAnthropic
+) -> None:
     fake.scenario("claude", Fail(404, "not_found_error", "model: claude-nope"))
     try:
         with (
-            anthropic.Anthropic(base_url=gw.url, api_key="k", max_retries=0) as c,
+            anthropic.Anthropic(base_url=protocol_gw.url, api_key="k", max_retries=0) as c,
             pytest.raises(anthropic.NotFoundError) as info,
         ):
             c.messages.create(model="claude-fake", max_tokens=5, messages=ASK)
@@ -339,17 +321,17 @@ def test_pass_through_keeps_thinking_signatures_and_cache_counts(
     assert sent[0].headers["x-api-key"] == UPSTREAM_KEY
 
 
-def test_pass_through_stream_is_the_upstreams_event_for_event(gw: Gateway) -> None:
-    r = post(gw, {"model": "claude-fake", "max_tokens": 2048, "stream": True, "messages": ASK})
+def test_pass_through_stream_is_the_upstreams_event_for_event(protocol_gw: Gateway) -> None:
+    r = post(protocol_gw, {"model": "claude-fake", "max_tokens": 2048, "stream": True, "messages": ASK})
     assert r.status_code == 200 and r.headers["x-polychat-provider"] == "claude"
     assert "x-polychat-dropped" not in r.headers
     assert sse_events(r.text) == thinking_answer()
 
 
 @pytest.mark.anyio
-async def test_pass_through_stream_async_sdk(gw: Gateway) -> None:
+async def test_pass_through_stream_async_sdk(protocol_gw: Gateway) -> None:
     async with (
-        anthropic.AsyncAnthropic(base_url=gw.url, api_key="k", max_retries=0) as c,
+        anthropic.AsyncAnthropic(base_url=protocol_gw.url, api_key="k", max_retries=0) as c,
         c.messages.stream(model="claude-fake", max_tokens=2048, messages=ASK) as stream,
     ):
         thinking = [e.thinking async for e in stream if e.type == "thinking"]
@@ -373,7 +355,7 @@ def test_anthropic_only_fields_are_refused_by_other_providers_by_name(client: an
     assert ok.headers["x-polychat-dropped"] == "top_k" and ok.parse().content[0].text
 
 
-def test_hints_dropped_for_other_providers_are_reported(gw: Gateway) -> None:
+def test_hints_dropped_for_other_providers_are_reported(protocol_gw: Gateway) -> None:
     history = [
         {"role": "user", "content": [{"type": "text", "text": "Hi", "cache_control": {"type": "ephemeral"}}]},
         {
@@ -382,10 +364,10 @@ def test_hints_dropped_for_other_providers_are_reported(gw: Gateway) -> None:
         },
         {"role": "user", "content": "Capital of France?"},
     ]
-    r = post(gw, {"model": "local", "max_tokens": 5, "messages": history})
+    r = post(protocol_gw, {"model": "local", "max_tokens": 5, "messages": history})
     assert r.status_code == 200
     assert r.headers["x-polychat-dropped"] == "cache_control, thinking"
-    r = post(gw, {"model": "local", "max_tokens": 5, "messages": history, "stream": True})
+    r = post(protocol_gw, {"model": "local", "max_tokens": 5, "messages": history, "stream": True})
     assert r.headers["x-polychat-dropped"] == "cache_control, thinking"
     check_grammar(sse_events(r.text))
 
@@ -394,8 +376,8 @@ def test_hints_dropped_for_other_providers_are_reported(gw: Gateway) -> None:
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_dead_first_provider_fails_over(gw: Gateway, stream: bool) -> None:
-    r = post(gw, {"model": "dead-first", "max_tokens": 8, "stream": stream, "messages": ASK})
+def test_dead_first_provider_fails_over(protocol_gw: Gateway, stream: bool) -> None:
+    r = post(protocol_gw, {"model": "dead-first", "max_tokens": 8, "stream": stream, "messages": ASK})
     assert r.status_code == 200 and r.headers["x-polychat-provider"] == "llama"
     if stream:
         check_grammar(sse_events(r.text))
@@ -403,15 +385,15 @@ def test_dead_first_provider_fails_over(gw: Gateway, stream: bool) -> None:
         assert r.json()["content"][0]["text"]
 
 
-def test_overloaded_anthropic_fails_over_to_another_anthropic(gw: Gateway, fake: FakeAnthropic) -> None:
-    r = post(gw, {"model": "busy-then-claude", "max_tokens": 8, "stream": True, "messages": ASK})
+def test_overloaded_anthropic_fails_over_to_another_anthropic(protocol_gw: Gateway, fake: FakeAnthropic) -> None:
+    r = post(protocol_gw, {"model": "busy-then-claude", "max_tokens": 8, "stream": True, "messages": ASK})
     assert r.status_code == 200 and r.headers["x-polychat-provider"] == "claude"
     assert sse_events(r.text) == thinking_answer()
     assert fake.requests_for("busy")[-1].body["model"] == "claude-busy"
 
 
-def test_mid_stream_cut_without_resume_ends_with_an_error_event(gw: Gateway) -> None:
-    r = post(gw, {"model": "cut-stop", "max_tokens": 32, "stream": True, "messages": ASK})
+def test_mid_stream_cut_without_resume_ends_with_an_error_event(protocol_gw: Gateway) -> None:
+    r = post(protocol_gw, {"model": "cut-stop", "max_tokens": 32, "stream": True, "messages": ASK})
     assert r.status_code == 200
     events = sse_events(r.text)
     assert events[:-1] == thinking_answer()[:FIRST_TEXT]  # what the upstream sent before the cut, then the error
@@ -420,7 +402,7 @@ def test_mid_stream_cut_without_resume_ends_with_an_error_event(gw: Gateway) -> 
     assert "cut short" in data["error"]["message"]
     assert "message_stop" not in [n for n, _ in events]
     with (
-        anthropic.Anthropic(base_url=gw.url, api_key="k", max_retries=0) as c,
+        anthropic.Anthropic(base_url=protocol_gw.url, api_key="k", max_retries=0) as c,
         pytest.raises(anthropic.APIStatusError),
         c.messages.stream(model="cut-stop", max_tokens=32, messages=ASK) as s,
     ):
@@ -428,9 +410,9 @@ def test_mid_stream_cut_without_resume_ends_with_an_error_event(gw: Gateway) -> 
             pass
 
 
-def test_mid_stream_cut_with_resume_continues_on_the_next_provider(gw: Gateway) -> None:
+def test_mid_stream_cut_with_resume_continues_on_the_next_provider(protocol_gw: Gateway) -> None:
     body = {"model": "cut-resume", "max_tokens": 32, "stream": True, "messages": ASK, "temperature": 0}
-    r = post(gw, body)
+    r = post(protocol_gw, body)
     assert r.status_code == 200
     events = sse_events(r.text)
     check_grammar(events)
@@ -439,16 +421,18 @@ def test_mid_stream_cut_with_resume_continues_on_the_next_provider(gw: Gateway) 
     rest = [(n, d.get("index")) for n, d in events[FIRST_TEXT:]]
     assert set(rest[:-3]) <= {("content_block_delta", 1)}
     assert rest[-3:] == [("content_block_stop", 1), ("message_delta", None), ("message_stop", None)]
-    assert "cutr failed mid-stream" in gw.log_text() and "resuming on the next provider" in gw.log_text()
+    assert (
+        "cutr failed mid-stream" in protocol_gw.log_text() and "resuming on the next provider" in protocol_gw.log_text()
+    )
 
 
-def test_openai_upstream_cut_with_resume_and_without(gw: Gateway) -> None:
-    r = post(gw, {"model": "oai-cut-resume", "max_tokens": 32, "stream": True, "messages": ASK})
+def test_openai_upstream_cut_with_resume_and_without(protocol_gw: Gateway) -> None:
+    r = post(protocol_gw, {"model": "oai-cut-resume", "max_tokens": 32, "stream": True, "messages": ASK})
     events = sse_events(r.text)
     check_grammar(events)
     text = "".join(d["delta"]["text"] for n, d in events if n == "content_block_delta")
     assert text.startswith("one two three")
-    r = post(gw, {"model": "oai-cut-stop", "max_tokens": 32, "stream": True, "messages": ASK})
+    r = post(protocol_gw, {"model": "oai-cut-stop", "max_tokens": 32, "stream": True, "messages": ASK})
     events = sse_events(r.text)
     assert events[-1][0] == "error" and events[-1][1]["error"]["type"] == "api_error"
 
@@ -468,13 +452,13 @@ def test_count_tokens_is_anthropics_count_for_an_anthropic_route(
     assert sent.headers["x-api-key"] == UPSTREAM_KEY
 
 
-def test_count_tokens_estimates_for_other_providers(gw: Gateway, client: anthropic.Anthropic) -> None:
-    r = httpx.post(f"{gw.url}/v1/messages/count_tokens", json={"model": "local", "messages": ASK})
+def test_count_tokens_estimates_for_other_providers(protocol_gw: Gateway, client: anthropic.Anthropic) -> None:
+    r = httpx.post(f"{protocol_gw.url}/v1/messages/count_tokens", json={"model": "local", "messages": ASK})
     assert r.status_code == 200 and r.headers["x-polychat-token-count"] == "estimate"
     short = r.json()["input_tokens"]
     longer = client.messages.count_tokens(model="local", messages=[{"role": "user", "content": QUESTION_LONG}])
     assert 0 < short < longer.input_tokens
-    r = httpx.post(f"{gw.url}/v1/messages/count_tokens", json={"model": "local", "messages": []})
+    r = httpx.post(f"{protocol_gw.url}/v1/messages/count_tokens", json={"model": "local", "messages": []})
     assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
     assert "messages" in r.json()["error"]["message"]
 

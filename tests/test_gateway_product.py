@@ -12,7 +12,6 @@ import re
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -27,13 +26,6 @@ from tests.support.servers import wait_until
 
 HELLO = [{"role": "user", "content": "Say hello."}]
 SECRET = "sk-wrong-0123456789abcdef"
-
-
-@pytest.fixture(scope="module")
-def fault() -> Iterator[FaultServer]:
-    with FaultServer() as server:
-        yield server
-    assert not server.handler_errors, server.handler_errors
 
 
 def config_text(fault: FaultServer) -> str:

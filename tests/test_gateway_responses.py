@@ -14,10 +14,7 @@ import openai
 import pytest
 
 from tests.support.fake_anthropic import FakeAnthropic
-from tests.support.faults import FaultServer
 from tests.support.gateway import Gateway
-from tests.support.protocol_gateway import UPSTREAM_KEY, protocol_gateway_config
-from tests.support.servers import LlamaServer
 
 WEATHER = {
     "type": "function",
@@ -28,30 +25,9 @@ WEATHER = {
 QUESTION = "What is the capital of France?"
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeAnthropic]:
-    with FakeAnthropic() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def fault() -> Iterator[FaultServer]:
-    with FaultServer() as server:
-        yield server
-    assert not server.handler_errors, server.handler_errors
-
-
-@pytest.fixture(scope="module")
-def gw(fake: FakeAnthropic, fault: FaultServer, llama_server: LlamaServer) -> Iterator[Gateway]:
-    config = protocol_gateway_config(fake, fault, llama_server)
-    with Gateway(config_text=config, env={"FAKE_ANTHROPIC_KEY": UPSTREAM_KEY}) as gateway:
-        yield gateway
-        assert UPSTREAM_KEY not in gateway.log_text()
-
-
 @pytest.fixture
-def client(gw: Gateway) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=gw.base_url, api_key="client-key", max_retries=0, timeout=120) as c:
+def client(protocol_gw: Gateway) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=protocol_gw.base_url, api_key="client-key", max_retries=0, timeout=120) as c:
         yield c
 
 
@@ -112,9 +88,9 @@ def test_input_items_multi_turn(client: openai.OpenAI) -> None:
 
 
 @pytest.mark.parametrize("model", ["llama-smol", "local"])
-def test_stream_events_sync(gw: Gateway, client: openai.OpenAI, model: str) -> None:
+def test_stream_events_sync(protocol_gw: Gateway, client: openai.OpenAI, model: str) -> None:
     body = {"model": model, "input": QUESTION, "max_output_tokens": 16, "stream": True, "temperature": 0}
-    r = httpx.post(f"{gw.base_url}/responses", json=body, timeout=120)
+    r = httpx.post(f"{protocol_gw.base_url}/responses", json=body, timeout=120)
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
     text = check_sequence(sse_events(r.text))
     # the openai package's stream helper sees the same answer
@@ -133,8 +109,8 @@ def test_stream_helper_final_response(client: openai.OpenAI) -> None:
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("model", ["llama-smol", "local"])
-async def test_create_and_stream_async(gw: Gateway, model: str) -> None:
-    async with openai.AsyncOpenAI(base_url=gw.base_url, api_key="k", max_retries=0, timeout=120) as c:
+async def test_create_and_stream_async(protocol_gw: Gateway, model: str) -> None:
+    async with openai.AsyncOpenAI(base_url=protocol_gw.base_url, api_key="k", max_retries=0, timeout=120) as c:
         whole = await c.responses.create(model=model, input=QUESTION, max_output_tokens=16, temperature=0)
         stream = await c.responses.create(model=model, input=QUESTION, max_output_tokens=16, temperature=0, stream=True)
         events = [e async for e in stream]
@@ -229,10 +205,10 @@ def test_what_cannot_be_honoured_is_a_400_naming_it(
     assert isinstance(error, dict) and error["param"] == param and needle in error["message"]
 
 
-def test_missing_input_and_bad_json(gw: Gateway) -> None:
-    r = httpx.post(f"{gw.base_url}/responses", json={"model": "local"})
+def test_missing_input_and_bad_json(protocol_gw: Gateway) -> None:
+    r = httpx.post(f"{protocol_gw.base_url}/responses", json={"model": "local"})
     assert r.status_code == 400 and r.json()["error"]["param"] == "input"
-    r = httpx.post(f"{gw.base_url}/responses", content=b"{", headers={"content-type": "application/json"})
+    r = httpx.post(f"{protocol_gw.base_url}/responses", content=b"{", headers={"content-type": "application/json"})
     assert r.status_code == 400 and '"input"' in r.json()["error"]["message"]
 
 
@@ -240,9 +216,9 @@ def test_missing_input_and_bad_json(gw: Gateway) -> None:
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_dead_first_provider_fails_over(gw: Gateway, stream: bool) -> None:
+def test_dead_first_provider_fails_over(protocol_gw: Gateway, stream: bool) -> None:
     body = {"model": "dead-first", "input": QUESTION, "max_output_tokens": 8, "stream": stream}
-    r = httpx.post(f"{gw.base_url}/responses", json=body, timeout=120)
+    r = httpx.post(f"{protocol_gw.base_url}/responses", json=body, timeout=120)
     assert r.status_code == 200 and r.headers["x-polychat-provider"] == "llama"
     if stream:
         check_sequence(sse_events(r.text))
@@ -250,12 +226,12 @@ def test_dead_first_provider_fails_over(gw: Gateway, stream: bool) -> None:
         assert r.json()["output"][0]["content"][0]["text"]
 
 
-def test_mid_stream_cut_with_resume_and_without(gw: Gateway) -> None:
+def test_mid_stream_cut_with_resume_and_without(protocol_gw: Gateway) -> None:
     body = {"model": "oai-cut-resume", "input": QUESTION, "max_output_tokens": 16, "stream": True}
-    r = httpx.post(f"{gw.base_url}/responses", json=body, timeout=120)
+    r = httpx.post(f"{protocol_gw.base_url}/responses", json=body, timeout=120)
     text = check_sequence(sse_events(r.text))
     assert text.startswith("one two three")
-    r = httpx.post(f"{gw.base_url}/responses", json={**body, "model": "oai-cut-stop"}, timeout=120)
+    r = httpx.post(f"{protocol_gw.base_url}/responses", json={**body, "model": "oai-cut-stop"}, timeout=120)
     events = sse_events(r.text)
     kinds = [e["type"] for e in events]
     assert kinds[:2] == ["response.created", "response.in_progress"] and kinds[-2:] == ["error", "response.failed"]

@@ -7,26 +7,15 @@ No sleeps: every wait is on something the page shows.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from playwright.sync_api import BrowserContext, Locator, Page, Playwright, expect, sync_playwright
+from playwright.sync_api import BrowserContext, Locator, Page, expect
 
+from tests.support.browser import chat_page, chromium, send
 from tests.support.faults import FaultServer, Ok, Status
 from tests.support.gateway import Gateway
 from tests.support.servers import wait_until
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SLOW_TEXT = " ".join(f"w{i}" for i in range(60))
 XSS = '<img src=x onerror="window.__pwned=1"> and <script>window.__pwned=2</script> **still text**'
 SCENARIOS = {"fast": "fast-model", "slow": "slow-model", "xss": "xss-model", "broken": "broken-model"}
@@ -41,57 +30,21 @@ def page_config(fault: FaultServer) -> str:
 
 
 @pytest.fixture(scope="module")
-def fault() -> Iterator[FaultServer]:
-    with FaultServer() as server:
-        yield server
-    assert not server.handler_errors, server.handler_errors
-
-
-@pytest.fixture(scope="module")
 def gateway(fault: FaultServer) -> Iterator[Gateway]:
     with Gateway(config_text=page_config(fault)) as gw:
         yield gw
 
 
 @pytest.fixture(scope="module")
-def playwright() -> Iterator[Playwright]:
-    with sync_playwright() as p:
-        yield p
-
-
-@pytest.fixture(scope="module")
-def browser(playwright: Playwright, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserContext]:
-    profile: Path = tmp_path_factory.mktemp("chromium-profile")
-    context = playwright.chromium.launch_persistent_context(
-        str(profile),
-        executable_path=CHROMIUM,
-        headless=True,
-        args=CHROMIUM_ARGS,
-        viewport={"width": 900, "height": 700},
-    )
-    try:
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserContext]:
+    with chromium(tmp_path_factory.mktemp("chromium-profile"), height=700) as context:
         yield context
-    finally:
-        context.close()
 
 
 @pytest.fixture
 def page(browser: BrowserContext, gateway: Gateway) -> Iterator[Page]:
-    p = browser.new_page()
-    errors: list[str] = []
-    p.on("pageerror", lambda e: errors.append(str(e)))
-    p.goto(f"{gateway.url}/")
-    expect(p.locator("#model option")).not_to_have_count(0)
-    p.click("#new-chat")
-    yield p
-    p.close()
-    assert not errors, f"JavaScript errors on the page: {errors}"
-
-
-def send(page: Page, model: str, text: str) -> None:
-    page.select_option("#model", model)
-    page.fill("#prompt", text)
-    page.press("#prompt", "Enter")
+    with chat_page(browser, f"{gateway.url}/") as p:
+        yield p
 
 
 def last_answer(page: Page) -> tuple[Locator, Locator, Locator]:

@@ -13,11 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import BrowserContext, Page, Playwright, expect, sync_playwright
+from playwright.sync_api import BrowserContext, Page, expect
 
+from tests.support.browser import chat_page, chromium, send
 from tests.support.faults import FaultServer, Ok, Stall, Status
 from tests.support.gateway import Gateway
-from tests.test_page import CHROMIUM, CHROMIUM_ARGS
 
 ARTIFACTS = Path(__file__).parent / "artifacts" / "page"
 
@@ -52,13 +52,6 @@ def shot(page: Page, name: str) -> Path:
 
 
 @pytest.fixture(scope="module")
-def fault() -> Iterator[FaultServer]:
-    with FaultServer() as server:
-        yield server
-    assert not server.handler_errors, server.handler_errors
-
-
-@pytest.fixture(scope="module")
 def gateway(fault: FaultServer) -> Iterator[Gateway]:
     config = (
         f'[providers.md]\ntype = "openai"\nbase_url = "{fault.url}/s/md/v1"\nmodels = ["md-model"]\n'
@@ -70,50 +63,15 @@ def gateway(fault: FaultServer) -> Iterator[Gateway]:
 
 
 @pytest.fixture(scope="module")
-def playwright() -> Iterator[Playwright]:
-    with sync_playwright() as p:
-        yield p
-
-
-@pytest.fixture(scope="module")
-def browser(playwright: Playwright, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserContext]:
-    context = playwright.chromium.launch_persistent_context(
-        str(tmp_path_factory.mktemp("chromium-profile")),
-        executable_path=CHROMIUM,
-        headless=True,
-        args=CHROMIUM_ARGS,
-        viewport={"width": 900, "height": 800},
-    )
-    try:
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserContext]:
+    with chromium(tmp_path_factory.mktemp("chromium-profile"), height=800) as context:
         yield context
-    finally:
-        context.close()
 
 
 @pytest.fixture
 def page(browser: BrowserContext, gateway: Gateway) -> Iterator[Page]:
-    p = browser.new_page()
-    problems: list[str] = []
-    p.on("pageerror", lambda e: problems.append(str(e)))
-    # console errors (a CSP violation is one), except the browser's own note on an error status it fetched
-    p.on(
-        "console",
-        lambda m: (
-            problems.append(m.text) if m.type == "error" and not m.text.startswith("Failed to load resource") else None
-        ),
-    )
-    p.goto(f"{gateway.url}/")
-    expect(p.locator("#model option")).not_to_have_count(0)
-    p.click("#new-chat")
-    yield p
-    p.close()
-    assert not problems, f"errors on the page (CSP violations show here too): {problems}"
-
-
-def send(page: Page, model: str, text: str) -> None:
-    page.select_option("#model", model)
-    page.fill("#prompt", text)
-    page.press("#prompt", "Enter")
+    with chat_page(browser, f"{gateway.url}/", console_errors=True) as p:
+        yield p
 
 
 def wait_done(page: Page) -> None:
@@ -201,12 +159,7 @@ def test_errors_are_readable_and_the_picker_is_grouped(page: Page, fault: FaultS
 
 def test_the_bar_fits_a_phone(browser: BrowserContext, gateway: Gateway, fault: FaultServer) -> None:
     fault.scenario("md", Ok(text="Short **answer** with `code`."))
-    p = browser.new_page()
-    p.set_viewport_size({"width": 360, "height": 740})
-    try:
-        p.goto(f"{gateway.url}/")
-        expect(p.locator("#model option")).not_to_have_count(0)
-        p.click("#new-chat")
+    with chat_page(browser, f"{gateway.url}/", console_errors=True, viewport=(360, 740)) as p:
         send(p, "md-model", "Hello from a phone")
         wait_done(p)
         button = p.locator("#new-chat").bounding_box()
@@ -216,8 +169,6 @@ def test_the_bar_fits_a_phone(browser: BrowserContext, gateway: Gateway, fault: 
         assert button["x"] + button["width"] <= 360
         assert p.evaluate("() => document.documentElement.scrollWidth") <= 360
         shot(p, "phone")
-    finally:
-        p.close()
 
 
 def test_the_key_panel_says_what_key_and_where_it_is_kept(browser: BrowserContext, fault: FaultServer) -> None:

@@ -25,13 +25,6 @@ SERVER, CLIENT, INTERNAL = 2, 3, 1  # opentelemetry.proto.trace.v1.Span.SpanKind
 
 
 @pytest.fixture(scope="module")
-def fault() -> Iterator[FaultServer]:
-    with FaultServer() as server:
-        yield server
-    assert not server.handler_errors, server.handler_errors
-
-
-@pytest.fixture(scope="module")
 def receiver() -> Iterator[OTLPReceiver]:
     with OTLPReceiver() as r:
         yield r

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.support._serving import HTTPThread, Scripted
 
 Event = tuple[str, dict[str, Any]]
 
@@ -174,12 +175,10 @@ class Request:
     body: Any
 
 
-class FakeAnthropic:
+class FakeAnthropic(Scripted[Behaviour], HTTPThread):
     def __init__(self) -> None:
+        Scripted.__init__(self, Answer())
         self.requests: list[Request] = []
-        self._scenarios: dict[str, list[Behaviour]] = {}
-        self._counts: dict[str, int] = {}
-        self._lock = threading.Lock()
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -191,39 +190,15 @@ class FakeAnthropic:
             def log_message(self, format: str, *args: object) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
+        HTTPThread.__init__(self, Handler)
 
     def scenario(self, name: str, *behaviours: Behaviour) -> str:
-        with self._lock:
-            self._scenarios[name] = list(behaviours) or [Answer()]
-            self._counts[name] = 0
+        self._script(name, behaviours)
         return f"http://127.0.0.1:{self.port}/s/{name}"
 
     def requests_for(self, scenario: str) -> list[Request]:
         with self._lock:
             return [r for r in self.requests if r.scenario == scenario]
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=10)
-
-    def __enter__(self) -> FakeAnthropic:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def _next(self, scenario: str) -> Behaviour:
-        with self._lock:
-            items = self._scenarios.get(scenario) or [Answer()]
-            i = self._counts.get(scenario, 0)
-            self._counts[scenario] = i + 1
-            return items[min(i, len(items) - 1)]
 
     def _handle(self, h: BaseHTTPRequestHandler) -> None:
         length = int(h.headers.get("content-length") or 0)

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
+
+from tests.support._serving import LoopThread, Scripted
 
 # -- behaviours --------------------------------------------------------------------------------------------------
 
@@ -174,52 +175,23 @@ def _trailing_assistant(body: Any) -> bool:
     return bool(messages) and isinstance(messages[-1], dict) and messages[-1].get("role") == "assistant"
 
 
-class FaultServer:
+class FaultServer(Scripted[Behaviour], LoopThread):
     def __init__(self) -> None:
-        self._scenarios: dict[str, list[Behaviour]] = {}
-        self._counts: dict[str, int] = {}
+        Scripted.__init__(self, Ok())
+        LoopThread.__init__(self, "fault-server")
         self.records: list[Record] = []
-        self._lock = threading.Lock()
-        self._loop = asyncio.new_event_loop()
         self._release: asyncio.Event | None = None
-        self._server: asyncio.AbstractServer | None = None
-        self._thread = threading.Thread(target=self._loop.run_forever, name="fault-server", daemon=True)
-        self._writers: set[asyncio.StreamWriter] = set()
         #: Bugs in the server itself (not injected faults); the fixture fails the test if there are any.
         self.handler_errors: list[BaseException] = []
-        self.port = 0
 
     # lifecycle
 
-    def start(self) -> FaultServer:
-        self._thread.start()
-        fut = asyncio.run_coroutine_threadsafe(self._start(), self._loop)
-        fut.result(timeout=10)
-        return self
-
-    async def _start(self) -> None:
+    async def _on_start(self) -> None:
         self._release = asyncio.Event()
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
 
-    def stop(self) -> None:
-        async def _stop() -> None:
-            assert self._release is not None and self._server is not None
-            self._release.set()
-            self._server.close()
-            for w in list(self._writers):
-                w.close()
-            await asyncio.sleep(0)
-
-        asyncio.run_coroutine_threadsafe(_stop(), self._loop).result(timeout=10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=10)
-
-    def __enter__(self) -> FaultServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def _on_stop(self) -> None:
+        assert self._release is not None
+        self._release.set()
 
     def release(self) -> None:
         """Let every stalled response go on (they then end the connection)."""
@@ -232,27 +204,14 @@ class FaultServer:
 
     # scenarios
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
     def scenario(self, name: str, *behaviours: Behaviour) -> str:
         """Register behaviours for ``name`` (one per request, the last repeating); returns its base URL."""
-        with self._lock:
-            self._scenarios[name] = list(behaviours) or [Ok()]
-            self._counts[name] = 0
+        self._script(name, behaviours)
         return f"{self.url}/s/{name}/v1"
 
     def requests(self, scenario: str | None = None) -> list[Record]:
         with self._lock:
             return [r for r in self.records if scenario is None or r.scenario == scenario]
-
-    def _next(self, scenario: str) -> Behaviour:
-        with self._lock:
-            items = self._scenarios.get(scenario) or [Ok()]
-            i = self._counts.get(scenario, 0)
-            self._counts[scenario] = i + 1
-            return items[min(i, len(items) - 1)]
 
     # HTTP
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import gzip
 import threading
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -19,7 +19,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
-from tests.support.servers import LOOPBACK, free_port
+from tests.support._serving import HTTPThread
+from tests.support.servers import LOOPBACK
 
 
 @dataclass
@@ -43,12 +44,10 @@ def _value(v: AnyValue) -> Any:
     return getattr(v, which) if which else None
 
 
-class OTLPReceiver:
+class OTLPReceiver(HTTPThread):
     """``endpoint`` is what ``OTEL_EXPORTER_OTLP_ENDPOINT`` should be set to; ``spans`` what arrived so far."""
 
     def __init__(self) -> None:
-        self.port = free_port()
-        self.endpoint = f"http://{LOOPBACK}:{self.port}"
         self.spans: list[ReceivedSpan] = []
         self.errors: list[str] = []
         self._lock = threading.Lock()
@@ -75,9 +74,8 @@ class OTLPReceiver:
             def log_message(self, format: str, *args: Any) -> None:
                 return
 
-        self._server = ThreadingHTTPServer((LOOPBACK, self.port), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="otlp-receiver", daemon=True)
-        self._thread.start()
+        super().__init__(Handler)
+        self.endpoint = f"http://{LOOPBACK}:{self.port}"
 
     def _store(self, request: ExportTraceServiceRequest) -> None:
         out = []
@@ -105,14 +103,3 @@ class OTLPReceiver:
     def in_trace(self, trace_id: str) -> list[ReceivedSpan]:
         with self._lock:
             return [s for s in self.spans if s.trace_id == trace_id]
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=10)
-
-    def __enter__(self) -> OTLPReceiver:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

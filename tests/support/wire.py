@@ -18,11 +18,12 @@ import asyncio
 import json
 import socket
 import struct
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
+
+from tests.support._serving import LoopThread, Scripted
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "wire"
 
@@ -77,66 +78,20 @@ def _frames(body: bytes) -> list[bytes]:
     return out
 
 
-class WireServer:
+class WireServer(Scripted[Reply], LoopThread):
     def __init__(self) -> None:
-        self._scenarios: dict[str, list[Reply]] = {}
-        self._counts: dict[str, int] = {}
+        Scripted.__init__(self, Reply(404, b'{"error": "no such scenario"}'))
+        LoopThread.__init__(self, "wire-server")
         self.received: list[Received] = []
         self.handler_errors: list[BaseException] = []
-        self._lock = threading.Lock()
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="wire-server", daemon=True)
-        self._server: asyncio.AbstractServer | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-        self.port = 0
-
-    def start(self) -> WireServer:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(timeout=10)
-        return self
-
-    async def _start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    def stop(self) -> None:
-        async def _stop() -> None:
-            assert self._server is not None
-            self._server.close()
-            for w in list(self._writers):
-                w.close()
-            await asyncio.sleep(0)
-
-        asyncio.run_coroutine_threadsafe(_stop(), self._loop).result(timeout=10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=10)
-
-    def __enter__(self) -> WireServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     def scenario(self, name: str, *replies: Reply) -> str:
-        with self._lock:
-            self._scenarios[name] = list(replies)
-            self._counts[name] = 0
+        self._script(name, replies)
         return f"{self.url}/s/{name}"
 
     def requests(self, scenario: str | None = None) -> list[Received]:
         with self._lock:
             return [r for r in self.received if scenario is None or r.scenario == scenario]
-
-    def _next(self, scenario: str) -> Reply:
-        with self._lock:
-            items = self._scenarios.get(scenario) or [Reply(404, b'{"error": "no such scenario"}')]
-            i = self._counts.get(scenario, 0)
-            self._counts[scenario] = i + 1
-            return items[min(i, len(items) - 1)]
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.add(writer)
@@ -201,40 +156,15 @@ class WireServer:
         return True
 
 
-class CuttingRelay:
+class CuttingRelay(LoopThread):
     """A TCP relay to a real server that resets the connection once ``cut_after`` bytes of the response body
     have passed (the header block is always relayed whole): an interrupted stream from a real upstream."""
 
     def __init__(self, upstream_host: str, upstream_port: int, cut_after: int) -> None:
+        super().__init__("cutting-relay")
         self.upstream = (upstream_host, upstream_port)
         self.cut_after = cut_after
         self.cuts = 0
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="cutting-relay", daemon=True)
-        self._server: asyncio.AbstractServer | None = None
-        self.port = 0
-
-    def __enter__(self) -> CuttingRelay:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(timeout=10)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        async def _stop() -> None:
-            assert self._server is not None
-            self._server.close()
-
-        asyncio.run_coroutine_threadsafe(_stop(), self._loop).result(timeout=10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=10)
-
-    async def _start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         up_reader, up_writer = await asyncio.open_connection(*self.upstream)

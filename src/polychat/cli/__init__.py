@@ -5,16 +5,18 @@ the process — the waiting line, which provider answered, warnings, errors — 
 1 a provider failed, 2 a usage or config error, 130 interrupted (Ctrl-C). Tracebacks only with ``--debug``;
 secrets (API keys, proxy passwords) never appear in any output.
 
-Adding a subcommand: write ``register(subparsers)`` that adds a parser (with ``parents=[common_options()]``) and
-sets ``handler=`` to a function ``(args) -> exit code``, and list it in :data:`COMMANDS`. Its module is imported to
+Adding a subcommand: write ``register(subparsers)`` that adds its parser with ``add_command(subparsers, NAME,
+help=..., description=..., handler=...)`` (the handler: a function ``(args) -> exit code``; the parser gets the
+common options and the shared layout), and list it in :data:`COMMANDS`. Its module is imported to
 build the parser, so it must be cheap; import heavy things inside the handler. (``polychat serve`` will be the
 line ``"polychat.server.cli:register"``.)
 
-Pieces, their public names re-exported here: :mod:`._parser` — the parser, :data:`COMMANDS` and
-:func:`common_options`; :mod:`._chat` — ``polychat chat``, with :mod:`._session` — one conversation, printed
-and interactive; :mod:`._providers` — ``polychat providers``; :mod:`._config_cmd` — ``polychat config``;
-:mod:`._options` — ``--config`` and ``--proxy`` turned into a config and a proxy; :mod:`._term` — status line,
-colours, log and error lines, secret scrubbing; :mod:`._errors` — exit codes and error messages.
+Pieces, their public names re-exported here: :mod:`._parser` — the parser, :data:`COMMANDS`,
+:func:`common_options`, :func:`add_command` and :func:`add_actions`; :mod:`._chat` — ``polychat chat``, with
+:mod:`._session` — one conversation, printed and interactive; :mod:`._providers` — ``polychat providers``;
+:mod:`._config_cmd` — ``polychat config``; :mod:`._options` — ``--config`` and ``--proxy`` turned into a config
+and a proxy; :mod:`._term` — status line, colours, log and error lines, secret scrubbing; :mod:`._errors` — exit
+codes and error messages.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ from ._options import _load_config as _load_config
 from ._parser import COMMANDS as COMMANDS
 from ._parser import Handler as Handler
 from ._parser import _Formatter as _Formatter
+from ._parser import add_actions as add_actions
+from ._parser import add_command as add_command
 from ._parser import build_parser as build_parser
 from ._parser import common_options as common_options
 from ._providers import cmd_providers as cmd_providers

@@ -10,7 +10,7 @@ from typing import Any
 
 from ._errors import EXIT_OK, UsageError
 from ._options import _load_config, _parse_proxy_option
-from ._parser import _Formatter, common_options
+from ._parser import add_command
 from ._session import ChatSession
 from ._term import _isatty
 
@@ -44,13 +44,13 @@ bounds the whole answer, the embedded model included.
 
 
 def register_chat(sub: Any) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "chat",
         help="ask a question (or talk interactively)",
         description="Ask a model something; the answer streams to stdout.",
         epilog=_CHAT_EPILOG,
-        formatter_class=_Formatter,
-        parents=[common_options()],
+        handler=cmd_chat,
     )
     p.add_argument(
         "prompt",
@@ -87,7 +87,6 @@ def register_chat(sub: Any) -> None:
         help="print each chunk as a JSON line (with --no-stream: the completion as one JSON line)",
     )
     g.add_argument("-q", "--quiet", action="store_true", help="no status line and no provider line on stderr")
-    p.set_defaults(handler=cmd_chat)
 
 
 def _max_tokens(text: str) -> int | None:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._errors import EXIT_OK
 from ._options import _load_config
-from ._parser import _Formatter, common_options
+from ._parser import add_actions, add_command
 from ._term import _dim
 
 if TYPE_CHECKING:
@@ -42,31 +42,29 @@ The file is found at --config PATH, else $POLYCHAT_CONFIG, else $XDG_CONFIG_HOME
 
 
 def register_config(sub: Any) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "config",
         help="show the effective config, or where it is read from",
         description="Inspect the polychat config file.",
         epilog=_CONFIG_EPILOG,
-        formatter_class=_Formatter,
     )
-    actions = p.add_subparsers(title="actions", metavar="ACTION", dest="action", required=True)
-    show = actions.add_parser(
+    actions = add_actions(p)
+    show = add_command(
+        actions,
         "show",
         help="print the effective config (secrets hidden)",
         description="Print the effective config as TOML (or JSON), with API keys and proxy passwords hidden.",
-        formatter_class=_Formatter,
-        parents=[common_options()],
+        handler=cmd_config_show,
     )
     show.add_argument("--json", action="store_true", help="print JSON instead of TOML")
-    show.set_defaults(handler=cmd_config_show)
-    path = actions.add_parser(
+    add_command(
+        actions,
         "path",
         help="print where the config file is looked up",
         description="Print the path of the config file polychat reads (it may not exist yet).",
-        formatter_class=_Formatter,
-        parents=[common_options()],
+        handler=cmd_config_path,
     )
-    path.set_defaults(handler=cmd_config_path)
 
 
 def cmd_config_path(args: argparse.Namespace) -> int:

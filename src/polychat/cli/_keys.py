@@ -13,7 +13,7 @@ from typing import Any
 
 from ._errors import EXIT_OK, UsageError
 from ._options import _load_config
-from ._parser import _Formatter, common_options
+from ._parser import add_actions, add_command
 
 _EPILOG = """\
 examples:
@@ -27,27 +27,26 @@ flight; requests refused, by limit.
 
 
 def register_keys(sub: Any) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "keys",
         help="usage of the gateway's named keys (shared through Redis)",
         description="Inspect the gateway's named keys ([server.keys.NAME] in the config).",
         epilog=_EPILOG,
-        formatter_class=_Formatter,
     )
-    actions = p.add_subparsers(title="actions", metavar="ACTION", dest="action", required=True)
-    usage = actions.add_parser(
+    actions = add_actions(p)
+    usage = add_command(
+        actions,
         "usage",
         help="print each key's usage and limits",
         description="Print each named key's usage, as the gateways sharing one Redis counted it.",
         epilog=_EPILOG,
-        formatter_class=_Formatter,
-        parents=[common_options()],
+        handler=cmd_keys_usage,
     )
     usage.add_argument(
         "--redis-url", metavar="URL", help="the gateways' Redis (default: $POLYCHAT_REDIS_URL, else [server] redis_url)"
     )
     usage.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    usage.set_defaults(handler=cmd_keys_usage)
 
 
 def cmd_keys_usage(args: argparse.Namespace) -> int:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib
 from collections.abc import Callable
-from typing import NoReturn
+from typing import Any, NoReturn
 
 #: Subcommands in ``--help`` order: "module:function" registrars (see the module docstring).
 COMMANDS = [
@@ -70,6 +70,29 @@ def common_options(*, top: bool = False) -> argparse.ArgumentParser:
         help="log everything at DEBUG level and show tracebacks on errors",
     )
     return p
+
+
+def add_command(
+    sub: Any, name: str, *, help: str, description: str, handler: Handler | None = None, epilog: str | None = None
+) -> argparse.ArgumentParser:
+    """A subcommand (or an action of one) laid out like every other. With a ``handler`` it takes the common options
+    and runs it; without, it is a group whose actions come from :func:`add_actions`."""
+    p: argparse.ArgumentParser = sub.add_parser(
+        name,
+        help=help,
+        description=description,
+        epilog=epilog,
+        formatter_class=_Formatter,
+        parents=[common_options()] if handler is not None else [],
+    )
+    if handler is not None:
+        p.set_defaults(handler=handler)
+    return p
+
+
+def add_actions(group: argparse.ArgumentParser) -> Any:
+    """The required ACTION of a command group (``polychat config show``, ``polychat keys usage``)."""
+    return group.add_subparsers(title="actions", metavar="ACTION", dest="action", required=True)
 
 
 _MAIN_EPILOG = """\

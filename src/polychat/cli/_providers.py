@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._errors import EXIT_FAILURE, EXIT_OK
 from ._options import _load_config
-from ._parser import _Formatter, common_options
+from ._parser import add_command
 from ._term import _color, _log, _scrub, _status
 
 if TYPE_CHECKING:
@@ -34,18 +34,17 @@ Others come from [providers.NAME] and [routes.NAME] in the config file (see: pol
 
 
 def register_providers(sub: Any) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "providers",
         help="list providers and routes; --check probes them",
         description="List every known provider and route: type, whether it is configured, models, capabilities.",
         epilog=_PROVIDERS_EPILOG,
-        formatter_class=_Formatter,
-        parents=[common_options()],
+        handler=cmd_providers,
     )
     p.add_argument("--check", action="store_true", help="send each configured provider a tiny request (1 token)")
     p.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS", help="timeout per check (default 30)")
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
-    p.set_defaults(handler=cmd_providers)
 
 
 def _provider_rows(config: Config) -> list[dict[str, Any]]:

@@ -19,11 +19,15 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from .._request import CALL_OPTIONS, PARAMS
+from ..errors import InvalidRequestError
 from . import _sse
 from ._endpoint import Endpoint, Headers, Parsed, send_error
-from ._errors import HTTPError, make_error
+from ._errors import HTTPError, Scrubber, from_exception, make_error
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ..protocols._common import Call
     from ..types import ChatCompletion, ChatCompletionChunk
     from ._gateway import Gateway
 
@@ -60,6 +64,24 @@ def refused_field(key: str) -> HTTPError:
         param=key,
         code="unsupported_parameter",
     )
+
+
+def translated(
+    data: dict[str, Any], to_chat: Callable[[dict[str, Any]], Call], header_error: HTTPError | None = None
+) -> Parsed | HTTPError:
+    """A translated protocol's body (Messages, Responses) as polychat's call, or the 400 for it: a field only the
+    server's config may set first, then ``header_error`` (a bad header of the protocol's own), then whatever
+    ``to_chat`` finds wrong with the body. The :class:`Call` becomes the request's context."""
+    for key in data:
+        if key in REFUSED:
+            return refused_field(key)
+    if header_error is not None:
+        return header_error
+    try:
+        call = to_chat(data)
+    except InvalidRequestError as e:
+        return from_exception(e, Scrubber())
+    return Parsed(call.model, call.messages, call.stream, call.kwargs, context=call)
 
 
 class _OpenAIStream:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from .._json import dumps, loads_or_text
 from ..errors import InvalidRequestError
 from ..protocols import anthropic_messages as am
-from ._chat import REFUSED, refused_field
+from ._chat import translated
 from ._endpoint import Endpoint, Headers, Parsed
 from ._errors import HTTPError, Scrubber, from_exception
 
@@ -67,24 +67,18 @@ class AnthropicMessages:
     example = '{"model": "...", "max_tokens": 1024, "messages": [{"role": "user", "content": "Hello"}]}'
 
     def parse(self, data: dict[str, Any], headers: Headers) -> Parsed | HTTPError:
-        for key in data:
-            if key in REFUSED:
-                return refused_field(key)
         drop = wants_drop(headers)
-        if isinstance(drop, HTTPError):
-            return drop
         forward = {}
         for name in ("anthropic-beta", "anthropic-version"):
             value = _header(headers, name.encode())
             if value is not None:
                 forward[name] = value
-        try:
-            call = am.to_chat(data, headers=forward)
-        except InvalidRequestError as e:
-            return from_exception(e, Scrubber())
-        if drop:
-            call.kwargs["drop_unsupported"] = True
-        return Parsed(call.model, call.messages, call.stream, call.kwargs, context=call)
+        parsed = translated(
+            data, lambda body: am.to_chat(body, headers=forward), drop if isinstance(drop, HTTPError) else None
+        )
+        if isinstance(parsed, Parsed) and drop:
+            parsed.kwargs["drop_unsupported"] = True
+        return parsed
 
     def error(self, err: HTTPError) -> HTTPError:
         return anthropic_shape(err)

@@ -47,6 +47,7 @@ def _num(v: float) -> str:
 
 class Counter:
     __slots__ = ("help", "labelnames", "name", "values")
+    kind = "counter"
 
     def __init__(self, name: str, help: str, labelnames: tuple[str, ...]) -> None:
         self.name, self.help, self.labelnames = name, help, labelnames
@@ -56,19 +57,23 @@ class Counter:
         self.values[labels] = self.values.get(labels, 0.0) + amount
 
     def render(self, out: list[str]) -> None:
-        out.append(f"# HELP {self.name} {self.help}\n# TYPE {self.name} counter\n")
+        out.append(f"# HELP {self.name} {self.help}\n# TYPE {self.name} {self.kind}\n")
         for labels, v in sorted(self.values.items()):
             out.append(f"{self.name}{_labels(self.labelnames, labels)} {_num(v)}\n")
 
 
 class Gauge(Counter):
+    __slots__ = ()
+    kind = "gauge"
+
     def set(self, labels: Labels, value: float) -> None:
         self.values[labels] = value
 
-    def render(self, out: list[str]) -> None:
-        out.append(f"# HELP {self.name} {self.help}\n# TYPE {self.name} gauge\n")
-        for labels, v in sorted(self.values.items()):
-            out.append(f"{self.name}{_labels(self.labelnames, labels)} {_num(v)}\n")
+
+def _snapshot(out: list[str], family: Counter, values: Iterable[tuple[Labels, float]]) -> None:
+    """A family read at scrape time (breakers, named keys), rendered like the ones counted as requests go."""
+    family.values.update(values)
+    family.render(out)
 
 
 class Histogram:
@@ -178,19 +183,20 @@ class Metrics:
         ):
             family.render(out)
         rows = list(breakers)
-        out.append(
-            "# HELP polychat_breaker_state Circuit breaker state per provider endpoint (1 for the current state).\n"
-            "# TYPE polychat_breaker_state gauge\n"
+        _snapshot(
+            out,
+            Gauge(
+                "polychat_breaker_state",
+                "Circuit breaker state per provider endpoint (1 for the current state).",
+                ("provider", "state"),
+            ),
+            (((provider, s), int(s == state)) for provider, state, _ in rows for s in ("closed", "half-open", "open")),
         )
-        for provider, state, _ in rows:
-            for s in ("closed", "half-open", "open"):
-                out.append(f"polychat_breaker_state{_labels(('provider', 'state'), (provider, s))} {int(s == state)}\n")
-        out.append(
-            "# HELP polychat_breaker_failures Consecutive failures counted by the circuit breaker.\n"
-            "# TYPE polychat_breaker_failures gauge\n"
+        _snapshot(
+            out,
+            Gauge("polychat_breaker_failures", "Consecutive failures counted by the circuit breaker.", ("provider",)),
+            (((provider,), failures) for provider, _, failures in rows),
         )
-        for provider, _, failures in rows:
-            out.append(f"polychat_breaker_failures{_labels(('provider',), (provider,))} {failures}\n")
         _render_keys(list(keys), out)
         return "".join(out)
 
@@ -199,36 +205,43 @@ def _render_keys(keys: list[tuple[str, Any]], out: list[str]) -> None:
     if not keys:
         return
     k = ("key",)
-    out.append(
-        "# HELP polychat_key_requests_total Requests admitted per named gateway key.\n"
-        "# TYPE polychat_key_requests_total counter\n"
+    _snapshot(
+        out,
+        Counter("polychat_key_requests_total", "Requests admitted per named gateway key.", k),
+        (((name,), u.requests) for name, u in keys),
     )
-    out.extend(f"polychat_key_requests_total{_labels(k, (name,))} {u.requests}\n" for name, u in keys)
-    out.append(
-        "# HELP polychat_key_tokens_total Tokens settled per named gateway key, by kind (prompt, completion, total).\n"
-        "# TYPE polychat_key_tokens_total counter\n"
+    _snapshot(
+        out,
+        Counter(
+            "polychat_key_tokens_total",
+            "Tokens settled per named gateway key, by kind (prompt, completion, total).",
+            ("key", "kind"),
+        ),
+        (
+            ((name, kind), getattr(u, kind + "_tokens"))
+            for name, u in keys
+            for kind in ("prompt", "completion", "total")
+        ),
     )
-    for name, u in keys:
-        for kind in ("prompt", "completion", "total"):
-            value = getattr(u, kind + "_tokens")
-            out.append(f"polychat_key_tokens_total{_labels(('key', 'kind'), (name, kind))} {value}\n")
-    out.append(
-        "# HELP polychat_key_budget_used_tokens Tokens charged against the key's budget.\n"
-        "# TYPE polychat_key_budget_used_tokens gauge\n"
+    _snapshot(
+        out,
+        Gauge("polychat_key_budget_used_tokens", "Tokens charged against the key's budget.", k),
+        (((name,), u.used) for name, u in keys),
     )
-    out.extend(f"polychat_key_budget_used_tokens{_labels(k, (name,))} {u.used}\n" for name, u in keys)
-    out.append(
-        "# HELP polychat_key_reserved_tokens Tokens reserved by the key's requests in flight.\n"
-        "# TYPE polychat_key_reserved_tokens gauge\n"
+    _snapshot(
+        out,
+        Gauge("polychat_key_reserved_tokens", "Tokens reserved by the key's requests in flight.", k),
+        (((name,), u.reserved) for name, u in keys),
     )
-    out.extend(f"polychat_key_reserved_tokens{_labels(k, (name,))} {u.reserved}\n" for name, u in keys)
-    out.append(
-        "# HELP polychat_key_refused_total Requests refused by a limit of the key (requests, tokens, budget, "
-        "too_large).\n# TYPE polychat_key_refused_total counter\n"
+    _snapshot(
+        out,
+        Counter(
+            "polychat_key_refused_total",
+            "Requests refused by a limit of the key (requests, tokens, budget, too_large).",
+            ("key", "limit"),
+        ),
+        (((name, limit), count) for name, u in keys for limit, count in u.refused.items()),
     )
-    for name, u in keys:
-        for limit, count in sorted(u.refused.items()):
-            out.append(f"polychat_key_refused_total{_labels(('key', 'limit'), (name, limit))} {count}\n")
 
 
 def breaker_rows(

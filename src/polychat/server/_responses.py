@@ -10,11 +10,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .._json import dumps, loads_or_text
-from ..errors import InvalidRequestError
 from ..protocols import responses as rp
-from ._chat import REFUSED, refused_field
+from ._chat import translated
 from ._endpoint import Endpoint, Headers, Parsed
-from ._errors import HTTPError, Scrubber, from_exception
+from ._errors import HTTPError
 
 if TYPE_CHECKING:
     from ..types import ChatCompletion, ChatCompletionChunk
@@ -50,14 +49,7 @@ class OpenAIResponses:
     example = '{"model": "...", "input": "Hello"}'
 
     def parse(self, data: dict[str, Any], headers: Headers) -> Parsed | HTTPError:
-        for key in data:
-            if key in REFUSED:
-                return refused_field(key)
-        try:
-            call = rp.to_chat(data)
-        except InvalidRequestError as e:
-            return from_exception(e, Scrubber())
-        return Parsed(call.model, call.messages, call.stream, call.kwargs, context=call)
+        return translated(data, rp.to_chat)
 
     def error(self, err: HTTPError) -> HTTPError:
         return err

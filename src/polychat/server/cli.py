@@ -52,15 +52,15 @@ GET /metrics (Prometheus), GET / (chat page). SIGTERM drains: in-flight requests
 
 
 def register(sub: Any) -> None:
-    from ..cli import _Formatter, common_options
+    from ..cli._parser import add_command
 
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "serve",
         help="run the OpenAI-compatible gateway and the chat page",
         description="Serve an OpenAI-compatible API (with failover over the configured providers) and a chat page.",
         epilog=_EPILOG,
-        formatter_class=_Formatter,
-        parents=[common_options()],
+        handler=cmd_serve,
     )
     g = p.add_argument_group("listening")
     g.add_argument("--host", default=DEFAULT_HOST, help=f"address to bind (default: {DEFAULT_HOST})")
@@ -135,7 +135,6 @@ def register(sub: Any) -> None:
         help="share circuit breakers, key limits and usage through Redis, e.g. redis://127.0.0.1:6379/0 "
         "(default: $POLYCHAT_REDIS_URL, else [server] redis_url; none: each process keeps its own)",
     )
-    p.set_defaults(handler=cmd_serve)
 
 
 def settings_from_args(args: argparse.Namespace) -> ServerSettings:
