@@ -24,6 +24,7 @@ from ._request import ChatRequest, build_request
 from ._responses import AsyncResponses, Responses
 from .errors import Attempt, ConfigError
 from .providers.base import Provider, as_provider
+from .routing.breaker import BreakerStore, CircuitBreaker
 from .routing.retry import RetryProvider, default_chain
 from .types import ChatCompletion, ChatCompletionChunk, ModelList
 
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     import httpx
 
     from .config import Config
+    from .routing.breaker_redis import RedisBreakerStore
 
 __all__ = ["AsyncClient", "AsyncStream", "Client", "Stream"]
 
@@ -187,6 +189,24 @@ def _load_config(config: str | os.PathLike[str] | Config | Literal[False] | None
     return load_config(config)
 
 
+def _client_breaker(store: BreakerStore | str | None) -> tuple[CircuitBreaker | None, RedisBreakerStore | None]:
+    """The client's own circuit breaker for ``breaker_store`` (None: the chains' own, by default the process-wide
+    one), and the store the client made from a Redis URL — its to close."""
+    if store is None:
+        return None, None
+    if isinstance(store, str):
+        from .routing.breaker_redis import RedisBreakerStore
+
+        own = RedisBreakerStore(store)
+        return CircuitBreaker(own), own
+    if not callable(getattr(store, "get", None)) or not callable(getattr(store, "update", None)):
+        raise ConfigError(
+            "breaker_store must be a BreakerStore (get and update methods) or a redis:// URL, "
+            f"not {type(store).__name__}"
+        )
+    return CircuitBreaker(store), None
+
+
 class _BaseClient:
     """What Client and AsyncClient share: the arguments (documented on :class:`Client`) and the call set-up."""
 
@@ -209,6 +229,7 @@ class _BaseClient:
         resume: bool | None = None,
         allow_empty: bool | None = None,
         config: str | os.PathLike[str] | Config | Literal[False] | None = None,
+        breaker_store: BreakerStore | str | None = None,
     ) -> None:
         self.failover = FailoverPolicy.checked(
             {
@@ -246,6 +267,7 @@ class _BaseClient:
         self.proxy = parse_proxy(proxy_setting, "proxies")
         self.timeout = make_timeout(timeout) if timeout is not None else None
         self._pool = TransportPool(trust_env=trust_env)
+        self.breaker, self._own_store = _client_breaker(breaker_store)
         self.provider = self._resolve(provider) if provider is not None else None
         self._explicit_provider = self.provider
         self._attach_namespaces()
@@ -304,6 +326,7 @@ class _BaseClient:
             failover=options.failover,
             client_failover=self.failover,
             record=CallRecord(request),
+            breaker=self.breaker,
         )
         return request, provider, ctx
 
@@ -390,7 +413,11 @@ class Client(_BaseClient):
     :class:`~polychat.FailoverPolicy`); a chain's own settings and a call's arguments take precedence.
     ``trust_env=False`` ignores proxy environment variables. ``config``: a TOML config file (path) or a
     :class:`polychat.config.Config`: its ``[defaults]`` fill in unset arguments, and its routes and providers
-    answer the models they claim (see :mod:`polychat.config`).
+    answer the models they claim (see :mod:`polychat.config`). ``breaker_store``: where this client's circuit
+    breakers live — a :class:`~polychat.routing.BreakerStore`, or a Redis URL (``redis://[:password@]host:port/db``,
+    needs ``polychat[redis]``) so that every process using that Redis sees a provider one of them found down; the
+    client then closes the store it made with :meth:`close`. Chains built with their own ``breaker=`` keep it.
+    Default: the process-wide breaker.
     """
 
     chat: Chat
@@ -403,6 +430,8 @@ class Client(_BaseClient):
 
     def close(self) -> None:
         self._pool.close()
+        if self._own_store is not None:
+            self._own_store.close()
 
     def __enter__(self) -> Client:
         return self
@@ -485,6 +514,8 @@ class AsyncClient(_BaseClient):
 
     async def close(self) -> None:
         await self._pool.aclose()
+        if self._own_store is not None:
+            self._own_store.close()
 
     async def __aenter__(self) -> AsyncClient:
         return self
