@@ -266,11 +266,17 @@ def test_overall_deadline_stops_the_chain(faults: FaultServer, flavour: str) -> 
 # -- broken streams ----------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "fault",
-    [ResetAfter(0), ErrorFrame(after_chunks=0), Malformed(after_chunks=0), Truncate(n=0)],
-    ids=["reset", "error-frame", "malformed", "truncated"],
-)
+def broken_streams(after: int) -> list[Any]:
+    """Each way a stream can break, ``after`` content chunks."""
+    return [
+        pytest.param(ResetAfter(after), id="reset"),
+        pytest.param(ErrorFrame(after_chunks=after), id="error-frame"),
+        pytest.param(Malformed(after_chunks=after), id="malformed"),
+        pytest.param(Truncate(n=after), id="truncated"),
+    ]
+
+
+@pytest.mark.parametrize("fault", broken_streams(after=0))
 def test_broken_stream_before_content_fails_over_invisibly(faults: FaultServer, flavour: str, fault: Any) -> None:
     a = faults.scenario("a", fault)
     b = faults.scenario("b", Ok(text="clean answer"))
@@ -280,11 +286,7 @@ def test_broken_stream_before_content_fails_over_invisibly(faults: FaultServer, 
     assert {c.provider for c in res.chunks} == {"B"}  # nothing of A's reached the caller
 
 
-@pytest.mark.parametrize(
-    "fault",
-    [ResetAfter(2), ErrorFrame(after_chunks=2), Malformed(after_chunks=2), Truncate(n=2)],
-    ids=["reset", "error-frame", "malformed", "truncated"],
-)
+@pytest.mark.parametrize("fault", broken_streams(after=2))
 def test_broken_stream_after_content_raises_with_partial(faults: FaultServer, flavour: str, fault: Any) -> None:
     a = faults.scenario("a", fault)
     b = faults.scenario("b", Ok(text="never"))

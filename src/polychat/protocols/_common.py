@@ -13,7 +13,7 @@ from ..errors import InvalidRequestError
 from ..types import ChatCompletionChunk, StreamChoice
 
 
-@dataclass(eq=False, slots=True)
+@dataclass(eq=False, repr=False, slots=True)
 class Call:
     """A request translated to polychat's call: ``create(model, messages, stream, **kwargs)``."""
 
