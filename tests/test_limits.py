@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,8 +17,10 @@ from polychat.config._types import GatewayKeySpec
 from polychat.server._limits import (
     DEFAULT_COMPLETION_RESERVE,
     Admission,
+    BackendUnavailable,
     Limiter,
     Refusal,
+    Settlement,
     prompt_bound,
 )
 from polychat.server._limits_memory import MemoryLimits
@@ -145,7 +149,7 @@ async def test_refund_and_settle_are_idempotent(backend_factory: Any) -> None:
     failed.finish(served=False)
     failed.finish(CompletionUsage(prompt_tokens=1, completion_tokens=1, total_tokens=2))  # ignored: finished
     await limiter.drain(10)
-    await backend.settle(key, failed.rid, 999, 0, 999)  # a replayed settlement changes nothing
+    await backend.settle(key, [Settlement(failed.rid, 999, 0, 999)])  # a replayed settlement changes nothing
     usage = await backend.usage("team-a")
     assert (usage.used, usage.reserved, usage.total_tokens) == (0, 0, 0)
     await backend.aclose()
@@ -224,7 +228,8 @@ async def test_a_reservation_never_settled_is_charged_in_full_when_its_lease_end
     )
     usage = await backend.usage("team-a")
     assert usage.used == orphan.reserved  # charged: the upstream may well have served it
-    await backend.settle(key, orphan.rid, 5, 2, 3)  # too late: the charge stands, nothing is counted twice
+    # too late: the charge stands, nothing is counted twice
+    await backend.settle(key, [Settlement(orphan.rid, 5, 2, 3)])
     assert (await backend.usage("team-a")).used == orphan.reserved
     await backend.aclose()
 
@@ -271,3 +276,109 @@ async def test_a_retried_reservation_is_counted_once(backend_factory: Any) -> No
     usage = await backend.usage("team-a")
     assert (usage.requests, usage.reserved) == (1, 100)
     await backend.aclose()
+
+
+# -- settling off the request's path --------------------------------------------------------------------------
+
+
+def _script_calls(server: RedisServer) -> int:
+    client = server.client()
+    try:
+        stats = client.info("commandstats")
+    finally:
+        client.close()
+    return sum(int(v["calls"]) for k, v in stats.items() if k in ("cmdstat_evalsha", "cmdstat_eval"))
+
+
+async def test_a_settlement_rides_on_the_keys_next_reservation(redis_server: RedisServer) -> None:
+    redis_server.client().flushall()
+    key = spec(tokens_per_minute=10_000, budget_tokens=10_000)
+    limiter = Limiter({"team-a": key}, RedisLimits.from_url(redis_server.url))
+    first = await limiter.admit(key, "fast", MESSAGES, {"max_tokens": 100})
+    assert isinstance(first, Admission)
+    first.finish(CompletionUsage(prompt_tokens=4, completion_tokens=6, total_tokens=10))
+    assert limiter.pending == 1
+    before = _script_calls(redis_server)
+    second = await limiter.admit(key, "fast", MESSAGES, {"max_tokens": 100})
+    assert isinstance(second, Admission)
+    assert _script_calls(redis_server) - before == 1  # one round trip settled the first and reserved the second
+    assert limiter.pending == 0
+    usage = await limiter.backend.usage("team-a")
+    assert (usage.total_tokens, usage.used, usage.reserved) == (10, 10, second.reserved)
+    await limiter.aclose()
+
+
+async def test_settlements_no_reservation_picks_up_are_written_in_one_batch(redis_server: RedisServer) -> None:
+    redis_server.client().flushall()
+    key = spec(budget_tokens=10**6)
+    limiter = Limiter({"team-a": key}, RedisLimits.from_url(redis_server.url))
+    admitted = [await limiter.admit(key, "fast", MESSAGES, {"max_tokens": 10}) for _ in range(5)]
+    before = _script_calls(redis_server)
+    for a in admitted:
+        assert isinstance(a, Admission)
+        a.finish(CompletionUsage(prompt_tokens=1, completion_tokens=2, total_tokens=3))
+    for _ in range(2000):  # the background flusher writes them within SETTLE_DELAY; no reservation comes
+        if limiter.pending == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert limiter.pending == 0
+    assert _script_calls(redis_server) - before == 1
+    usage = await limiter.backend.usage("team-a")
+    assert (usage.total_tokens, usage.used, usage.reserved) == (15, 15, 0)
+    await limiter.aclose()
+
+
+async def test_closing_the_limiter_writes_queued_settlements(backend_factory: Any) -> None:
+    backend = backend_factory()
+    key = spec(requests_per_minute=100, budget_tokens=10**6)
+    limiter = Limiter({"team-a": key}, backend)
+    admitted = await limiter.admit(key, "fast", MESSAGES, {"max_tokens": 10})
+    assert isinstance(admitted, Admission)
+    admitted.finish(CompletionUsage(prompt_tokens=2, completion_tokens=3, total_tokens=5))
+    assert limiter.pending == 1
+    usage_backend = backend_factory() if not isinstance(backend, MemoryLimits) else backend
+    await limiter.aclose()  # shutdown drains the queue
+    assert limiter.pending == 0
+    usage = await usage_backend.usage("team-a")
+    assert (usage.total_tokens, usage.used, usage.reserved) == (5, 5, 0)
+    if usage_backend is not backend:
+        await usage_backend.aclose()
+
+
+# -- the lean Redis connection (polychat.server._resp) -------------------------------------------------------------
+
+
+async def test_the_connection_authenticates_selects_its_database_and_hides_the_password() -> None:
+    password = "s3cret-redis-pw-42"
+    key = spec(requests_per_minute=5)
+    with RedisServer(password=password) as server:
+        backend = RedisLimits.from_url(server.url.removesuffix("/0") + "/3")
+        assert (await backend.reserve(key, "a", 0)).ok
+        sync = server.client()
+        sync.select(3)
+        assert sync.hget("polychat:limits:{team-a}:st", "requests") == b"1"  # in database 3, not 0
+        sync.close()
+        await backend.aclose()
+        wrong = RedisLimits.from_url(server.url.replace(password, "not-the-password"))
+        with pytest.raises(BackendUnavailable) as caught:
+            await wrong.reserve(key, "b", 0)
+        assert "WRONGPASS" in str(caught.value) and "not-the-password" not in str(caught.value)
+        await wrong.aclose()
+
+
+async def test_a_stalled_redis_costs_the_timeout_then_the_connection_recovers() -> None:
+    key = spec(requests_per_minute=5)
+    with RedisServer() as server:
+        backend = RedisLimits.from_url(server.url)
+        assert (await backend.reserve(key, "a", 0)).ok
+        assert server.proc is not None
+        os.kill(server.proc.pid, signal.SIGSTOP)  # Redis alive but not answering
+        try:
+            with pytest.raises(BackendUnavailable, match="did not answer"):
+                await backend.reserve(key, "b", 0)
+        finally:
+            os.kill(server.proc.pid, signal.SIGCONT)
+        assert (await backend.reserve(key, "c", 0)).ok  # a new connection: the late reply cannot be mistaken
+        usage = await backend.usage("team-a")
+        assert usage.requests in (2, 3)  # "b" may have been applied after the stall; its reply went nowhere
+        await backend.aclose()

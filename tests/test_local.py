@@ -2,7 +2,9 @@
 
 Every test keeps answers short (a handful of tokens) and all share one loaded model (the module's ``local``
 fixture; ``Local()`` instances with the same file and settings share it). No network, and no sleeping to wait for
-something: concurrency and cancellation are shown with events, token counters and the model's ``busy`` flag.
+something: concurrency and cancellation are shown with the engine's events (a test holds the model's thread at a
+known point: ``tests/support/local_engine.py``), token counters and the model's ``busy`` flag — never with how fast
+this machine reads or generates.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from polychat.providers.local import _engine as local_engine
 from polychat.providers.local import _feed as local_feed
 from polychat.providers.local import _params as local_params
 from polychat.types import ChatCompletion, ChatCompletionChunk
+from tests.support.local_engine import HANG_GUARD, Hold
 
 HI = [{"role": "user", "content": "What is 2+2?"}]
 LONG = [{"role": "user", "content": "Tell me a long story about a dragon who learns to read."}]
@@ -347,17 +350,18 @@ def test_stream_without_include_usage_has_no_usage_chunk(client: Client) -> None
 
 
 def test_closing_a_sync_stream_stops_generation_and_frees_the_model(client: Client, engine: Any) -> None:
-    start = engine.tokens_generated
-    stream = client.chat.completions.create(model="", messages=LONG, max_tokens=300, stream=True, **GREEDY)
-    seen = 0
-    for chunk in stream:
-        seen += bool(chunk.choices and chunk.choices[0].delta.content)
-        if seen == 3:
-            break
-    stream.close()
+    with Hold(engine, "text", nth=3) as hold:  # the model waits after its third piece of text
+        stream = client.chat.completions.create(model="", messages=LONG, max_tokens=300, stream=True, **GREEDY)
+        seen = 0
+        for chunk in stream:
+            seen += bool(chunk.choices and chunk.choices[0].delta.content)
+            if seen == 3:
+                break
+        stream.close()
     assert not engine.busy  # close() returned once the model's thread let go
     stopped_at = engine.tokens_generated
-    assert stopped_at - start < 300  # short of the 300 asked for (the answer runs longer than that)
+    assert stopped_at == hold.tokens_at  # not one token after the close (of the 300 asked for)
+    assert hold.of(hold.held) == ["queued", "running", "text", "text", "text", "cancelled", "done"]
     r = complete(client, messages=LONG, max_tokens=4, **GREEDY)  # the next request runs at once
     assert r.usage is not None and r.usage.completion_tokens == 4
     assert engine.tokens_generated == stopped_at + 4  # and the closed stream generated nothing more
@@ -367,26 +371,32 @@ def test_closing_while_the_prompt_is_read_stops_between_pieces(local: Local, eng
     messages = [{"role": "user", "content": "The quick brown fox jumps over the lazy dog. " * 150}]
     request, _ = build_request("", messages, True, {"max_tokens": 4, "seed": 1})
     before = engine.tokens_generated
-    chunks = local.stream(request, None)  # Local needs no call context
-    first = next(chunks)  # the role chunk comes as the job starts, before the prompt is read
-    assert first.choices[0].delta.role == "assistant"
-    chunks.close()
+    with Hold(engine, "piece") as hold:  # the model waits after the first piece of the prompt
+        chunks = local.stream(request, None)  # Local needs no call context
+        first = next(chunks)  # the role chunk comes as the job starts, before the prompt is read
+        assert first.choices[0].delta.role == "assistant"
+        assert hold.reached.wait(HANG_GUARD)
+        chunks.close()
     assert not engine.busy and engine.tokens_generated == before
     read = engine.call(lambda llama: llama.n_tokens)
-    assert 0 < read < 1400  # stopped after a piece or two of the ~1500-token prompt
+    assert read == engine.n_batch  # stopped after the first of the ~1500-token prompt's three pieces
 
 
 def test_failover_timeouts_stop_a_sync_call(local: Local, engine: Any) -> None:
-    """The failover engine's watchdog cuts a sync call short: here while a ~1500-token prompt is being read."""
+    """The failover engine's watchdog cuts a sync call short: here while a ~1500-token prompt is being read (the
+    model is held after its first piece until the watchdog's stop reaches it; with a seed, the prompt is read from
+    the start whatever an earlier test left in llama.cpp's cache)."""
     messages = [{"role": "user", "content": "The quick brown fox jumps over the lazy dog. " * 150}]
     before = engine.tokens_generated
     with Client(provider=local, max_retries=0) as c:
-        with pytest.raises(APITimeoutError, match="first_token_timeout"):
-            c.chat.completions.create(model="", messages=messages, max_tokens=4, stream=True, first_token_timeout=0.2)
-        with pytest.raises(APITimeoutError, match="deadline"):
-            c.chat.completions.create(model="", messages=messages, max_tokens=4, deadline=0.2)
+        with Hold(engine, "piece"), pytest.raises(APITimeoutError, match="first_token_timeout"):
+            c.chat.completions.create(
+                model="", messages=messages, max_tokens=4, stream=True, first_token_timeout=0.2, seed=1
+            )
+        with Hold(engine, "piece"), pytest.raises(APITimeoutError, match="deadline"):
+            c.chat.completions.create(model="", messages=messages, max_tokens=4, deadline=0.2, seed=1)
     read = engine.call(lambda llama: llama.n_tokens)  # runs once the cancelled jobs have let go
-    assert engine.tokens_generated == before and read < 1400
+    assert engine.tokens_generated == before and read == engine.n_batch
 
 
 # -- async -------------------------------------------------------------------------------------------------------
@@ -422,54 +432,44 @@ async def test_async_errors(aclient: AsyncClient) -> None:
 
 @pytest.mark.anyio
 async def test_async_generation_does_not_block_the_loop(aclient: AsyncClient, engine: Any) -> None:
-    ticks = 0
-    done = asyncio.Event()
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while not done.is_set():
-            ticks += 1
-            await asyncio.sleep(0.001)  # a clock for the count, not a wait for anything
-
-    task = asyncio.create_task(ticker())
-    try:
-        r = await aclient.chat.completions.create(model="", messages=LONG, max_tokens=32, **GREEDY)
-    finally:
-        done.set()
-        await task
+    with Hold(engine, "text") as hold:  # the model waits in the middle of the answer
+        call = asyncio.create_task(aclient.chat.completions.create(model="", messages=LONG, max_tokens=32, **GREEDY))
+        await hold.seen("text")  # this task runs meanwhile: the call does not block the loop
+        assert not call.done() and engine.busy
+        hold.release()
+        r = await call
     assert r.usage is not None and r.usage.completion_tokens == 32
-    assert ticks >= 5  # the loop kept running all along (a blocked loop ticks once)
 
-    # chunks are handed over as they are made: the first arrives long before the last token is generated
-    start = engine.tokens_generated
-    stream = await aclient.chat.completions.create(model="", messages=LONG, max_tokens=300, stream=True, **GREEDY)
-    async with stream:
-        async for chunk in stream:
-            if chunk.choices and chunk.choices[0].delta.content:
-                assert engine.tokens_generated - start < 300
-                break
+    # chunks are handed over as they are made: the first arrives while the model waits after producing it
+    with Hold(engine, "text") as hold:
+        stream = await aclient.chat.completions.create(model="", messages=LONG, max_tokens=300, stream=True, **GREEDY)
+        async with stream:
+            async for chunk in stream:
+                if chunk.choices and chunk.choices[0].delta.content:
+                    await hold.seen("text")  # the model is held right after handing it over (or about to be)
+                    assert engine.busy and engine.tokens_generated == hold.tokens_at
+                    break
 
 
 @pytest.mark.anyio
 async def test_async_stream_aclose_stops_generation(aclient: AsyncClient, client: Client, engine: Any) -> None:
-    start = engine.tokens_generated
-    stream = await aclient.chat.completions.create(model="", messages=LONG, max_tokens=300, stream=True, **GREEDY)
-    seen = 0
-    async for chunk in stream:
-        seen += bool(chunk.choices and chunk.choices[0].delta.content)
-        if seen == 3:
-            break
-    await stream.aclose()
+    with Hold(engine, "text", nth=3) as hold:
+        stream = await aclient.chat.completions.create(model="", messages=LONG, max_tokens=300, stream=True, **GREEDY)
+        seen = 0
+        async for chunk in stream:
+            seen += bool(chunk.choices and chunk.choices[0].delta.content)
+            if seen == 3:
+                break
+        await stream.aclose()
     assert not engine.busy
     stopped_at = engine.tokens_generated
-    assert stopped_at - start < 300
+    assert stopped_at == hold.tokens_at  # not one token after the close
     r = await aclient.chat.completions.create(model="", messages=LONG, max_tokens=4, **GREEDY)
     assert r.usage is not None and engine.tokens_generated == stopped_at + r.usage.completion_tokens
 
 
 @pytest.mark.anyio
 async def test_cancelling_the_task_stops_generation(aclient: AsyncClient, engine: Any) -> None:
-    start = engine.tokens_generated
     got_first = asyncio.Event()
 
     async def consume() -> None:
@@ -478,14 +478,15 @@ async def test_cancelling_the_task_stops_generation(aclient: AsyncClient, engine
             if chunk.choices and chunk.choices[0].delta.content:
                 got_first.set()
 
-    task = asyncio.create_task(consume())
-    await got_first.wait()
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    with Hold(engine, "text") as hold:  # the model waits after the first piece of text, until the stop reaches it
+        task = asyncio.create_task(consume())
+        await got_first.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
     assert not engine.busy
     stopped_at = engine.tokens_generated
-    assert stopped_at - start < 300
+    assert stopped_at == hold.tokens_at  # not one token after the cancel (of the 300 asked for)
     assert engine.call(lambda llama: engine.tokens_generated) == stopped_at  # nothing ran after
 
 
@@ -494,26 +495,29 @@ async def test_failover_timeout_stops_an_async_call(local: Local, engine: Any) -
     messages = [{"role": "user", "content": "The quick brown fox jumps over the lazy dog. " * 150}]
     before = engine.tokens_generated
     aclient = AsyncClient(provider=local, max_retries=0)
-    with pytest.raises(APITimeoutError, match="first_token_timeout"):
+    with Hold(engine, "piece"), pytest.raises(APITimeoutError, match="first_token_timeout"):
         await aclient.chat.completions.create(
-            model="", messages=messages, max_tokens=4, stream=True, first_token_timeout=0.2
+            model="", messages=messages, max_tokens=4, stream=True, first_token_timeout=0.2, seed=1
         )
     assert not engine.busy and engine.tokens_generated == before  # stopped while reading the prompt
+    assert engine.call(lambda llama: llama.n_tokens) == engine.n_batch  # after its first piece
 
 
 @pytest.mark.anyio
 async def test_cancelling_a_queued_request_drops_it(aclient: AsyncClient, engine: Any) -> None:
     """A request waiting for the model leaves the queue at once when cancelled; the running one is unaffected."""
     start = engine.tokens_generated
-    first = await aclient.chat.completions.create(model="", messages=LONG, max_tokens=64, stream=True, **GREEDY)
-    # create() returned with the first text: the first request is generating now
-    second = asyncio.create_task(aclient.chat.completions.create(model="", messages=HI, max_tokens=64))
-    await asyncio.sleep(0)  # one step: the second is queued behind the first
-    second.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await second
-    assert engine.busy  # the first is still generating: the cancelled one did not wait for it
-    chunks = [c async for c in first]
+    with Hold(engine, "text") as hold:  # the first request waits in the middle of its answer
+        first = await aclient.chat.completions.create(model="", messages=LONG, max_tokens=64, stream=True, **GREEDY)
+        second = asyncio.create_task(aclient.chat.completions.create(model="", messages=HI, max_tokens=64))
+        queued = await hold.seen("queued", 2)  # the second is queued behind the first
+        second.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await second
+        assert queued.state == "dropped" and hold.of(queued) == ["queued", "cancelled"]
+        assert engine.busy  # the first is still generating: the cancelled one did not wait for it
+        hold.release()
+        chunks = [c async for c in first]
     assert chunks[-1].choices[0].finish_reason == "length"
     assert engine.tokens_generated == start + 64  # and the dropped one never ran
 

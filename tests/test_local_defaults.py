@@ -27,6 +27,7 @@ from polychat.providers import local as local_module
 from polychat.providers.defaults import default_members
 from polychat.providers.local import _engine as local_engine
 from polychat.types import ChatCompletion
+from tests.support.local_engine import HANG_GUARD, Hold
 
 GREEDY: dict[str, Any] = {"temperature": 0, "seed": 1}
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
@@ -279,12 +280,15 @@ def test_an_abandoned_long_prompt_frees_the_model_between_pieces(local: Local, e
     messages = [{"role": "user", "content": "The quick brown fox jumps over the lazy dog. " * 185}]
     request, _ = build_request("", messages, True, {"max_tokens": 4, "seed": 1})
     before = engine.tokens_generated
-    chunks = local.stream(request, None)  # type: ignore[arg-type]  # Local needs no call context
-    assert next(chunks).choices[0].delta.role == "assistant"  # sent as the job starts, before reading the prompt
-    chunks.close()
+    with Hold(engine, "piece") as hold:  # the model waits after the first piece, until the stop reaches it
+        chunks = local.stream(request, None)  # type: ignore[arg-type]  # Local needs no call context
+        assert next(chunks).choices[0].delta.role == "assistant"  # sent as the job starts, before reading the prompt
+        assert hold.reached.wait(HANG_GUARD)
+        chunks.close()
     assert not engine.busy and engine.tokens_generated == before
+    assert hold.of(hold.held) == ["queued", "running", "piece", "cancelled", "done"]
     read = engine.call(lambda llama: llama.n_tokens)
-    assert 0 < read <= 1024  # one or two pieces of the four
+    assert read == engine.n_batch  # the first piece of the four, and no more
 
 
 # -- JSON mode ------------------------------------------------------------------------------------------------------

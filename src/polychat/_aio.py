@@ -8,8 +8,9 @@ in :mod:`polychat._http`. This module is imported on the first async request tha
 
 It behaves like the httpx transport it stands in for: the same TLS context (certifi, or ``SSL_CERT_FILE`` with
 ``trust_env``), no redirects, the same timeout phases (``write`` has no aiohttp counterpart), the same query
-encoding, and the same polychat errors — no aiohttp exception reaches a caller. A response closed before its body
-was read to the end closes its connection instead of returning it to the pool, so a cancelled hedge hangs up.
+encoding, and the same polychat errors (one table for both, :mod:`polychat._transport_errors`) — no aiohttp
+exception reaches a caller. A response closed before its body was read to the end closes its connection instead of
+returning it to the pool, so a cancelled hedge hangs up.
 """
 
 from __future__ import annotations
@@ -17,12 +18,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import os
-import socket
 import ssl
 import threading
-from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from collections.abc import AsyncIterator
 
 import aiohttp
 import httpx
@@ -30,12 +28,11 @@ from multidict import CIMultiDictProxy
 from yarl import URL
 
 from . import _constants as C
+from ._http import WireRequest
 from ._proxy import ProxyConfig
-from ._redact import redact_url
-from .errors import APIConnectionError, APIError, APITimeoutError
-
-# aiohttp >= 3.10 tells a connect timeout from a read timeout by class; 3.9 only by message.
-_ConnectTimeout: type[BaseException] | None = getattr(aiohttp, "ConnectionTimeoutError", None)
+from ._timeouts import Watch
+from ._transport_errors import transport_error
+from .errors import APIError
 
 
 class RequestBuildError(aiohttp.ClientError):
@@ -131,25 +128,18 @@ class AiohttpTransport:
 
     # -- the seam --------------------------------------------------------------------------------------------------
 
-    async def open(
-        self,
-        method: str,
-        url: str,
-        headers: Mapping[str, str],
-        content: bytes | None,
-        params: Mapping[str, Any] | None,
-        timeout: httpx.Timeout,
-    ) -> AioResponse:
+    async def open(self, wire: WireRequest, timeout: httpx.Timeout, watch: Watch | None) -> AioResponse:
         session = self._session()
+        url = wire.url
         target: str | URL = url
-        if params:
-            target = URL(str(httpx.URL(url, params=params)), encoded=True)  # httpx's encoding of the query
+        if wire.params:
+            target = URL(str(httpx.URL(url, params=wire.params)), encoded=True)  # httpx's encoding of the query
         try:
             resp = await session.request(
-                method,
+                wire.method,
                 target,
-                headers=headers,
-                data=content,
+                headers=wire.headers,
+                data=wire.content,
                 timeout=self._timeout(timeout),
                 allow_redirects=False,
                 ssl=self._ssl_context() if url.startswith("https:") else True,
@@ -159,8 +149,9 @@ class AiohttpTransport:
         return AioResponse(resp)
 
     def error(self, exc: BaseException, *, provider: str, url: str, proxy: ProxyConfig | None) -> APIError:
-        """The polychat error for an aiohttp failure, worded as the httpx transport's are (the route is direct)."""
-        return aiohttp_error(exc, provider=provider, url=url)
+        """The polychat error for an aiohttp failure, worded as the httpx transport's are (the route is direct,
+        so no proxy is named)."""
+        return transport_error(exc, provider=provider, url=url, proxy=None)
 
     # -- closing ---------------------------------------------------------------------------------------------------
 
@@ -185,39 +176,3 @@ class AiohttpTransport:
 
         for loop, session in self._take().items():
             close_soon(session.close, loop, abandon=functools.partial(_abandon, session))
-
-
-def _connect_detail(exc: aiohttp.ClientConnectorError) -> str:
-    """The cause without the address (aiohttp's text names host and port; httpx's does not, and gateways show it)."""
-    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        return str(exc.certificate_error)
-    cause = exc.os_error
-    if isinstance(cause, (socket.gaierror, ssl.SSLError)):
-        return str(cause)
-    if cause.errno and cause.errno > 0:
-        return f"[Errno {cause.errno}] {os.strerror(cause.errno)}"
-    return type(cause).__name__
-
-
-def aiohttp_error(exc: BaseException, *, provider: str, url: str) -> APIError:
-    where = redact_url(url)
-    detail = str(exc) or type(exc).__name__
-    if _ConnectTimeout is not None and isinstance(exc, _ConnectTimeout):
-        err: APIError = APITimeoutError(f"Timed out connecting to {where}", provider=provider)
-    elif isinstance(exc, (aiohttp.ServerTimeoutError, asyncio.TimeoutError)):
-        phase = "connecting to" if detail.lower().startswith("connection timeout") else "waiting for data from"
-        err = APITimeoutError(f"Timed out {phase} {where}", provider=provider)
-    elif isinstance(exc, aiohttp.ClientConnectorError):
-        err = APIConnectionError(f"Could not connect to {where}: {_connect_detail(exc)}", provider=provider)
-    elif isinstance(exc, aiohttp.ClientResponseError):
-        # A response aiohttp could not parse; its text would name the URL (query secrets and all).
-        lines = str(exc.message).strip().splitlines() or ["bad response"]
-        err = APIConnectionError(f"Connection to {where} broke: {lines[0]}", provider=provider)
-    elif isinstance(exc, (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError)):
-        err = APIConnectionError(f"Connection to {where} broke: {detail}", provider=provider)
-    else:
-        if isinstance(exc, aiohttp.InvalidURL):
-            detail = "invalid URL"  # its text is the URL itself, secrets and all
-        err = APIConnectionError(f"Request to {where} failed: {type(exc).__name__}: {detail}", provider=provider)
-    err.__cause__ = exc
-    return err

@@ -50,9 +50,6 @@ class CallContext(Struct, frozen=True):
             return own
         return self.client_timeout or make_timeout(None)
 
-    def sync_http(self, provider: Provider) -> httpx.Client:
-        return self.pool.sync_client(self.proxy_for(provider))
-
     def for_attempt(self, watch: Watch | None) -> CallContext:
         # A chain nested inside this attempt must not report to the call's record: the attempt already does.
         return replace(self, watch=watch, record=None)

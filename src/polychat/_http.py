@@ -3,15 +3,15 @@
 One :class:`TransportPool` per polychat client owns the connection pools: one ``httpx.Client`` /
 ``httpx.AsyncClient`` per distinct proxy route, created on first use and reused, so providers leaving through
 different proxies never share a connection. Async requests with no proxy in effect go through aiohttp instead
-(:mod:`polychat._aio`, behind the :class:`AsyncTransport` seam). Transport failures become polychat errors here
-(and in ``_aio`` for aiohttp) and nowhere else.
+(:mod:`polychat._aio`). Each flavour sends through one seam (:class:`SyncTransport`, :class:`AsyncTransport`), which
+the HTTP shells (:mod:`polychat._async.http` and its generated sync twin) use alike; every transport's failures
+become polychat errors through the one table in :mod:`polychat._transport_errors`.
 """
 
 from __future__ import annotations
 
-import os
 import threading
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -21,7 +21,9 @@ import msgspec
 from . import _constants as C
 from ._proxy import ProxyConfig, _no_proxy_patterns, build_mounts
 from ._redact import guard_library_logs, redact_url
-from .errors import APIConnectionError, APIError, APITimeoutError, status_error
+from ._timeouts import Watch, shutdown_socket
+from ._transport_errors import proxy_hint, transport_error
+from .errors import APIConnectionError, APIError, status_error
 
 if TYPE_CHECKING:
     from ._aio import AiohttpTransport
@@ -74,6 +76,16 @@ class ResponseHead(Protocol):
     def headers(self) -> Mapping[str, str]: ...
 
 
+class SyncResponse(ResponseHead, Protocol):
+    """A response whose headers have arrived, as the sync shells use it (an ``httpx.Response`` is one)."""
+
+    def iter_bytes(self) -> Iterator[bytes]: ...
+
+    def read(self) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
 class AsyncResponse(ResponseHead, Protocol):
     """A response whose headers have arrived, as the async shells use it (an ``httpx.Response`` is one)."""
 
@@ -84,26 +96,78 @@ class AsyncResponse(ResponseHead, Protocol):
     async def aclose(self) -> None: ...
 
 
-class AsyncTransport(Protocol):
-    """The async seam: ``open`` sends a request and returns once the headers are in.
+class SyncTransport(Protocol):
+    """The sync seam: ``open`` sends a request and returns once the headers are in (httpx, every route).
 
-    ``open`` and the response's methods raise only ``errors``; ``error()`` turns one into the polychat error.
-    Implementations: httpx (every proxied route) and aiohttp (direct routes, see :mod:`polychat._aio`).
+    ``open`` and the response's methods raise only ``errors``; ``error()`` turns one into the polychat error. With
+    a ``watch`` (the attempt's deadlines), the wait for the headers is bounded by what remains of them and the
+    watch gets a way to cut the body's reads short: a blocking read cannot be interrupted otherwise.
     """
 
     errors: tuple[type[BaseException], ...]
 
-    async def open(
-        self,
-        method: str,
-        url: str,
-        headers: Mapping[str, str],
-        content: bytes | None,
-        params: Mapping[str, Any] | None,
-        timeout: httpx.Timeout,
-    ) -> AsyncResponse: ...
+    def open(self, wire: WireRequest, timeout: httpx.Timeout, watch: Watch | None) -> SyncResponse: ...
 
     def error(self, exc: BaseException, *, provider: str, url: str, proxy: ProxyConfig | None) -> APIError: ...
+
+
+class AsyncTransport(Protocol):
+    """The async seam: ``open`` sends a request and returns once the headers are in.
+
+    ``open`` and the response's methods raise only ``errors``; ``error()`` turns one into the polychat error.
+    Implementations: httpx (every proxied route) and aiohttp (direct routes, see :mod:`polychat._aio`). They take
+    ``watch`` to share the sync seam's shape and leave it alone: async attempts bound every wait with asyncio
+    deadlines instead (it is None for them).
+    """
+
+    errors: tuple[type[BaseException], ...]
+
+    async def open(self, wire: WireRequest, timeout: httpx.Timeout, watch: Watch | None) -> AsyncResponse: ...
+
+    def error(self, exc: BaseException, *, provider: str, url: str, proxy: ProxyConfig | None) -> APIError: ...
+
+
+def _send_within(client: httpx.Client, req: httpx.Request, watch: Watch | None) -> httpx.Response:
+    """Send ``req``; with a watch, the wait for the response is bounded by what remains of its deadline.
+
+    A blocking read can only be bounded by the socket timeout, so the read timeout is lowered for the wait
+    and put back before the body is read (httpcore reads the body's timeout when the body is first read).
+    """
+    remaining = watch.remaining() if watch is not None else None
+    if remaining is None:
+        return client.send(req, stream=True)
+    timeouts: dict[str, float | None] = req.extensions["timeout"]
+    saved = dict(timeouts)
+    for phase in ("connect", "read", "write", "pool"):
+        current = timeouts.get(phase)
+        timeouts[phase] = remaining if current is None else min(current, remaining)
+    try:
+        resp = client.send(req, stream=True)
+    except httpx.TimeoutException:
+        # The watch's deadline, or a shorter timeout of the caller's own (which keeps its own words)?
+        if watch is not None and watch.fired is None and watch.expired():
+            watch.fired = watch.reason()
+        raise
+    timeouts.update(saved)
+    return resp
+
+
+class HttpxSyncTransport:
+    """The sync seam over one ``httpx.Client`` (one proxy route)."""
+
+    errors: tuple[type[BaseException], ...] = (httpx.HTTPError,)
+
+    def __init__(self, client: httpx.Client) -> None:
+        self.client = client
+
+    def open(self, wire: WireRequest, timeout: httpx.Timeout, watch: Watch | None) -> httpx.Response:
+        resp = _send_within(self.client, build_httpx_request(self.client, wire, timeout), watch)
+        if watch is not None:
+            watch.attach(shutdown_socket(resp.extensions.get("network_stream")))
+        return resp
+
+    def error(self, exc: BaseException, *, provider: str, url: str, proxy: ProxyConfig | None) -> APIError:
+        return transport_error(exc, provider=provider, url=url, proxy=proxy, trust_env=self.client.trust_env)
 
 
 class HttpxAsyncTransport:
@@ -114,21 +178,10 @@ class HttpxAsyncTransport:
     def __init__(self, client: httpx.AsyncClient) -> None:
         self.client = client
 
-    async def open(
-        self,
-        method: str,
-        url: str,
-        headers: Mapping[str, str],
-        content: bytes | None,
-        params: Mapping[str, Any] | None,
-        timeout: httpx.Timeout,
-    ) -> httpx.Response:
-        client = self.client
-        req = client.build_request(method, url, headers=dict(headers), content=content, params=params, timeout=timeout)
-        return await client.send(req, stream=True)
+    async def open(self, wire: WireRequest, timeout: httpx.Timeout, watch: Watch | None) -> httpx.Response:
+        return await self.client.send(build_httpx_request(self.client, wire, timeout), stream=True)
 
     def error(self, exc: BaseException, *, provider: str, url: str, proxy: ProxyConfig | None) -> APIError:
-        assert isinstance(exc, Exception)
         return transport_error(exc, provider=provider, url=url, proxy=proxy, trust_env=self.client.trust_env)
 
 
@@ -177,6 +230,7 @@ class TransportPool:
     def __init__(self, *, trust_env: bool = True) -> None:
         self.trust_env = trust_env
         self._sync: dict[Any, httpx.Client] = {}
+        self._sync_transports: dict[Any, HttpxSyncTransport] = {}
         self._async: dict[Any, httpx.AsyncClient] = {}
         self._async_transports: dict[Any, HttpxAsyncTransport] = {}
         self._routes: dict[tuple[Any, str], AsyncTransport] = {}
@@ -192,6 +246,15 @@ class TransportPool:
                 if client is None:
                     client = self._sync[key] = self._build(httpx.Client, httpx.HTTPTransport, proxy)
         return client
+
+    def sync_transport(self, proxy: ProxyConfig | None, url: str) -> SyncTransport:
+        """The transport for a sync request under ``proxy``: httpx, whatever the ``url`` (which the async
+        twin, :meth:`async_transport`, routes by)."""
+        key = proxy.key if proxy else None
+        transport = self._sync_transports.get(key)
+        if transport is None:
+            transport = self._sync_transports[key] = HttpxSyncTransport(self.sync_client(proxy))
+        return transport
 
     def async_client(self, proxy: ProxyConfig | None) -> httpx.AsyncClient:
         key = proxy.key if proxy else None
@@ -256,6 +319,7 @@ class TransportPool:
     def close(self) -> None:
         with self._lock:
             clients, self._sync = list(self._sync.values()), {}
+            self._sync_transports = {}
             async_clients, self._async = list(self._async.values()), {}
             self._async_transports, self._routes = {}, {}
         for c in clients:
@@ -282,61 +346,6 @@ class TransportPool:
 # -- errors ----------------------------------------------------------------------------------------------------
 
 
-def _proxy_hint(proxy: ProxyConfig | None, url: str, *, trust_env: bool = False) -> str:
-    if proxy is None:
-        return _env_proxy_hint(url) if trust_env else ""
-    if proxy.direct:
-        return ""
-    scheme = "https" if url.startswith("https:") else "http"
-    purl = proxy.url_for(scheme)
-    return f" via proxy {redact_url(purl)}" if purl else ""
-
-
-def _env_proxy_hint(url: str) -> str:
-    """The environment's proxy for ``url`` (``HTTPS_PROXY`` and friends, minus ``NO_PROXY``), as httpx picks it."""
-    import urllib.request
-    from urllib.parse import urlsplit
-
-    scheme = "https" if url.startswith("https:") else "http"
-    found = urllib.request.getproxies_environment()
-    purl = found.get(scheme) or found.get("all")
-    bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]  # public, not in typeshed
-    if not purl or bypass(urlsplit(url).hostname or ""):
-        return ""
-    var = next(
-        (v for v in (f"{scheme}_proxy", "all_proxy") for v in (v, v.upper()) if os.environ.get(v) == purl),
-        f"{scheme.upper()}_PROXY",
-    )
-    return f" via proxy {redact_url(purl)} (from {var})"
-
-
-def transport_error(
-    exc: Exception, *, provider: str, url: str, proxy: ProxyConfig | None, trust_env: bool = False
-) -> APIError:
-    """Map an httpx exception to a polychat error naming the target (and proxy — the environment's too, when
-    ``trust_env`` let it apply), never a secret."""
-    where = f"{redact_url(url)}{_proxy_hint(proxy, url, trust_env=trust_env)}"
-    detail = str(exc) or type(exc).__name__
-    if isinstance(exc, httpx.TimeoutException):
-        phase = {
-            httpx.ConnectTimeout: "connecting to",
-            httpx.ReadTimeout: "waiting for data from",
-            httpx.WriteTimeout: "sending to",
-            httpx.PoolTimeout: "waiting for a free connection to",
-        }.get(type(exc), "talking to")
-        err: APIError = APITimeoutError(f"Timed out {phase} {where}", provider=provider)
-    elif isinstance(exc, httpx.ProxyError):
-        err = APIConnectionError(f"Proxy failed for {where}: {detail}", provider=provider)
-    elif isinstance(exc, httpx.ConnectError):
-        err = APIConnectionError(f"Could not connect to {where}: {detail}", provider=provider)
-    elif isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError)):
-        err = APIConnectionError(f"Connection to {where} broke: {detail}", provider=provider)
-    else:
-        err = APIConnectionError(f"Request to {where} failed: {type(exc).__name__}: {detail}", provider=provider)
-    err.__cause__ = exc
-    return err
-
-
 def proxy_status_error(
     resp: ResponseHead, proxy: ProxyConfig | None, url: str, provider: str
 ) -> APIConnectionError | None:
@@ -345,7 +354,7 @@ def proxy_status_error(
     Such failures are the route's, not the provider's, so they become connection errors naming the proxy
     (password hidden), which a failover chain answers by trying a provider on another route.
     """
-    if proxy is None or proxy.direct or not _proxy_hint(proxy, url):
+    if proxy is None or proxy.direct or not proxy_hint(proxy, url):
         return None
     status = resp.status_code
     # tinyproxy 1.11 answers a wrong password with 401 (not 407) under its own Server header.
@@ -357,7 +366,7 @@ def proxy_status_error(
     if not from_proxy:
         return None
     return APIConnectionError(
-        f"Proxy refused the request for {redact_url(url)}{_proxy_hint(proxy, url)}: HTTP {status} "
+        f"Proxy refused the request for {redact_url(url)}{proxy_hint(proxy, url)}: HTTP {status} "
         "(check the proxy's user name and password)",
         provider=provider,
     )

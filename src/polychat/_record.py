@@ -16,7 +16,7 @@ from .errors import APIError, APIStatusError, Attempt
 
 if TYPE_CHECKING:
     from ._request import ChatRequest
-    from .routing.policy import FailoverPlan, Step
+    from .routing.plan import FailoverPlan, Step
     from .types import ChatCompletion
 
 

@@ -41,7 +41,7 @@ def _options(retry: Any) -> dict[str, Any]:
     }
 
 
-def _missing() -> ConfigError:
+def missing_package() -> ConfigError:
     return ConfigError("sharing state through Redis needs the redis package: pip install 'polychat[redis]'")
 
 
@@ -50,21 +50,10 @@ def sync_client(url: str) -> Any:
     try:
         import redis
     except ImportError:
-        raise _missing() from None
+        raise missing_package() from None
     from redis.retry import Retry
 
     return redis.Redis.from_url(check_url(url), **_options(Retry))
-
-
-def async_client(url: str) -> Any:
-    """A ``redis.asyncio.Redis`` for ``url`` (connects on first use, in the running event loop)."""
-    try:
-        import redis.asyncio
-    except ImportError:
-        raise _missing() from None
-    from redis.asyncio.retry import Retry
-
-    return redis.asyncio.Redis.from_url(check_url(url), **_options(Retry))
 
 
 def url_from_env() -> str | None:

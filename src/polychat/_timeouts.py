@@ -131,10 +131,13 @@ class Watch:
             return f"no chunk within {lim.idle:g} s (idle_timeout)"
         return "timed out"
 
+    def expired(self) -> bool:
+        """Whether the current deadline has passed (a socket timeout set to :meth:`remaining` fires then)."""
+        return self.deadline is not None and time.monotonic() >= self.deadline - 0.001
+
     def translate(self, error: APIError, provider: str) -> APIError:
         """The error to report for a failed attempt: a timeout if this watch fired, else ``error`` itself."""
-        expired = self.deadline is not None and time.monotonic() >= self.deadline - 0.001
-        if self.fired is None and (not isinstance(error, APITimeoutError) or not expired):
+        if self.fired is None and (not isinstance(error, APITimeoutError) or not self.expired()):
             return error  # not ours: a timeout of the provider's own (its read timeout, Local's) keeps its words
         err = APITimeoutError(f"Timed out: {self.fired or self.reason()}", provider=provider)
         err.__cause__ = error

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from ._request import ChatRequest
     from .errors import Attempt
     from .providers.base import Provider
-    from .routing.policy import FailoverPlan, Step
+    from .routing.plan import FailoverPlan, Step
     from .types import ChatCompletion, ChatCompletionChunk
 
 #: The version of the OpenTelemetry semantic conventions these spans follow.

@@ -18,7 +18,7 @@ FLAVOURS = ["sync", "async"]
 
 
 class NoJitter(random.Random):
-    """Backoff sleeps of zero, so retries are fast; the delays themselves are tested in test_policy.py."""
+    """Backoff sleeps of zero, so retries are fast; the delays themselves are tested in test_plan.py."""
 
     def uniform(self, a: float, b: float) -> float:
         return 0.0

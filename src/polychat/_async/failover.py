@@ -1,6 +1,6 @@
 """RetryProvider's failover loop: take the plan's next step, wait its delay, attempt it, record how it went.
 
-Every decision is the plan's (:mod:`polychat.routing.policy`), every deadline the attempt's
+Every decision is the plan's (:mod:`polychat.routing.plan`), every deadline the attempt's
 (:mod:`polychat.routing.attempt`), the bookkeeping of a stream :class:`~polychat.routing._stream.StreamRun`'s;
 this is only the loop. A stream holds back chunks until the first one with content, so a provider failing before
 it says anything is replaced invisibly.

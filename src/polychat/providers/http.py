@@ -1,8 +1,9 @@
 """HTTPProvider: a remote protocol written as pure functions, sent by one shared I/O shell per flavour.
 
 A subclass says how to build the wire request and how to read the answer (whole body, or a stream parser fed raw
-bytes); it never touches sockets. The four shells below (sync/async × whole/stream) are the only I/O, so timeouts,
-proxies, error mapping and connection release behave the same for every protocol.
+bytes); it never touches sockets. The shells in :mod:`polychat._async.http` (and their sync twins, generated from
+them) are the only I/O, so timeouts, proxies, error mapping and connection release behave the same for every
+protocol.
 """
 
 from __future__ import annotations
@@ -16,21 +17,12 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import httpx
 
-from .._http import (
-    AsyncResponse,
-    AsyncTransport,
-    ResponseHead,
-    WireRequest,
-    build_httpx_request,
-    error_from_response,
-    make_timeout,
-    proxy_status_error,
-    transport_error,
-)
+from .._async import http as _async_http
+from .._http import ResponseHead, WireRequest, error_from_response, make_timeout, proxy_status_error
 from .._proxy import ProxyConfig, parse_proxy
 from .._redact import mask_secret, redact_url, split_credentials
 from .._shapes import header_problem
-from .._timeouts import Watch, shutdown_socket
+from .._sync import http as _sync_http
 from ..errors import ConfigError, MissingAPIKeyError
 from .base import Provider
 
@@ -52,30 +44,6 @@ class StreamParser(Protocol):
     def feed(self, data: bytes) -> list[ChatCompletionChunk]: ...
 
     def finish(self) -> Iterable[ChatCompletionChunk]: ...
-
-
-def _send_within(client: httpx.Client, req: httpx.Request, watch: Watch | None, *, stream: bool) -> httpx.Response:
-    """Send ``req``; with a watch, the wait for the response is bounded by what remains of its deadline.
-
-    A blocking read can only be bounded by the socket timeout, so the read timeout is lowered for the wait
-    and put back before the body is read (httpcore reads the body's timeout when the body is first read).
-    """
-    remaining = watch.remaining() if watch is not None else None
-    if remaining is None:
-        return client.send(req, stream=stream)
-    timeouts: dict[str, float | None] = req.extensions["timeout"]
-    saved = dict(timeouts)
-    for phase in ("connect", "read", "write", "pool"):
-        current = timeouts.get(phase)
-        timeouts[phase] = remaining if current is None else min(current, remaining)
-    try:
-        resp = client.send(req, stream=stream)
-    except httpx.TimeoutException:
-        if watch is not None and watch.fired is None:
-            watch.fired = watch.reason()
-        raise
-    timeouts.update(saved)
-    return resp
 
 
 class HTTPProvider(Provider):
@@ -181,7 +149,7 @@ class HTTPProvider(Provider):
     def error_for(self, status: int, headers: Mapping[str, str], body: bytes) -> APIError:
         return error_from_response(status, headers, body, self.name)
 
-    def _failed(self, resp: ResponseHead, body: bytes, ctx: CallContext, url: str) -> APIError:
+    def response_error(self, resp: ResponseHead, body: bytes, ctx: CallContext, url: str) -> APIError:
         """The error for a failed response; one a forward proxy produced is named as the proxy's."""
         return proxy_status_error(resp, ctx.proxy_for(self), url, self.name) or self.error_for(
             resp.status_code, resp.headers, body
@@ -198,135 +166,29 @@ class HTTPProvider(Provider):
                 retryable=False,
             )
 
-    # -- sync shells -------------------------------------------------------------------------------------------
+    # -- the calls: the shells in polychat._async.http, and their generated sync twins in polychat._sync.http ------
 
     def complete(self, request: ChatRequest, ctx: CallContext) -> ChatCompletion:
-        self.check_ready()
-        wire = self.chat_request(request, stream=False)
-        body = self._send(wire, ctx)
-        completion = self.parse_completion(body, request)
-        completion.provider = self.name
-        return completion
+        return _sync_http.complete(self, request, ctx)
 
     def stream(self, request: ChatRequest, ctx: CallContext) -> Iterator[ChatCompletionChunk]:
-        self.check_ready()
-        wire = self.chat_request(request, stream=True)
-        parser = self.stream_parser(request)
-        resp = self._open(wire, ctx)
-        try:
-            try:
-                for data in resp.iter_bytes():
-                    yield from parser.feed(data)
-            except httpx.HTTPError as e:
-                raise transport_error(
-                    e, provider=self.name, url=wire.url, proxy=ctx.proxy_for(self), trust_env=ctx.pool.trust_env
-                ) from e
-            yield from parser.finish()
-        finally:
-            resp.close()
+        return _sync_http.stream(self, request, ctx)
 
     def list_models(self, ctx: CallContext) -> list[Model]:
-        wire = self.models_request()
-        if wire is None:
-            return super().list_models(ctx)
-        self.check_ready()
-        return self.parse_models(self._send(wire, ctx))
-
-    def _open(self, wire: WireRequest, ctx: CallContext) -> httpx.Response:
-        """Send ``wire`` and wait for the headers; an error status is raised here, its body read if possible."""
-        client = ctx.sync_http(self)
-        req = build_httpx_request(client, wire, ctx.timeout_for(self))
-        try:
-            resp = _send_within(client, req, ctx.watch, stream=True)
-        except httpx.HTTPError as e:
-            raise transport_error(
-                e, provider=self.name, url=wire.url, proxy=ctx.proxy_for(self), trust_env=ctx.pool.trust_env
-            ) from e
-        if ctx.watch is not None:
-            ctx.watch.attach(shutdown_socket(resp.extensions.get("network_stream")))
-        if resp.status_code >= 400:
-            try:
-                body = resp.read()
-            except httpx.HTTPError:
-                body = b""  # the status says enough; some proxies reset the connection after it
-            finally:
-                resp.close()
-            raise self._failed(resp, body, ctx, wire.url)
-        return resp
-
-    def _send(self, wire: WireRequest, ctx: CallContext) -> bytes:
-        resp = self._open(wire, ctx)
-        try:
-            return resp.read()
-        except httpx.HTTPError as e:
-            raise transport_error(
-                e, provider=self.name, url=wire.url, proxy=ctx.proxy_for(self), trust_env=ctx.pool.trust_env
-            ) from e
-        finally:
-            resp.close()
-
-    # -- async shells (the same steps, awaited) -------------------------------------------------------------------
+        return _sync_http.list_models(self, ctx)
 
     async def acomplete(self, request: ChatRequest, ctx: CallContext) -> ChatCompletion:
-        self.check_ready()
-        wire = self.chat_request(request, stream=False)
-        body = await self._asend(wire, ctx)
-        completion = self.parse_completion(body, request)
-        completion.provider = self.name
-        return completion
+        return await _async_http.complete(self, request, ctx)
 
-    async def astream(self, request: ChatRequest, ctx: CallContext) -> AsyncIterator[ChatCompletionChunk]:
-        self.check_ready()
-        wire = self.chat_request(request, stream=True)
-        parser = self.stream_parser(request)
-        resp, transport = await self._aopen(wire, ctx)
-        try:
-            try:
-                async for data in resp.aiter_bytes():
-                    for chunk in parser.feed(data):
-                        yield chunk
-            except transport.errors as e:
-                raise transport.error(e, provider=self.name, url=wire.url, proxy=ctx.proxy_for(self)) from e
-            for chunk in parser.finish():
-                yield chunk
-        finally:
-            await resp.aclose()
+    def astream(self, request: ChatRequest, ctx: CallContext) -> AsyncIterator[ChatCompletionChunk]:
+        return _async_http.stream(self, request, ctx)
 
     async def alist_models(self, ctx: CallContext) -> list[Model]:
-        wire = self.models_request()
-        if wire is None:
-            return await super().alist_models(ctx)
-        self.check_ready()
-        return self.parse_models(await self._asend(wire, ctx))
-
-    async def _aopen(self, wire: WireRequest, ctx: CallContext) -> tuple[AsyncResponse, AsyncTransport]:
-        """Send ``wire`` over the route's transport (aiohttp when direct, httpx when proxied); headers in."""
-        proxy = ctx.proxy_for(self)
-        transport = ctx.pool.async_transport(proxy, wire.url)
-        try:
-            resp = await transport.open(
-                wire.method, wire.url, wire.headers, wire.content, wire.params, ctx.timeout_for(self)
-            )
-        except transport.errors as e:
-            raise transport.error(e, provider=self.name, url=wire.url, proxy=proxy) from e
-        if resp.status_code >= 400:
-            try:
-                body = await resp.aread()
-            except transport.errors:
-                body = b""
-            finally:
-                await resp.aclose()
-            raise self._failed(resp, body, ctx, wire.url)
-        return resp, transport
+        return await _async_http.list_models(self, ctx)
 
     async def _asend(self, wire: WireRequest, ctx: CallContext) -> bytes:
-        resp, transport = await self._aopen(wire, ctx)
-        try:
-            return await resp.aread()
-        except transport.errors as e:
-            raise transport.error(e, provider=self.name, url=wire.url, proxy=ctx.proxy_for(self)) from e
-        finally:
-            await resp.aclose()
+        """Send a request of the provider's own (Anthropic's token count) and read the whole answer."""
+        return await _async_http.send(self, wire, ctx)
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -1,10 +1,10 @@
-"""Failover: chains of providers tried per the failover contract (see :mod:`polychat.routing.policy`)."""
+"""Failover: chains of providers tried per the failover contract (see :mod:`polychat.routing.plan`)."""
 
 from .._failover import FailoverPolicy
 from ..errors import EmptyResponseError
 from .breaker import DEFAULT_BREAKER, BreakerStore, CircuitBreaker, InMemoryBreakerStore
 from .breaker_redis import RedisBreakerStore, share_breakers
-from .policy import FailoverPlan, backoff_delay
+from .plan import FailoverPlan, backoff_delay
 from .retry import IterListProvider, RetryProvider
 
 __all__ = [

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from .._context import CallContext
     from .._request import ChatRequest
     from ..types import ChatCompletionChunk
-    from .policy import Step
+    from .plan import Step
     from .retry import RetryProvider
 
 log = logging.getLogger("polychat")

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from .._request import ChatRequest
     from ..providers.base import Provider
     from ..types import ChatCompletion, ChatCompletionChunk
-    from .policy import Step
+    from .plan import Step
 
 
 def refuse_untranslated(provider: Provider, request: ChatRequest) -> None:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import APIError
 from .attempt import AsyncAttempt, completion_empty, empty_answer, has_content
-from .policy import FailoverPlan, Step
+from .plan import FailoverPlan, Step
 
 if TYPE_CHECKING:
     from .._context import CallContext

@@ -1,6 +1,6 @@
 """RetryProvider and IterListProvider: providers made of providers, tried per :class:`FailoverPlan`.
 
-Every decision is the plan's (:mod:`.policy`), every deadline the attempt's (:mod:`.attempt`); the loop that
+Every decision is the plan's (:mod:`.plan`), every deadline the attempt's (:mod:`.attempt`); the loop that
 sleeps, calls and records is written once, async, in :mod:`polychat._async.failover`, and its sync twin
 :mod:`polychat._sync.failover` is generated from it. A stream holds back chunks until the first one with content,
 so a provider failing before it says anything is replaced invisibly. Once content has reached the caller, a failure
@@ -24,7 +24,7 @@ from .._sync import failover as _sync_failover
 from ..errors import ConfigError, StreamInterruptedError
 from ..providers.base import Capabilities, Provider, as_provider
 from .breaker import DEFAULT_BREAKER, CircuitBreaker
-from .policy import FailoverPlan, Step
+from .plan import FailoverPlan, Step
 
 if TYPE_CHECKING:
     from .._context import CallContext

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Sequence
 
 from ..config._types import GatewayKeySpec
-from ._limits import ADMITTED, LEASE_MS, WINDOW_MS, KeyUsage, Verdict
+from ._limits import ADMITTED, LEASE_MS, WINDOW_MS, KeyUsage, Settlement, Verdict
 
 
 class _KeyState:
@@ -43,9 +44,11 @@ class MemoryLimits:
             st = self._keys[name] = _KeyState()
         return st
 
-    async def reserve(self, spec: GatewayKeySpec, rid: str, tokens: int) -> Verdict:
+    async def reserve(self, spec: GatewayKeySpec, rid: str, tokens: int, settle: Sequence[Settlement] = ()) -> Verdict:
         now = time.monotonic() * 1000
         st = self._state(spec.name)
+        for item in settle:
+            self._settle(st, item)
         if rid in st.reservations:
             return ADMITTED  # a retried call (see the Redis script)
         # Leases run out in the order reservations were made (dicts keep insertion order): expired ones are in front.
@@ -99,8 +102,13 @@ class MemoryLimits:
                 return Verdict(False, "budget", 1000 if st.reserved else -1)
         return ADMITTED
 
-    async def settle(self, spec: GatewayKeySpec, rid: str, tokens: int, prompt: int, completion: int) -> None:
+    async def settle(self, spec: GatewayKeySpec, settlements: Sequence[Settlement]) -> None:
         st = self._state(spec.name)
+        for item in settlements:
+            self._settle(st, item)
+
+    def _settle(self, st: _KeyState, item: Settlement) -> None:
+        rid, tokens, prompt, completion = item
         reservation = st.reservations.pop(rid, None)
         if reservation is None:
             return  # settled already, or charged in full when its lease ran out

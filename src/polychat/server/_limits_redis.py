@@ -18,11 +18,13 @@ Redis restart needs persistence on (``appendonly yes``): see the README's multi-
 
 from __future__ import annotations
 
-import contextlib
+import hashlib
+from collections.abc import Sequence
 from typing import Any
 
 from ..config._types import GatewayKeySpec
-from ._limits import ADMITTED, LEASE_MS, WINDOW_MS, BackendUnavailable, KeyUsage, Verdict
+from ._limits import ADMITTED, LEASE_MS, WINDOW_MS, BackendUnavailable, KeyUsage, Settlement, Verdict
+from ._resp import Connection, ReplyError
 
 _PREFIX = "polychat:limits:"
 _PARTS = ("req", "tok", "amt", "res", "lease", "st")
@@ -32,6 +34,28 @@ _COMMON = """
 local req, tok, amt, res, lease, st = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- settlements: ARGV[first..] in fours (id, tokens, prompt, completion); a reservation already settled (or charged
+-- when its lease ended) is left alone, so a batch sent twice counts once
+local function settle(first)
+  for i = first, #ARGV, 4 do
+    local id, tokens = ARGV[i], tonumber(ARGV[i + 1])
+    local r = redis.call('HGET', res, id)
+    if r then
+      redis.call('HDEL', res, id)
+      redis.call('ZREM', lease, id)
+      redis.call('HINCRBY', st, 'reserved', 0 - tonumber(r))
+      redis.call('HINCRBY', st, 'used', tokens)
+      local counted = redis.call('HGET', amt, id)
+      if counted then
+        redis.call('HSET', amt, id, tokens)
+        redis.call('HINCRBY', st, 'window', tokens - tonumber(counted))
+      end
+      redis.call('HINCRBY', st, 'prompt_tokens', tonumber(ARGV[i + 2]))
+      redis.call('HINCRBY', st, 'completion_tokens', tonumber(ARGV[i + 3]))
+      redis.call('HINCRBY', st, 'total_tokens', tokens)
+    end
+  end
+end
 """
 
 _RESERVE = (
@@ -40,6 +64,7 @@ _RESERVE = (
 local id, est = ARGV[1], tonumber(ARGV[2])
 local rpm, tpm, budget = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local window_ms, lease_ms = tonumber(ARGV[6]), tonumber(ARGV[7])
+settle(8)  -- earlier requests' settlements ride along: one round trip for both
 -- a retried call (its first reply was lost) must not count the request twice, nor refuse what it admitted
 if redis.call('HEXISTS', res, id) == 1 then return {1, '', 0} end
 -- reservations whose gateway never settled them: charged in full (the upstream may have served them)
@@ -110,27 +135,7 @@ return {1, '', 0}
 """
 )
 
-_SETTLE = (
-    _COMMON
-    + """
-local id, tokens, prompt, completion = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local r = redis.call('HGET', res, id)
-if not r then return 0 end
-redis.call('HDEL', res, id)
-redis.call('ZREM', lease, id)
-redis.call('HINCRBY', st, 'reserved', 0 - tonumber(r))
-redis.call('HINCRBY', st, 'used', tokens)
-local counted = redis.call('HGET', amt, id)
-if counted then
-  redis.call('HSET', amt, id, tokens)
-  redis.call('HINCRBY', st, 'window', tokens - tonumber(counted))
-end
-redis.call('HINCRBY', st, 'prompt_tokens', prompt)
-redis.call('HINCRBY', st, 'completion_tokens', completion)
-redis.call('HINCRBY', st, 'total_tokens', tokens)
-return 1
-"""
-)
+_SETTLE = _COMMON + "settle(1)\nreturn 1\n"
 
 _RECORD = (
     _COMMON
@@ -167,33 +172,44 @@ def _keys(name: str) -> list[str]:
     return [f"{_PREFIX}{{{name}}}:{part}" for part in _PARTS]
 
 
+class _Script:
+    __slots__ = ("sha", "text")
+
+    def __init__(self, text: str) -> None:
+        self.text = text.encode()
+        self.sha = hashlib.sha1(self.text).hexdigest().encode()
+
+
+_RESERVE_SCRIPT, _SETTLE_SCRIPT, _RECORD_SCRIPT = _Script(_RESERVE), _Script(_SETTLE), _Script(_RECORD)
+
+
 class RedisLimits:
-    """:class:`~polychat.server._limits.LimitBackend` over ``redis.asyncio``; connection and timeout errors become
-    :class:`BackendUnavailable` (the :class:`Limiter` applies ``redis_failure``)."""
+    """:class:`~polychat.server._limits.LimitBackend` over one lean pipelined connection
+    (:mod:`polychat.server._resp`); connection and timeout errors become :class:`BackendUnavailable` (the
+    :class:`Limiter` applies ``redis_failure``)."""
 
-    def __init__(self, client: Any) -> None:
-        from redis.exceptions import ConnectionError, TimeoutError
-
-        self._client = client
-        self._errors = (ConnectionError, TimeoutError, OSError)
-        self._reserve = client.register_script(_RESERVE)
-        self._settle = client.register_script(_SETTLE)
-        self._record = client.register_script(_RECORD)
+    def __init__(self, url: str) -> None:
+        self._conn = Connection(url)
 
     @classmethod
     def from_url(cls, url: str) -> RedisLimits:
-        from .._redis import async_client
+        return cls(url)
 
-        return cls(async_client(url))
-
-    async def _run(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+    async def _run(self, script: _Script, keys: list[str], args: list[Any]) -> Any:
         try:
-            return await script(keys=keys, args=args)
-        except self._errors as e:
+            try:
+                return await self._conn.call(b"EVALSHA", script.sha, len(keys), *keys, *args)
+            except ReplyError as e:
+                if not str(e).startswith("NOSCRIPT"):
+                    raise
+            # First use on this Redis (or it restarted without its script cache): load, then run.
+            await self._conn.call(b"SCRIPT", b"LOAD", script.text)
+            return await self._conn.call(b"EVALSHA", script.sha, len(keys), *keys, *args)
+        except OSError as e:  # ConnectionError, TimeoutError
             raise BackendUnavailable(_describe(e)) from None
 
-    async def reserve(self, spec: GatewayKeySpec, rid: str, tokens: int) -> Verdict:
-        args = [
+    async def reserve(self, spec: GatewayKeySpec, rid: str, tokens: int, settle: Sequence[Settlement] = ()) -> Verdict:
+        args: list[Any] = [
             rid,
             tokens,
             spec.requests_per_minute or 0,
@@ -202,30 +218,34 @@ class RedisLimits:
             WINDOW_MS,
             LEASE_MS,
         ]
-        ok, limit, wait = await self._run(self._reserve, _keys(spec.name), args)
+        for item in settle:
+            args += item
+        ok, limit, wait = await self._run(_RESERVE_SCRIPT, _keys(spec.name), args)
         if ok:
             return ADMITTED
         return Verdict(False, limit.decode() if isinstance(limit, bytes) else str(limit), int(wait))
 
-    async def settle(self, spec: GatewayKeySpec, rid: str, tokens: int, prompt: int, completion: int) -> None:
-        await self._run(self._settle, _keys(spec.name), [rid, tokens, prompt, completion])
+    async def settle(self, spec: GatewayKeySpec, settlements: Sequence[Settlement]) -> None:
+        args: list[Any] = []
+        for item in settlements:
+            args += item
+        await self._run(_SETTLE_SCRIPT, _keys(spec.name), args)
 
     async def record(
         self, spec: GatewayKeySpec, rid: str, tokens: int, prompt: int, completion: int, served: bool
     ) -> None:
         keys = [*_keys(spec.name), f"{_PREFIX}{{{spec.name}}}:done:{rid}"]
-        await self._run(self._record, keys, [rid, tokens, prompt, completion, 1 if served else 0])
+        await self._run(_RECORD_SCRIPT, keys, [rid, tokens, prompt, completion, 1 if served else 0])
 
     async def usage(self, name: str) -> KeyUsage:
         try:
-            raw = await self._client.hgetall(_keys(name)[-1])
-        except self._errors as e:
+            flat = await self._conn.call(b"HGETALL", _keys(name)[-1])
+        except OSError as e:
             raise BackendUnavailable(_describe(e)) from None
-        return usage_from_hash(raw)
+        return usage_from_hash(dict(zip(flat[::2], flat[1::2], strict=True)))
 
     async def aclose(self) -> None:
-        with contextlib.suppress(*self._errors):
-            await self._client.aclose()
+        await self._conn.aclose()
 
 
 def usage_from_hash(raw: dict[Any, Any]) -> KeyUsage:
@@ -248,5 +268,5 @@ def usage_key(name: str) -> str:
 
 
 def _describe(error: BaseException) -> str:
-    # redis-py messages name host and port, never the password; keep them short.
+    # The messages name host and port at most, never the password; keep them short.
     return f"{type(error).__name__}: {str(error)[:200]}"

@@ -18,7 +18,7 @@ import random
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from ...errors import APIError, BadRequestError
 from ._params import _Plan, _refuse
@@ -98,6 +98,13 @@ class _Loaded:
         return self.max_token_bytes
 
 
+#: Where a job stands: "queued" -> "running" -> "done", or "dropped" when cancelled before it ran.
+_State = Literal["queued", "running", "done", "dropped"]
+#: What an engine's ``observer`` is told about a job: it entered a state ("queued", "running", "done"), a stop was
+#: asked for ("cancelled"; its state says whether it was dropped), a piece of its prompt was read ("piece"), or a
+#: piece of its answer was produced ("text").
+_Event = Literal["queued", "running", "cancelled", "done", "piece", "text"]
+
 _STARTED = object()  # the job left the queue; the answer begins
 _END = object()  # the job is over; its result is in .result or .error
 _TIMED_OUT = object()  # a deadline of the failover engine passed (sync calls)
@@ -119,7 +126,7 @@ class _Job:
         self.forward = forward
         self.cancelled = threading.Event()
         self.done = threading.Event()
-        self.state = "queued"  # -> "running" -> "done", or "dropped" when cancelled before it ran
+        self.state: _State = "queued"
         self.result: Any = None
         self.error: BaseException | None = None
 
@@ -147,6 +154,10 @@ class _Engine:
         self._lock = threading.Lock()  # guards job states, _running and _thread
         self._running: _Job | None = None
         self._thread: threading.Thread | None = None
+        #: Called with a job and each :data:`_Event` of it, in the thread where it happens (a running job's, in the
+        #: model's thread, which waits for it to return). For tests and benchmarks: they wait for a job to reach a
+        #: point, or hold it there, instead of guessing how fast the model is.
+        self.observer: Callable[[_Job, _Event], None] | None = None
 
     @property
     def loaded(self) -> bool:
@@ -157,7 +168,13 @@ class _Engine:
         """Whether a job is running now (a closed stream's job is over by the time close() returns)."""
         return self._running is not None
 
+    def _notify(self, job: _Job, event: _Event) -> None:
+        observer = self.observer
+        if observer is not None:
+            observer(job, event)
+
     def submit(self, job: _Job) -> None:
+        self._notify(job, "queued")  # before the model's thread can see it, so the events come in order
         with self._lock:
             if self._thread is None or not self._thread.is_alive():  # first use, or a forked child
                 name = f"polychat-local:{os.path.basename(self.path)}"
@@ -172,8 +189,9 @@ class _Engine:
         with self._lock:
             if job.state == "queued":
                 job.state = "dropped"
-                return False
-            return job.state == "running"
+            running = job.state == "running"
+        self._notify(job, "cancelled")
+        return running
 
     def call(self, fn: Callable[[Llama], Any]) -> Any:
         """Run ``fn(llama)`` in the model's thread, between requests (for tests and benchmarks)."""
@@ -206,6 +224,7 @@ class _Engine:
                 if job.state != "queued":
                     continue
                 job.state, self._running = "running", job
+            self._notify(job, "running")
             try:
                 job.result = job.work(self._load(), job)
             except BaseException as e:
@@ -213,6 +232,7 @@ class _Engine:
             finally:
                 with self._lock:
                     job.state, self._running = "done", None
+                self._notify(job, "done")
                 job.done.set()
                 if job.emit is not None:
                     job.emit(_END)
@@ -261,7 +281,7 @@ class _Engine:
         emit = job.emit if job.forward else None
         if emit is not None:
             emit(_STARTED)
-        return self._generate(loaded, plan, prompt, grammar, job.cancelled, emit)
+        return self._generate(loaded, plan, prompt, grammar, job)
 
     def _prompt(self, loaded: _Loaded, plan: _Plan) -> list[int]:
         """The prompt's tokens: the chat template's text may hold control tokens (``<|im_start|>``...), the
@@ -337,12 +357,12 @@ class _Engine:
             why = f"the schema cannot be turned into a grammar ({e})"
             raise _refuse("response_format.json_schema", why, None) from e
 
-    def _read_prompt(self, llama: Llama, prompt: list[int], cancel: threading.Event, *, fresh: bool) -> bool:
-        """Read all but the last ``n_batch``-token piece of the prompt, checking ``cancel`` between pieces (False:
-        cancelled). ``llama.generate()`` then reads the last piece, just as it would have read the whole prompt
-        (the same pieces, so the same numbers). When llama.cpp already holds all of the prompt but at most one piece
-        (the earlier turns of a chat) and ``fresh`` is not asked for, this does nothing and ``generate()`` reuses
-        that prefix."""
+    def _read_prompt(self, llama: Llama, prompt: list[int], job: _Job, *, fresh: bool) -> bool:
+        """Read all but the last ``n_batch``-token piece of the prompt, checking whether ``job`` was cancelled
+        between pieces (False: cancelled). ``llama.generate()`` then reads the last piece, just as it would have read
+        the whole prompt (the same pieces, so the same numbers). When llama.cpp already holds all of the prompt but
+        at most one piece (the earlier turns of a chat) and ``fresh`` is not asked for, this does nothing and
+        ``generate()`` reuses that prefix."""
         n = self.n_batch
         if not fresh:
             same = 0
@@ -354,9 +374,10 @@ class _Engine:
                 return True
         llama.reset()  # type: ignore[no-untyped-call]
         for start in range(0, (len(prompt) - 1) // n * n, n):
-            if cancel.is_set():
+            if job.cancelled.is_set():
                 return False
             llama.eval(prompt[start : start + n])
+            self._notify(job, "piece")
         return True
 
     def _generate(
@@ -365,12 +386,11 @@ class _Engine:
         plan: _Plan,
         prompt: list[int],
         grammar: LlamaGrammar | None,
-        cancel: threading.Event,
-        emit: Callable[[object], None] | None,
+        job: _Job,
     ) -> _Outcome:
         import llama_cpp
 
-        llama = loaded.llama
+        llama, cancel, emit = loaded.llama, job.cancelled, job.emit if job.forward else None
         limit = self.n_ctx - len(prompt)
         if plan.max_tokens is not None:
             limit = min(limit, plan.max_tokens)
@@ -381,7 +401,7 @@ class _Engine:
         finish, count, hit = "length", 0, False
         try:
             # with a seed, read the prompt from scratch: the same request then gives the same answer
-            if not self._read_prompt(llama, prompt, cancel, fresh=plan.seed is not None):
+            if not self._read_prompt(llama, prompt, job, fresh=plan.seed is not None):
                 return _Outcome("cancelled", len(prompt), 0, "")
             llama.set_seed(plan.seed & 0xFFFFFFFF if plan.seed is not None else random.getrandbits(32))
             tokens = llama.generate(prompt, grammar=grammar, **plan.sampling)
@@ -399,6 +419,7 @@ class _Engine:
                             pieces.append(text)
                             if emit is not None:
                                 emit(text)
+                            self._notify(job, "text")
                         if hit:
                             finish = "stop"
                             break

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -12,8 +13,9 @@ import pytest
 from polychat import errors
 from polychat._timeouts import Limits, Watch
 from polychat.providers import OpenaiChat
+from polychat.routing import plan as plan_module
 from polychat.routing.breaker import CircuitBreaker
-from polychat.routing.policy import FailoverPlan, backoff_delay
+from polychat.routing.plan import FailoverPlan, backoff_delay
 from polychat.routing.resume import overlap
 
 
@@ -106,8 +108,10 @@ def test_retry_after_header_forms() -> None:
     assert retry_after_seconds({}) is None
 
 
-def test_deadline_stops_plan_before_a_wait_that_would_pass_it() -> None:
-    plan = FailoverPlan(providers(1), max_retries=3, rng=random.Random(0), deadline_at=time.monotonic() + 0.001)
+def test_deadline_stops_plan_before_a_wait_that_would_pass_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A clock that stands still: the first step is due now, and the backoff after a 503 would end past the deadline.
+    monkeypatch.setattr(plan_module, "time", SimpleNamespace(monotonic=lambda: 100.0))
+    plan = FailoverPlan(providers(1), max_retries=3, rng=random.Random(0), deadline_at=100.001)
     s = plan.next_step()
     assert s is not None
     plan.failed(s, status(503), 0.0)
