@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -35,6 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.bench_proxies import start_upstream  # noqa: E402
+from bench.cheap import Nginx, Round, median_cores, missing, wrk_round  # noqa: E402
 from tests.support.gateway import Gateway  # noqa: E402
 from tests.support.redis import RedisServer  # noqa: E402
 
@@ -103,8 +105,6 @@ async def _load(session: Any, url: str, n: int, concurrency: int) -> float:
 
 def asgi_latency(upstream: str, redis_url: str, samples: int) -> dict[str, float]:
     """p50 (ms) of the same app with limits in the process and in Redis, driven in this process over ASGI."""
-    import os
-
     import httpx
     import uvloop
 
@@ -141,76 +141,90 @@ def asgi_latency(upstream: str, redis_url: str, samples: int) -> dict[str, float
     return uvloop.run(run())
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    ap.add_argument("--samples", type=int, default=2000, help="latency samples per gateway (default: 2000)")
-    ap.add_argument("--tput-n", type=int, default=4000, help="requests per throughput round (default: 4000)")
-    ap.add_argument("--rounds", type=int, default=5, help="throughput rounds per gateway (default: 5)")
-    ap.add_argument("--memory-n", type=int, default=10_000, help="requests between the two RSS readings")
-    args = ap.parse_args()
-
+def latency(base: str, redis: RedisServer, samples: int) -> dict[str, Any]:
+    """p50 at concurrency 1 through three ``polychat serve`` gateways, requests interleaved one by one; then the
+    same in-process (ASGI)."""
     import httpx
 
     env = {"BENCH_TEAM_KEY": TOKEN}
-    upstream, base = start_upstream(chunks=16)
-    result: dict[str, Any] = {}
-    try:
-        with RedisServer(persistent=True, fsync="everysec") as redis:
-            shared = ["--redis-url", redis.url, "--no-access-log"]
-            local = ["--no-access-log"]
-            with (
-                Gateway(config_text=config(base, True), env=env, args=local) as in_process,
-                Gateway(config_text=config(base, True), env=env, args=shared) as in_redis,
-                Gateway(config_text=config(base, False), env=env, args=local) as unlimited,
-            ):
-                gateways = {"limits in process": in_process, "limits in Redis": in_redis, "no limited key": unlimited}
-                clients = {k: httpx.Client(base_url=g.base_url, headers=HEADERS) for k, g in gateways.items()}
-                lat: dict[str, list[float]] = {k: [] for k in gateways}
-                for i in range(200 + args.samples):
-                    for name, c in clients.items():
-                        t0 = time.perf_counter()
-                        r = c.post("/chat/completions", json=BODY)
-                        elapsed = time.perf_counter() - t0
-                        assert r.status_code == 200, r.text
-                        if i >= 200:
-                            lat[name].append(elapsed)
-                for c in clients.values():
-                    c.close()
-                p50 = {k: statistics.median(v) * 1000 for k, v in lat.items()}
-                result["latency_p50_ms"] = p50
-                result["redis_added_ms"] = p50["limits in Redis"] - p50["limits in process"]
-                result["asgi_p50_ms"] = asgi_latency(base, redis.url, args.samples)
-                result["asgi_redis_added_ms"] = result["asgi_p50_ms"]["redis"] - result["asgi_p50_ms"]["memory"]
-                usage = httpx.get(f"{in_redis.url}/metrics", headers=HEADERS).text
-                assert 'polychat_key_requests_total{key="team"}' in usage
+    local = ["--no-access-log"]
+    shared = ["--redis-url", redis.url, *local]
+    with (
+        Gateway(config_text=config(base, True), env=env, args=local) as in_process,
+        Gateway(config_text=config(base, True), env=env, args=shared) as in_redis,
+        Gateway(config_text=config(base, False), env=env, args=local) as unlimited,
+    ):
+        gateways = {"limits in process": in_process, "limits in Redis": in_redis, "no limited key": unlimited}
+        clients = {k: httpx.Client(base_url=g.base_url, headers=HEADERS) for k, g in gateways.items()}
+        lat: dict[str, list[float]] = {k: [] for k in gateways}
+        for i in range(200 + samples):
+            for name, c in clients.items():
+                t0 = time.perf_counter()
+                r = c.post("/chat/completions", json=BODY)
+                elapsed = time.perf_counter() - t0
+                assert r.status_code == 200, r.text
+                if i >= 200:
+                    lat[name].append(elapsed)
+        for c in clients.values():
+            c.close()
+        usage = httpx.get(f"{in_redis.url}/metrics", headers=HEADERS).text
+        assert 'polychat_key_requests_total{key="team"}' in usage
+    p50 = {k: statistics.median(v) * 1000 for k, v in lat.items()}
+    asgi = asgi_latency(base, redis.url, samples)
+    return {
+        "latency_p50_ms": p50,
+        "redis_added_ms": p50["limits in Redis"] - p50["limits in process"],
+        "asgi_p50_ms": asgi,
+        "asgi_redis_added_ms": asgi["redis"] - asgi["memory"],
+    }
 
-            with (
-                Gateway(config_text=config(base, True), env=env, args=local) as one,
-                Gateway(config_text=config(base, True), env=env, args=[*shared, "--workers", "2"]) as two,
-            ):
-                pids = workers_of(two)
-                assert len(pids) == 2, pids
 
-                async def throughput() -> dict[str, list[float]]:
-                    out: dict[str, list[float]] = {"1 worker, no Redis": [], "2 workers, Redis": []}
-                    targets = {"1 worker, no Redis": one, "2 workers, Redis": two}
-                    for g in targets.values():
-                        await load(g.base_url + "/chat/completions", 500, 64)  # warm-up
-                    for _ in range(args.rounds):
-                        for name, g in targets.items():
-                            out[name].append(await load(g.base_url + "/chat/completions", args.tput_n, 64))
-                    before = {pid: rss_mib(pid) for pid in pids}
-                    await load(two.base_url + "/chat/completions", args.memory_n, 64)
-                    after = {pid: rss_mib(pid) for pid in pids}
-                    result["rss_mib"] = {str(p): [before[p], after[p]] for p in pids}
-                    return out
+def throughput(env: dict[str, str], redis: RedisServer, args: argparse.Namespace) -> dict[str, Any]:
+    """Requests per second at concurrency 64 of one worker without Redis and ``--workers 2`` with Redis, in front
+    of nginx, loaded by wrk, rounds interleaved; and the cores each process kept busy (see ``bench/cheap.py``)."""
+    from bench.upstream import Responses
 
-                tput = asyncio.run(throughput())
-                result["throughput_rps"] = tput
-    finally:
-        upstream.terminate()
-        upstream.wait(5)
+    body = json.dumps(BODY).encode()
+    with Nginx(Responses(16).completion_body) as nginx:
+        text = config(nginx.url, True)
+        shared = ["--redis-url", redis.url, "--no-access-log"]
+        with (
+            Gateway(config_text=text, env=env, args=["--no-access-log"]) as one,
+            Gateway(config_text=text, env=env, args=[*shared, "--workers", "2"]) as two,
+        ):
+            workers = workers_of(two)
+            assert len(workers) == 2, workers
+            assert redis.proc is not None
+            common = {"upstream (nginx)": [nginx.pid], "redis-server": [redis.proc.pid]}
+            targets = {
+                "1 worker, no Redis": (one, {"gateway": [one.pid], **common}),
+                "2 workers, Redis": (two, {"gateway": [two.pid, *workers], **common}),
+            }
+            rounds: dict[str, list[Round]] = {name: [] for name in targets}
+            for i in range(args.rounds + 1):  # the first round of each warms up (connections, caches): not kept
+                for name, (gw, groups) in targets.items():
+                    r = wrk_round(
+                        gw.base_url + "/chat/completions",
+                        body,
+                        {**HEADERS, "content-type": "application/json"},
+                        seconds=args.seconds if i else 2,
+                        connections=64,
+                        groups=groups,
+                    )
+                    if i:
+                        rounds[name].append(r)
+    rps = {name: statistics.median(r.rps for r in rs) for name, rs in rounds.items()}
+    return {
+        "throughput_rps": {name: [r.rps for r in rs] for name, rs in rounds.items()},
+        "throughput_ratio": rps["2 workers, Redis"] / rps["1 worker, no Redis"],
+        "throughput_cores": {name: median_cores(rs) for name, rs in rounds.items()},
+        "gateway_cpu_us_per_request": {
+            name: statistics.median(r.cpu["gateway"] / r.requests * 1e6 for r in rs) for name, rs in rounds.items()
+        },
+    }
 
+
+def print_latency(result: dict[str, Any]) -> None:
     p50 = result["latency_p50_ms"]
     print("| gateway, concurrency 1, non-stream | p50 |")
     print("|---|---:|")
@@ -222,16 +236,85 @@ def main() -> None:
         f"In-process (ASGI, no HTTP hop): {asgi['memory']:.3f} ms in process, {asgi['redis']:.3f} ms with Redis: "
         f"adds {result['asgi_redis_added_ms']:.3f} ms.\n"
     )
+
+
+def print_throughput(result: dict[str, Any]) -> None:
     med = {k: statistics.median(v) for k, v in result["throughput_rps"].items()}
-    ratio = med["2 workers, Redis"] / med["1 worker, no Redis"]
-    result["throughput_ratio"] = ratio
-    print("| concurrency 64 | req/s (median of rounds) |")
-    print("|---|---:|")
+    cores = result["throughput_cores"]
+    per_request = result["gateway_cpu_us_per_request"]
+    groups = list(next(iter(cores.values())))
+    print(
+        "| concurrency 64 (wrk, nginx upstream) | req/s (median of rounds) | gateway CPU per request | "
+        + " | ".join(f"cores: {g}" for g in groups)
+        + " |"
+    )
+    print("|---|---:|---:|" + "---:|" * len(groups))
     for name, v in med.items():
-        print(f"| {name} | {v:.0f} |")
-    print(f"\n2 workers with Redis / 1 worker without: {ratio:.2f}x (target >= 1.6x)\n")
-    for pid, (before, after) in result["rss_mib"].items():
+        row = " | ".join(f"{cores[name][g]:.2f}" for g in groups)
+        print(f"| {name} | {v:.0f} | {per_request[name]:.0f} µs | {row} |")
+    print(f"\n2 workers with Redis / 1 worker without: {result['throughput_ratio']:.2f}x (target >= 1.6x)\n")
+
+
+def memory(upstream: str, env: dict[str, str], shared: list[str], n: int) -> dict[str, list[float]]:
+    """RSS of each worker of a ``--workers 2`` gateway with Redis limits, after a warm-up and after ``n`` more
+    requests."""
+    with Gateway(config_text=config(upstream, True), env=env, args=[*shared, "--workers", "2"]) as two:
+        pids = workers_of(two)
+        assert len(pids) == 2, pids
+
+        async def run() -> dict[str, list[float]]:
+            await load(two.base_url + "/chat/completions", 1000, 64)  # warm-up
+            before = {pid: rss_mib(pid) for pid in pids}
+            await load(two.base_url + "/chat/completions", n, 64)
+            return {str(pid): [before[pid], rss_mib(pid)] for pid in pids}
+
+        return asyncio.run(run())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    ap.add_argument("--samples", type=int, default=2000, help="latency samples per gateway (default: 2000)")
+    ap.add_argument("--seconds", type=float, default=10, help="seconds per throughput round (default: 10)")
+    ap.add_argument("--rounds", type=int, default=5, help="throughput rounds per gateway (default: 5)")
+    ap.add_argument("--memory-n", type=int, default=10_000, help="requests between the two RSS readings")
+    ap.add_argument(
+        "--parts", default="latency,throughput,memory", help="what to measure (default: latency,throughput,memory)"
+    )
+    args = ap.parse_args()
+    parts = set(args.parts.split(","))
+    env = {"BENCH_TEAM_KEY": TOKEN}
+    upstream, base = start_upstream(chunks=16)
+    result: dict[str, Any] = {}
+    try:
+        with RedisServer(persistent=True, fsync="everysec") as redis:
+            shared = ["--redis-url", redis.url, "--no-access-log"]
+            result["load_average_before"] = os.getloadavg()
+            if "latency" in parts:
+                result.update(latency(base, redis, args.samples))
+            if "throughput" in parts and missing():
+                result["throughput_skipped"] = f"needs {' and '.join(missing())}: apt-get install nginx-light wrk"
+            elif "throughput" in parts:
+                result.update(throughput(env, redis, args))
+            if "memory" in parts:
+                result["rss_mib"] = memory(base, env, shared, args.memory_n)
+            result["load_average_after"] = os.getloadavg()
+    finally:
+        upstream.terminate()
+        upstream.wait(5)
+
+    if "latency_p50_ms" in result:
+        print_latency(result)
+    if "throughput_skipped" in result:
+        print(f"Throughput skipped: it {result['throughput_skipped']}.\n")
+    elif "throughput_rps" in result:
+        print_throughput(result)
+    for pid, (before, after) in result.get("rss_mib", {}).items():
         print(f"worker {pid}: RSS {before:.1f} MiB -> {after:.1f} MiB after {args.memory_n} more requests")
+    before, after = result["load_average_before"], result["load_average_after"]
+    print(
+        f"\nLoad average (1, 5, 15 min) before: {before[0]:.2f} {before[1]:.2f} {before[2]:.2f}; "
+        f"after: {after[0]:.2f} {after[1]:.2f} {after[2]:.2f} ({os.cpu_count()} cores)"
+    )
     out = ROOT / "bench" / "results" / "shared.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=2))

@@ -76,6 +76,7 @@ class Responses:
             "system_fingerprint": None,
         }
         body = json.dumps(completion, separators=(",", ":")).encode()
+        self.completion_body = body
         self.completion = (
             b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
             b"connection: keep-alive\r\n\r\n%s" % (len(body), body)
