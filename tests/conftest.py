@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.support.calls import FLAVOURS
 from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.faults import FaultServer
 from tests.support.gateway import Gateway
@@ -22,6 +23,12 @@ from tests.support.servers import LlamaServer, LocalHTTPServer, MicroSocks, Tiny
 @pytest.fixture(scope="session")
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(params=FLAVOURS)
+def flavour(request: pytest.FixtureRequest) -> str:
+    """``sync`` (``Client``) or ``async`` (``AsyncClient``): a test taking it runs once each way."""
+    return str(request.param)
 
 
 @pytest.fixture(scope="session")

@@ -312,16 +312,21 @@ def test_one_client_across_event_loops(
     assert aio is not None and not aio._sessions
 
 
-def test_sync_hedging_uses_aiohttp_on_the_bridge_loop_and_close_releases_it(
-    faults: FaultServer, clean_env: pytest.MonkeyPatch
-) -> None:
-    a = faults.scenario("ha", Ok(text="slow", delay_first=2.0))
-    b = faults.scenario("hb", Ok(text="fast"))
-    chain = RetryProvider(
+def slow_then_fast(faults: FaultServer, prefix: str) -> RetryProvider:
+    """A chain whose first provider is slow to answer, so a hedge starts the second (which answers "fast")."""
+    a = faults.scenario(prefix + "a", Ok(text="slow", delay_first=2.0))
+    b = faults.scenario(prefix + "b", Ok(text="fast"))
+    return RetryProvider(
         [OpenaiChat(base_url=a, name="A"), OpenaiChat(base_url=b, name="B")],
         breaker=CircuitBreaker(),
         hedge_after=0.1,
     )
+
+
+def test_sync_hedging_uses_aiohttp_on_the_bridge_loop_and_close_releases_it(
+    faults: FaultServer, clean_env: pytest.MonkeyPatch
+) -> None:
+    chain = slow_then_fast(faults, "h")
     client = Client(provider=chain)
     stream = client.chat.completions.create(model="m", messages=MSGS, stream=True)
     assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "fast"
@@ -341,13 +346,7 @@ def test_import_polychat_does_not_import_aiohttp() -> None:
 def test_close_releases_the_async_client_sync_hedging_opened_for_a_proxied_route(
     faults: FaultServer, clean_env: pytest.MonkeyPatch, tinyproxy: TinyProxy
 ) -> None:
-    a = faults.scenario("pa", Ok(text="slow", delay_first=2.0))
-    b = faults.scenario("pb", Ok(text="fast"))
-    chain = RetryProvider(
-        [OpenaiChat(base_url=a, name="A"), OpenaiChat(base_url=b, name="B")],
-        breaker=CircuitBreaker(),
-        hedge_after=0.1,
-    )
+    chain = slow_then_fast(faults, "p")
     client = Client(provider=chain, proxies=tinyproxy.url)
     r = client.chat.completions.create(model="m", messages=MSGS)
     assert r.content == "fast"  # type: ignore[union-attr]

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
-from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Any
 
@@ -17,7 +15,7 @@ import pytest
 from polychat import AsyncClient, Client, errors
 from polychat.providers import OpenaiChat
 from polychat.routing import CircuitBreaker, RetryProvider
-from polychat.types import ChatCompletionChunk
+from tests.support.calls import MSGS, NoJitter, Seen, call_as_user
 from tests.support.faults import (
     CloseBeforeHeaders,
     Empty,
@@ -32,28 +30,7 @@ from tests.support.faults import (
 )
 from tests.support.servers import wait_until
 
-MSGS = [{"role": "user", "content": "Tell me something."}]
 DEAD = "http://127.0.0.1:9/v1"
-
-
-class NoJitter(random.Random):
-    """Backoff sleeps of zero, so retries are fast; the delays themselves are tested in test_plan.py."""
-
-    def uniform(self, a: float, b: float) -> float:
-        return 0.0
-
-
-@pytest.fixture(params=["sync", "async"])
-def flavour(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@dataclass
-class Result:
-    text: str = ""
-    chunks: list[ChatCompletionChunk] = field(default_factory=list)
-    provider: str | None = None
-    error: BaseException | None = None
 
 
 def chain(*urls: str, **kwargs: Any) -> RetryProvider:
@@ -63,42 +40,9 @@ def chain(*urls: str, **kwargs: Any) -> RetryProvider:
     return RetryProvider(providers, **kwargs)
 
 
-def run(flavour: str, provider: Any, *, stream: bool, **call: Any) -> Result:
-    """Make one call the way a user would, collecting everything the caller sees (and the error, if any)."""
-    res = Result()
-    if flavour == "sync":
-        client = Client(provider=provider)
-        try:
-            r = client.chat.completions.create(model="m", messages=MSGS, stream=stream, **call)
-            if stream:
-                for c in r:  # type: ignore[union-attr]
-                    res.chunks.append(c)
-                    res.text += c.choices[0].delta.content or "" if c.choices else ""
-                res.provider = r.provider
-            else:
-                res.text, res.provider = r.content, r.provider  # type: ignore[union-attr]
-        except errors.PolychatError as e:
-            res.error = e
-        finally:
-            client.close()
-        return res
-
-    async def go() -> None:
-        async with AsyncClient(provider=provider) as client:
-            try:
-                r = await client.chat.completions.create(model="m", messages=MSGS, stream=stream, **call)
-                if stream:
-                    async for c in r:  # type: ignore[union-attr]
-                        res.chunks.append(c)
-                        res.text += c.choices[0].delta.content or "" if c.choices else ""
-                    res.provider = r.provider
-                else:
-                    res.text, res.provider = r.content, r.provider  # type: ignore[union-attr]
-            except errors.PolychatError as e:
-                res.error = e
-
-    asyncio.run(go())
-    return res
+def run(flavour: str, provider: Any, *, stream: bool, **call: Any) -> Seen:
+    """One call the way a user makes it, through a client on ``provider``, collecting what the caller sees."""
+    return call_as_user(flavour, {"provider": provider}, stream=stream, **call)
 
 
 # -- connection failures -----------------------------------------------------------------------------------------
@@ -245,19 +189,18 @@ def test_auth_failure_fails_over_and_opens_breaker(faults: FaultServer, flavour:
 # -- timeouts ----------------------------------------------------------------------------------------------------
 
 
-def test_first_token_timeout_before_headers_fails_over(faults: FaultServer, flavour: str) -> None:
-    a = faults.scenario("a", Stall())
+@pytest.mark.parametrize(
+    ("stall", "timeout"),
+    [
+        pytest.param(Stall(), 0.3, id="before-headers"),
+        # Headers and keep-alive comments flow, but no token: only an application-level timer can see this.
+        pytest.param(Stall(after_chunks=0, keepalive=0.05), 0.4, id="with-keepalives"),
+    ],
+)
+def test_first_token_timeout_fails_over(faults: FaultServer, flavour: str, stall: Stall, timeout: float) -> None:
+    a = faults.scenario("a", stall)
     b = faults.scenario("b", Ok(text="quick"))
-    res = run(flavour, chain(a, b, first_token_timeout=0.3), stream=True)
-    assert res.text == "quick" and res.provider == "B"
-    faults.release()
-
-
-def test_first_token_timeout_with_keepalives_fails_over(faults: FaultServer, flavour: str) -> None:
-    # Headers and keep-alive comments flow, but no token: only an application-level timer can see this.
-    a = faults.scenario("a", Stall(after_chunks=0, keepalive=0.05))
-    b = faults.scenario("b", Ok(text="quick"))
-    res = run(flavour, chain(a, b, first_token_timeout=0.4), stream=True)
+    res = run(flavour, chain(a, b, first_token_timeout=timeout), stream=True)
     assert res.text == "quick" and res.provider == "B"
     faults.release()
 
@@ -323,11 +266,17 @@ def test_overall_deadline_stops_the_chain(faults: FaultServer, flavour: str) -> 
 # -- broken streams ----------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "fault",
-    [ResetAfter(0), ErrorFrame(after_chunks=0), Malformed(after_chunks=0), Truncate(n=0)],
-    ids=["reset", "error-frame", "malformed", "truncated"],
-)
+def broken_streams(after: int) -> list[Any]:
+    """Each way a stream can break, ``after`` content chunks."""
+    return [
+        pytest.param(ResetAfter(after), id="reset"),
+        pytest.param(ErrorFrame(after_chunks=after), id="error-frame"),
+        pytest.param(Malformed(after_chunks=after), id="malformed"),
+        pytest.param(Truncate(n=after), id="truncated"),
+    ]
+
+
+@pytest.mark.parametrize("fault", broken_streams(after=0))
 def test_broken_stream_before_content_fails_over_invisibly(faults: FaultServer, flavour: str, fault: Any) -> None:
     a = faults.scenario("a", fault)
     b = faults.scenario("b", Ok(text="clean answer"))
@@ -337,11 +286,7 @@ def test_broken_stream_before_content_fails_over_invisibly(faults: FaultServer, 
     assert {c.provider for c in res.chunks} == {"B"}  # nothing of A's reached the caller
 
 
-@pytest.mark.parametrize(
-    "fault",
-    [ResetAfter(2), ErrorFrame(after_chunks=2), Malformed(after_chunks=2), Truncate(n=2)],
-    ids=["reset", "error-frame", "malformed", "truncated"],
-)
+@pytest.mark.parametrize("fault", broken_streams(after=2))
 def test_broken_stream_after_content_raises_with_partial(faults: FaultServer, flavour: str, fault: Any) -> None:
     a = faults.scenario("a", fault)
     b = faults.scenario("b", Ok(text="never"))

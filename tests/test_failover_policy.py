@@ -7,21 +7,17 @@ the fault-injecting server; the merge itself is checked switch by switch without
 
 from __future__ import annotations
 
-import asyncio
-import random
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
-from polychat import AsyncClient, Client, FailoverPolicy, errors
+from polychat import Client, FailoverPolicy, errors
 from polychat._failover import SWITCHES, UNSET, CallPolicy
 from polychat.config import parse_config
 from polychat.providers import OpenaiChat
 from polychat.routing import CircuitBreaker, RetryProvider
+from tests.support.calls import MSGS, NoJitter, Seen, call_as_user
 from tests.support.faults import Empty, FaultServer, Ok, ResetAfter
-
-MSGS = [{"role": "user", "content": "Tell me something."}]
 
 # A value for each switch, and a different one (both set: None never stands in for a value here).
 _ONE: dict[str, Any] = {
@@ -44,56 +40,9 @@ _OTHER: dict[str, Any] = {
 }
 
 
-class NoJitter(random.Random):
-    def uniform(self, a: float, b: float) -> float:
-        return 0.0
-
-
-@pytest.fixture(params=["sync", "async"])
-def flavour(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@dataclass
-class Result:
-    text: str = ""
-    providers: list[str | None] = field(default_factory=list)
-    error: BaseException | None = None
-
-
-def run(flavour: str, client_kwargs: dict[str, Any], *, stream: bool, model: str = "m", **call: Any) -> Result:
+def run(flavour: str, client_kwargs: dict[str, Any], *, stream: bool, model: str = "m", **call: Any) -> Seen:
     """One call as a user makes it, with the client built from ``client_kwargs``."""
-    res = Result()
-    if flavour == "sync":
-        with Client(**client_kwargs) as client:
-            try:
-                if stream:
-                    for c in client.chat.completions.create(model=model, messages=MSGS, stream=True, **call):
-                        res.text += c.choices[0].delta.content or "" if c.choices else ""
-                        res.providers.append(c.provider)
-                else:
-                    r = client.chat.completions.create(model=model, messages=MSGS, **call)
-                    res.text, res.providers = r.content, [r.provider]
-            except errors.PolychatError as e:
-                res.error = e
-        return res
-
-    async def go() -> None:
-        async with AsyncClient(**client_kwargs) as client:
-            try:
-                if stream:
-                    chunks = await client.chat.completions.create(model=model, messages=MSGS, stream=True, **call)
-                    async for c in chunks:
-                        res.text += c.choices[0].delta.content or "" if c.choices else ""
-                        res.providers.append(c.provider)
-                else:
-                    r = await client.chat.completions.create(model=model, messages=MSGS, **call)
-                    res.text, res.providers = r.content, [r.provider]
-            except errors.PolychatError as e:
-                res.error = e
-
-    asyncio.run(go())
-    return res
+    return call_as_user(flavour, client_kwargs, stream=stream, model=model, **call)
 
 
 def chain(*urls: str, **switches: Any) -> RetryProvider:

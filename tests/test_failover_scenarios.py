@@ -8,11 +8,9 @@ the text is right, the right provider produced it, and a resumed answer says so 
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +18,9 @@ import msgspec
 import openai
 import pytest
 
-from polychat import AsyncClient, Client
 from polychat.providers import OpenaiChat
 from polychat.routing import CircuitBreaker, RetryProvider
+from tests.support.calls import Seen, call_as_user
 from tests.support.faults import FaultServer, Ok
 from tests.support.gateway import Gateway
 from tests.support.nodns import sitecustomize as nodns
@@ -58,55 +56,17 @@ def addresses() -> Iterator[Addresses]:
         yield a
 
 
-@pytest.fixture(params=["sync", "async"])
-def flavour(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@dataclass
-class Seen:
-    text: str = ""
-    provider: str | None = None
-    resumed_from: set[str] = field(default_factory=set)
-
-
 def call(flavour: str, provider: RetryProvider, stream: bool) -> Seen:
-    seen = Seen()
-
-    def take(chunk: Any) -> None:
-        if chunk.choices:
-            seen.text += chunk.choices[0].delta.content or ""
-        if getattr(chunk, "resumed_from", None):
-            seen.resumed_from.add(chunk.resumed_from)
-        seen.provider = chunk.provider
-
-    if flavour == "sync":
-        with Client(provider=provider, timeout=TIMEOUT) as client:
-            if not stream:
-                r = client.chat.completions.create(model="m", messages=MSGS)
-                return Seen(r.choices[0].message.content or "", r.provider)
-            for chunk in client.chat.completions.create(model="m", messages=MSGS, stream=True):
-                take(chunk)
-        return seen
-
-    async def go() -> Seen:
-        async with AsyncClient(provider=provider, timeout=TIMEOUT) as client:
-            if not stream:
-                r = await client.chat.completions.create(model="m", messages=MSGS)
-                return Seen(r.choices[0].message.content or "", r.provider)
-            async for chunk in await client.chat.completions.create(model="m", messages=MSGS, stream=True):
-                take(chunk)
-        return seen
-
-    return asyncio.run(go())
+    return call_as_user(flavour, {"provider": provider, "timeout": TIMEOUT}, stream=stream, messages=MSGS)
 
 
 def check(scenario: Scenario, stream: bool, seen: Seen) -> None:
+    assert seen.error is None, seen.error
     assert seen.text == ANSWER
     if stream and scenario.key in RESUMED:
         assert seen.resumed_from == {"A"}, "a resumed answer says where it was resumed from"
     elif scenario.key not in ("500-burst", "flapping"):  # those may recover on the first provider itself
-        assert seen.provider == "B"
+        assert seen.providers[-1] == "B"
 
 
 @pytest.mark.parametrize(("scenario", "stream"), CELLS)

@@ -114,14 +114,16 @@ def test_stop_sequences(client: anthropic.Anthropic) -> None:
 
 def test_tool_use_then_tool_result_turn(client: anthropic.Anthropic) -> None:
     ask = [{"role": "user", "content": "What is the weather in Paris?"}]
-    first = client.messages.create(
-        model="llama-smol",
-        max_tokens=64,
-        tools=[WEATHER],
-        tool_choice={"type": "tool", "name": "get_weather"},
-        messages=ask,
-        extra_body=T0,
-    )
+    # the same forced tool call, asked for whole and streamed
+    forced: dict[str, Any] = {
+        "model": "llama-smol",
+        "max_tokens": 64,
+        "tools": [WEATHER],
+        "tool_choice": {"type": "tool", "name": "get_weather"},
+        "messages": ask,
+        "extra_body": T0,
+    }
+    first = client.messages.create(**forced)
     assert first.stop_reason == "tool_use"
     use = first.content[-1]
     assert use.type == "tool_use" and use.name == "get_weather" and isinstance(use.input, dict)
@@ -130,14 +132,7 @@ def test_tool_use_then_tool_result_turn(client: anthropic.Anthropic) -> None:
     turns = [*ask, {"role": "assistant", "content": first.content}, {"role": "user", "content": [result]}]
     second = client.messages.create(model="llama-smol", max_tokens=24, tools=[WEATHER], messages=turns, extra_body=T0)
     assert second.content and second.content[0].type == "text" and second.content[0].text.strip()
-    with client.messages.stream(
-        model="llama-smol",
-        max_tokens=64,
-        tools=[WEATHER],
-        tool_choice={"type": "tool", "name": "get_weather"},
-        messages=ask,
-        extra_body=T0,
-    ) as stream:
+    with client.messages.stream(**forced) as stream:
         kinds = [event.type for event in stream]
         streamed = stream.get_final_message()
     assert "input_json" in kinds and streamed.stop_reason == "tool_use"

@@ -24,13 +24,13 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from polychat import AsyncClient, Client, errors
+from polychat import AsyncClient, errors
 from polychat.providers import OpenaiChat
 from polychat.routing import CircuitBreaker, RetryProvider
+from tests.support.calls import MSGS, Seen, call_as_user
 from tests.support.faults import FaultServer, Ok, ResetAfter, Stall
 from tests.support.servers import TinyProxy
 
-MSGS = [{"role": "user", "content": "Tell me something."}]
 DEAD = "http://127.0.0.1:9/v1"
 
 
@@ -46,11 +46,6 @@ def spans(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
     provider.shutdown()
 
 
-@pytest.fixture(params=["sync", "async"])
-def flavour(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 def chain(*urls: str, **kwargs: Any) -> RetryProvider:
     providers = [OpenaiChat(base_url=u, name=name, api_key="") for name, u in zip("ABCDEFG", urls, strict=False)]
     kwargs.setdefault("breaker", CircuitBreaker())
@@ -58,62 +53,9 @@ def chain(*urls: str, **kwargs: Any) -> RetryProvider:
     return RetryProvider(providers, **kwargs)
 
 
-class Call:
-    """What one call returned: text, provider, attempts (and the error, if it raised)."""
-
-    text = ""
-    provider: str | None = None
-    attempts: list[errors.Attempt]
-    error: BaseException | None = None
-
-
-def call(flavour: str, provider: Any, *, stream: bool, stop_after: int | None = None, **kw: Any) -> Call:
+def call(flavour: str, provider: Any, *, stream: bool, stop_after: int | None = None, **kw: Any) -> Seen:
     """One call the way a user makes it; ``stop_after=n`` closes a stream after n chunks."""
-    out = Call()
-    out.attempts = []
-
-    def take(chunk: Any) -> None:
-        out.text += chunk.choices[0].delta.content or "" if chunk.choices else ""
-
-    if flavour == "sync":
-        client = Client(provider=provider)
-        try:
-            r = client.chat.completions.create(model="m", messages=MSGS, stream=stream, **kw)
-            if stream:
-                with r as s:  # type: ignore[union-attr]
-                    for i, chunk in enumerate(s, 1):
-                        take(chunk)
-                        if stop_after is not None and i >= stop_after:
-                            break
-                out.provider, out.attempts = s.provider, s.attempts
-            else:
-                out.text, out.provider, out.attempts = r.content, r.provider, r.attempts  # type: ignore[union-attr]
-        except errors.PolychatError as e:
-            out.error = e
-        finally:
-            client.close()
-        return out
-
-    async def main() -> None:
-        async with AsyncClient(provider=provider) as client:
-            try:
-                r = await client.chat.completions.create(model="m", messages=MSGS, stream=stream, **kw)
-                if stream:
-                    async with r as s:  # type: ignore[union-attr]
-                        i = 0
-                        async for chunk in s:
-                            take(chunk)
-                            i += 1
-                            if stop_after is not None and i >= stop_after:
-                                break
-                    out.provider, out.attempts = s.provider, s.attempts
-                else:
-                    out.text, out.provider, out.attempts = r.content, r.provider, r.attempts  # type: ignore[union-attr]
-            except errors.PolychatError as e:
-                out.error = e
-
-    asyncio.run(main())
-    return out
+    return call_as_user(flavour, {"provider": provider}, stream=stream, stop_after=stop_after, **kw)
 
 
 def tree(exporter: InMemorySpanExporter) -> tuple[ReadableSpan, list[ReadableSpan]]:

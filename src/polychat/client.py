@@ -57,13 +57,12 @@ def _finished(record: CallRecord, result: ChatCompletion) -> ChatCompletion:
     return result
 
 
-class Stream(Generic[_T]):
-    """The chunks of a streamed answer. Iterate it; ``close()`` (or leaving a ``with`` block) releases the
-    connection at once, also when left early. ``provider`` names the provider of the latest chunk; ``attempts``
-    lists every provider attempt that has ended (all of them, once the stream has)."""
+class _StreamState(Generic[_T]):
+    """What :class:`Stream` and :class:`AsyncStream` share: the first chunk (read before ``create()`` returned),
+    the call's record and the latest provider. The two classes are only the iteration protocols around it, kept
+    identical but for ``await`` by ``tests/test_unasync.py``."""
 
-    def __init__(self, chunks: Iterator[_T], first: _T | _End = _END, record: CallRecord | None = None) -> None:
-        self._chunks = chunks
+    def __init__(self, first: _T | _End, record: CallRecord | None) -> None:
         self._first = first
         self._record = record
         self.provider: str | None = getattr(first, "provider", None)
@@ -73,6 +72,30 @@ class Stream(Generic[_T]):
     @property
     def attempts(self) -> list[Attempt]:
         return self._record.attempts if self._record is not None else []
+
+    def _seen(self, item: _T) -> _T:
+        self.provider = getattr(item, "provider", self.provider)
+        if self._record is not None and self._record.trace is not None:
+            self._record.chunk(item)
+        return item
+
+    def _failed(self, error: BaseException) -> None:
+        if self._record is not None:
+            self._record.finish(error=error)
+
+    def _ended(self) -> None:
+        if self._record is not None:
+            self._record.finish()
+
+
+class Stream(_StreamState[_T]):
+    """The chunks of a streamed answer. Iterate it; ``close()`` (or leaving a ``with`` block) releases the
+    connection at once, also when left early. ``provider`` names the provider of the latest chunk; ``attempts``
+    lists every provider attempt that has ended (all of them, once the stream has)."""
+
+    def __init__(self, chunks: Iterator[_T], first: _T | _End = _END, record: CallRecord | None = None) -> None:
+        super().__init__(first, record)
+        self._chunks = chunks
 
     def __iter__(self) -> Stream[_T]:
         return self
@@ -88,26 +111,25 @@ class Stream(Generic[_T]):
             self.close()
             raise
         except BaseException as e:
-            if self._record is not None:
-                self._record.finish(error=e)
+            self._failed(e)
             raise
-        self.provider = getattr(item, "provider", self.provider)
-        if self._record is not None and self._record.trace is not None:
-            self._record.chunk(item)
-        return item
+        return self._seen(item)
 
     def close(self) -> None:
         self._first = _END
-        close = getattr(self._chunks, "close", None)
-        if close is not None:
-            close()
-        if self._record is not None:
-            self._record.finish()
+        try:
+            close = getattr(self._chunks, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._ended()
 
     def __enter__(self) -> Stream[_T]:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     def __del__(self) -> None:
@@ -115,20 +137,12 @@ class Stream(Generic[_T]):
             self.close()
 
 
-class AsyncStream(Generic[_T]):
+class AsyncStream(_StreamState[_T]):
     """Async counterpart of :class:`Stream`: ``async for``, ``await aclose()``, ``async with``."""
 
     def __init__(self, chunks: AsyncIterator[_T], first: _T | _End = _END, record: CallRecord | None = None) -> None:
+        super().__init__(first, record)
         self._chunks = chunks
-        self._first = first
-        self._record = record
-        self.provider: str | None = getattr(first, "provider", None)
-        if record is not None and record.trace is not None and first is not _END:
-            record.chunk(first)
-
-    @property
-    def attempts(self) -> list[Attempt]:
-        return self._record.attempts if self._record is not None else []
 
     def __aiter__(self) -> AsyncStream[_T]:
         return self
@@ -139,42 +153,39 @@ class AsyncStream(Generic[_T]):
             self._first = _END
             return first
         try:
-            item = await self._chunks.__anext__()
+            item = await anext(self._chunks)
         except StopAsyncIteration:
             await self.aclose()
             raise
         except BaseException as e:
-            if self._record is not None:
-                self._record.finish(error=e)
+            self._failed(e)
             raise
-        self.provider = getattr(item, "provider", self.provider)
-        if self._record is not None and self._record.trace is not None:
-            self._record.chunk(item)
-        return item
-
-    def __del__(self) -> None:
-        # Dropped without aclose() (nothing can be awaited here): at least the call's record and spans end.
-        if self._record is not None:
-            with contextlib.suppress(Exception):
-                self._record.finish()
+        return self._seen(item)
 
     async def aclose(self) -> None:
         self._first = _END
-        aclose = getattr(self._chunks, "aclose", None)
         try:
+            aclose = getattr(self._chunks, "aclose", None)
             if aclose is not None:
                 await aclose()
         finally:
-            if self._record is not None:
-                self._record.finish()
-
-    async def close(self) -> None:
-        await self.aclose()
+            self._ended()
 
     async def __aenter__(self) -> AsyncStream[_T]:
         return self
 
-    async def __aexit__(self, *exc: object) -> None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    def __del__(self) -> None:
+        # Dropped without aclose() (nothing can be awaited here): at least the call's record and spans end.
+        with contextlib.suppress(Exception):
+            self._ended()
+
+    async def close(self) -> None:
+        """The same as :meth:`aclose` (the openai package's name for it)."""
         await self.aclose()
 
 
@@ -469,15 +480,11 @@ class AsyncCompletions:
         request, provider, ctx = self._client._prepare(model, messages, stream, kwargs)
         record = ctx.record
         assert record is not None
-        first: ChatCompletionChunk | _End
         try:
             if not stream:
                 return _finished(record, await provider.acomplete(request, ctx))
             chunks = provider.astream(request, ctx)
-            try:
-                first = await chunks.__anext__()
-            except StopAsyncIteration:
-                first = _END
+            first = await anext(chunks, _END)
         except BaseException as e:
             record.finish(error=e)
             raise
@@ -520,5 +527,7 @@ class AsyncClient(_BaseClient):
     async def __aenter__(self) -> AsyncClient:
         return self
 
-    async def __aexit__(self, *exc: object) -> None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         await self.close()

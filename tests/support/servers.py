@@ -360,13 +360,42 @@ class LlamaServer(_Server):
         return f"http://{LOOPBACK}:{self.port}"
 
 
+# --------------------------------------------------------------------------------------------- proxies
+
+
+class _Proxy(_Server):
+    """A proxy on a free loopback port, with a username and password unless ``auth`` is off."""
+
+    scheme = ""
+
+    def __init__(self, user: str, password: str, auth: bool) -> None:
+        super().__init__()
+        self.port = free_port()
+        self.host = LOOPBACK
+        self.user: str | None = user if auth else None
+        self.password: str | None = password if auth else None
+
+    @property
+    def url_without_auth(self) -> str:
+        return f"{self.scheme}://{LOOPBACK}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """``SCHEME://user:pass@127.0.0.1:PORT`` with percent-encoded credentials when auth is on."""
+        if self.user is None or self.password is None:
+            return self.url_without_auth
+        userinfo = f"{urllib.parse.quote(self.user, safe='')}:{urllib.parse.quote(self.password, safe='')}"
+        return f"{self.scheme}://{userinfo}@{LOOPBACK}:{self.port}"
+
+
 # --------------------------------------------------------------------------------------------- tinyproxy
 
 
-class TinyProxy(_Server):
+class TinyProxy(_Proxy):
     """Debian ``tinyproxy`` as an authenticating HTTP proxy on 127.0.0.1; started in ``__init__``."""
 
     name = "tinyproxy"
+    scheme = "http"
     VIA_NAME = "polychat-test-tinyproxy"
 
     def __init__(
@@ -377,11 +406,7 @@ class TinyProxy(_Server):
         auth: bool = True,
         startup_timeout: float = 10.0,
     ) -> None:
-        super().__init__()
-        self.port = free_port()
-        self.host = LOOPBACK
-        self.user: str | None = user if auth else None
-        self.password: str | None = password if auth else None
+        super().__init__(user, password, auth)
         self.config_path = self.tmpdir / "tinyproxy.conf"
         self.proxy_log_path = self.tmpdir / "tinyproxy-proxy.log"
 
@@ -404,18 +429,6 @@ class TinyProxy(_Server):
             wait_for_port(LOOPBACK, self.port, startup_timeout, proc)
 
         self._start_or_cleanup(start)
-
-    @property
-    def url_without_auth(self) -> str:
-        return f"http://{LOOPBACK}:{self.port}"
-
-    @property
-    def url(self) -> str:
-        """Proxy URL with (percent-encoded) credentials when auth is on."""
-        if self.user is None or self.password is None:
-            return self.url_without_auth
-        userinfo = f"{urllib.parse.quote(self.user, safe='')}:{urllib.parse.quote(self.password, safe='')}"
-        return f"http://{userinfo}@{LOOPBACK}:{self.port}"
 
     def log_text(self) -> str:
         """tinyproxy's own log file (its stdout/stderr are in ``process_log_text()``)."""
@@ -446,10 +459,11 @@ class TinyProxy(_Server):
 # --------------------------------------------------------------------------------------------- microsocks
 
 
-class MicroSocks(_Server):
+class MicroSocks(_Proxy):
     """Debian ``microsocks`` SOCKS5 proxy on 127.0.0.1; started in ``__init__``."""
 
     name = "microsocks"
+    scheme = "socks5"
 
     def __init__(
         self,
@@ -459,11 +473,7 @@ class MicroSocks(_Server):
         auth: bool = True,
         startup_timeout: float = 10.0,
     ) -> None:
-        super().__init__()
-        self.port = free_port()
-        self.host = LOOPBACK
-        self.user: str | None = user if auth else None
-        self.password: str | None = password if auth else None
+        super().__init__(user, password, auth)
 
         def start() -> None:
             argv = [require_program("microsocks"), "-i", LOOPBACK, "-p", str(self.port)]
@@ -473,18 +483,6 @@ class MicroSocks(_Server):
             wait_for_port(LOOPBACK, self.port, startup_timeout, proc)
 
         self._start_or_cleanup(start)
-
-    @property
-    def url_without_auth(self) -> str:
-        return f"socks5://{LOOPBACK}:{self.port}"
-
-    @property
-    def url(self) -> str:
-        """``socks5://user:pass@127.0.0.1:PORT`` with percent-encoded credentials when auth is on."""
-        if self.user is None or self.password is None:
-            return self.url_without_auth
-        userinfo = f"{urllib.parse.quote(self.user, safe='')}:{urllib.parse.quote(self.password, safe='')}"
-        return f"socks5://{userinfo}@{LOOPBACK}:{self.port}"
 
     def connections_logged(self) -> list[str]:
         """``HOST:PORT`` targets microsocks connected to for clients, in order."""

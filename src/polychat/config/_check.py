@@ -155,6 +155,18 @@ class _Checker:
             raise self.error(dotted, f"must be a list of non-empty strings, got {_kind(value)}")
         return tuple(value)
 
+    def connection(self, key: str, value: Any, dotted: tuple[str, ...], out: dict[str, Any]) -> bool:
+        """``timeout`` and ``proxy``, which ``[defaults]`` and a provider take alike, checked into ``out``; False
+        for any other key."""
+        if key == "timeout":
+            out[key] = self.seconds(value, dotted)
+        elif key == "proxy":
+            out["proxy_config"] = self.proxy(value, dotted)
+            out[key] = value
+        else:
+            return False
+        return True
+
     def proxy(self, value: Any, dotted: tuple[str, ...]) -> ProxyConfig | None:
         if value is True:
             raise self.error(dotted, "must be a proxy URL, a table {http, https, all, no_proxy}, or false")
@@ -287,15 +299,12 @@ def _check_defaults(doc: dict[str, Any], c: _Checker) -> dict[str, Any]:
     defaults.update(c.policy(raw_defaults, ("defaults",)).set_values())
     for key, value in raw_defaults.items():
         where: tuple[str, ...] = ("defaults", key)
+        if c.connection(key, value, where, defaults):
+            continue
         if key in ("model", "provider", "fallback"):
             defaults[key] = c.string(value, where)
-        elif key == "timeout":
-            defaults[key] = c.seconds(value, where)
         elif key == "max_retries":
             defaults[key] = c.count(value, where)
-        elif key == "proxy":
-            defaults["proxy_config"] = c.proxy(value, where)
-            defaults[key] = value
     return defaults
 
 
@@ -323,6 +332,8 @@ def _check_provider(name: str, raw: Any, c: _Checker) -> ProviderSpec:
     fields: dict[str, Any] = {"name": name, "type": ptype_name}
     for key, value in table.items():
         where = (*base, key)
+        if c.connection(key, value, where, fields):
+            continue
         if key in ("base_url", "default_model"):
             fields[key] = c.string(value, where)
         elif key == "api_key_env":
@@ -338,11 +349,6 @@ def _check_provider(name: str, raw: Any, c: _Checker) -> ProviderSpec:
             fields[key] = c.string(value, where)
         elif key == "allow_plaintext_key":
             fields[key] = c.boolean(value, where)
-        elif key == "proxy":
-            fields["proxy_config"] = c.proxy(value, where)
-            fields[key] = value
-        elif key == "timeout":
-            fields[key] = c.seconds(value, where)
         elif key == "models":
             fields[key] = c.strings(value, where)
         elif key in ptype.options:

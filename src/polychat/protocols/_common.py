@@ -4,14 +4,16 @@ server-sent event frame (Anthropic Messages and OpenAI Responses frame their str
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from .._json import dumps
 from ..errors import InvalidRequestError
+from ..types import ChatCompletionChunk, StreamChoice
 
 
-@dataclass(eq=False, slots=True)
+@dataclass(eq=False, repr=False, slots=True)
 class Call:
     """A request translated to polychat's call: ``create(model, messages, stream, **kwargs)``."""
 
@@ -34,3 +36,8 @@ def new_id(prefix: str, digits: int = 32) -> str:
 def sse_event(name: str, payload: Any) -> bytes:
     """One server-sent event: ``event: NAME`` and ``data: JSON``."""
     return b"event: " + name.encode() + b"\ndata: " + dumps(payload) + b"\n\n"
+
+
+def answer_choices(chunk: ChatCompletionChunk) -> Iterator[StreamChoice]:
+    """The chunk's part of the one answer these protocols carry (choice 0: they have no ``n``)."""
+    return (choice for choice in chunk.choices if choice.index == 0)

@@ -8,7 +8,7 @@ from typing import Any
 
 from .._json import loads
 from ..types import ChatCompletion, ChatCompletionChunk, CompletionUsage
-from ._common import new_id, sse_event
+from ._common import answer_choices, new_id, sse_event
 
 #: OpenAI finish reasons → Anthropic stop reasons.
 STOP_REASONS = {
@@ -192,9 +192,7 @@ class MessageStream:
         self._start(out, None, chunk.model or None)
         if chunk.usage is not None:
             self.usage = usage_of(chunk.usage)
-        for choice in chunk.choices:
-            if choice.index != 0:
-                continue
+        for choice in answer_choices(chunk):
             delta = choice.delta
             if delta.content:
                 if self.open_kind != "text":

@@ -95,7 +95,7 @@ class _Notes:
             self.dropped.append(what)
 
 
-@dataclass(eq=False, slots=True)
+@dataclass(eq=False, repr=False, slots=True)
 class ChatCall(Call):
     """A Messages request as polychat's call."""
 

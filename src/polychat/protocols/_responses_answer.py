@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..types import ChatCompletion, ChatCompletionChunk, CompletionUsage
-from ._common import new_id, sse_event
+from ._common import answer_choices, new_id, sse_event
 
 
 def usage_of(u: CompletionUsage | None) -> dict[str, Any] | None:
@@ -175,9 +175,7 @@ class ResponseStream:
             self.model = chunk.model
         if chunk.usage is not None:
             self.usage = usage_of(chunk.usage)
-        for choice in chunk.choices:
-            if choice.index != 0:
-                continue
+        for choice in answer_choices(chunk):
             delta = choice.delta
             if delta.content:
                 if self.text is None:

@@ -57,7 +57,7 @@ def _str(value: Any, param: str) -> str:
     return value
 
 
-@dataclass(eq=False, slots=True)
+@dataclass(eq=False, repr=False, slots=True)
 class ResponsesCall(Call):
     """A Responses request as polychat's call, and what the answer echoes."""
 

@@ -35,31 +35,17 @@ This module is the public face: the request half is in ``_messages_request``, th
 
 from __future__ import annotations
 
-from ._messages_answer import (
-    ERROR_TYPES,
-    STOP_REASONS,
-    MessageStream,
-    error_body,
-    event,
-    message_id,
-    to_message,
-    usage_of,
-)
-from ._messages_request import ANTHROPIC_ONLY, EFFORTS, HINTS, PROTOCOL, ChatCall, to_chat
-
-__all__ = [
-    "ANTHROPIC_ONLY",
-    "EFFORTS",
-    "ERROR_TYPES",
-    "HINTS",
-    "PROTOCOL",
-    "STOP_REASONS",
-    "ChatCall",
-    "MessageStream",
-    "error_body",
-    "event",
-    "message_id",
-    "to_chat",
-    "to_message",
-    "usage_of",
-]
+from ._messages_answer import ERROR_TYPES as ERROR_TYPES
+from ._messages_answer import STOP_REASONS as STOP_REASONS
+from ._messages_answer import MessageStream as MessageStream
+from ._messages_answer import error_body as error_body
+from ._messages_answer import event as event
+from ._messages_answer import message_id as message_id
+from ._messages_answer import to_message as to_message
+from ._messages_answer import usage_of as usage_of
+from ._messages_request import ANTHROPIC_ONLY as ANTHROPIC_ONLY
+from ._messages_request import EFFORTS as EFFORTS
+from ._messages_request import HINTS as HINTS
+from ._messages_request import PROTOCOL as PROTOCOL
+from ._messages_request import ChatCall as ChatCall
+from ._messages_request import to_chat as to_chat

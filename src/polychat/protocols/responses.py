@@ -28,31 +28,16 @@ This module is the public face: the request half is in ``_responses_request``, t
 
 from __future__ import annotations
 
-from ._common import new_id
-from ._responses_answer import (
-    Event,
-    ResponseStream,
-    call_item,
-    message_item,
-    response_object,
-    sse,
-    to_response,
-    usage_of,
-)
-from ._responses_request import ECHOED, ResponsesCall, input_messages, to_chat
-
-__all__ = [
-    "ECHOED",
-    "Event",
-    "ResponseStream",
-    "ResponsesCall",
-    "call_item",
-    "input_messages",
-    "message_item",
-    "new_id",
-    "response_object",
-    "sse",
-    "to_chat",
-    "to_response",
-    "usage_of",
-]
+from ._common import new_id as new_id
+from ._responses_answer import Event as Event
+from ._responses_answer import ResponseStream as ResponseStream
+from ._responses_answer import call_item as call_item
+from ._responses_answer import message_item as message_item
+from ._responses_answer import response_object as response_object
+from ._responses_answer import sse as sse
+from ._responses_answer import to_response as to_response
+from ._responses_answer import usage_of as usage_of
+from ._responses_request import ECHOED as ECHOED
+from ._responses_request import ResponsesCall as ResponsesCall
+from ._responses_request import input_messages as input_messages
+from ._responses_request import to_chat as to_chat

@@ -65,10 +65,10 @@ from ._convert import (
     usage,
 )
 from .base import Capabilities
-from .http import HTTPProvider
+from .http import HTTPProvider, HTTPProviderOptions
 
 if TYPE_CHECKING:
-    import httpx
+    from typing_extensions import Unpack
 
     from .._context import CallContext
     from .._request import ChatRequest
@@ -292,25 +292,11 @@ class Anthropic(HTTPProvider):
     def __init__(
         self,
         *,
-        api_key: str | None = None,
-        base_url: str | None = None,
-        proxy: Any = None,
-        timeout: float | httpx.Timeout | None = None,
-        name: str | None = None,
-        default_model: str | None = None,
-        headers: dict[str, str] | None = None,
         max_tokens: int = DEFAULT_MAX_TOKENS,
         anthropic_version: str = ANTHROPIC_VERSION,
+        **options: Unpack[HTTPProviderOptions],
     ) -> None:
-        super().__init__(
-            api_key=api_key,
-            base_url=base_url,
-            proxy=proxy,
-            timeout=timeout,
-            name=name,
-            default_model=default_model,
-            headers=headers,
-        )
+        super().__init__(**options)
         self.max_tokens = max_tokens
         self._base_headers = {"anthropic-version": anthropic_version, **self._base_headers}
 

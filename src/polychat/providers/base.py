@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterator
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -48,11 +48,15 @@ class Provider(ABC):
     what failover errors list, so give two instances of one class different names.
     """
 
-    capabilities: ClassVar[Capabilities] = Capabilities()
+    # Set on a provider class (class attributes, so they can be read without building one); a chain or a pinned
+    # model sets its own from the providers it wraps when it is built.
+    #: What this provider can do.
+    capabilities: Capabilities = Capabilities()
     #: Models this provider is known to serve (informational; empty means "ask the server").
-    models: ClassVar[tuple[str, ...]] = ()
+    models: tuple[str, ...] = ()
 
     name: str
+    #: The model asked for when a request leaves ``model`` empty.
     default_model: str | None = None
 
     def __init__(self, *, name: str | None = None, default_model: str | None = None) -> None:

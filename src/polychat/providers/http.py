@@ -13,7 +13,7 @@ import hashlib
 import os
 from abc import abstractmethod
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypedDict
 
 import httpx
 
@@ -31,6 +31,20 @@ if TYPE_CHECKING:
     from .._request import ChatRequest
     from ..errors import APIError
     from ..types import ChatCompletion, ChatCompletionChunk, Model
+
+
+class HTTPProviderOptions(TypedDict, total=False):
+    """The settings every HTTP provider takes (see :class:`HTTPProvider`). A subclass with settings of its own
+    takes those by name and the rest as ``**options: Unpack[HTTPProviderOptions]``, so its signature stays typed
+    without repeating these."""
+
+    api_key: str | None
+    base_url: str | None
+    proxy: Any
+    timeout: float | httpx.Timeout | None
+    name: str | None
+    default_model: str | None
+    headers: dict[str, str] | None
 
 
 class StreamParser(Protocol):

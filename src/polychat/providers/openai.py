@@ -21,10 +21,10 @@ from ..errors import APIConnectionError, APIError, error_frame
 from ..errors import MissingAPIKeyError as MissingAPIKeyError  # its home before errors.py; kept for imports
 from ..types import ChatCompletion, ChatCompletionChunk, Model, ModelList
 from .base import Capabilities
-from .http import HTTPProvider
+from .http import HTTPProvider, HTTPProviderOptions
 
 if TYPE_CHECKING:
-    import httpx
+    from typing_extensions import Unpack
 
     from .._request import ChatRequest
 
@@ -118,25 +118,11 @@ class OpenaiChat(HTTPProvider):
     def __init__(
         self,
         *,
-        api_key: str | None = None,
-        base_url: str | None = None,
-        proxy: Any = None,
-        timeout: float | httpx.Timeout | None = None,
-        name: str | None = None,
-        default_model: str | None = None,
-        headers: dict[str, str] | None = None,
         organization: str | None = None,
         project: str | None = None,
+        **options: Unpack[HTTPProviderOptions],
     ) -> None:
-        super().__init__(
-            api_key=api_key,
-            base_url=base_url,
-            proxy=proxy,
-            timeout=timeout,
-            name=name,
-            default_model=default_model,
-            headers=headers,
-        )
+        super().__init__(**options)
         own: dict[str, str] = {"accept": "application/json", "user-agent": _USER_AGENT}
         if organization or os.environ.get("OPENAI_ORG_ID"):
             own["openai-organization"] = organization or os.environ["OPENAI_ORG_ID"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
-from ..providers.base import Capabilities, Provider
+from ..providers.base import Provider
 
 if TYPE_CHECKING:
     from .._context import CallContext
@@ -24,21 +24,11 @@ class PinnedModel(Provider):
     """``inner`` with ``request.model`` replaced by ``model`` on every call (``""``: the inner's default model)."""
 
     def __init__(self, inner: Provider, model: str) -> None:
-        super().__init__(name=inner.name)
+        super().__init__(name=inner.name, default_model=model or inner.default_model)
         self.inner = inner
         self.model = model
-
-    @property
-    def capabilities(self) -> Capabilities:  # type: ignore[override]
-        return self.inner.capabilities
-
-    @property
-    def models(self) -> tuple[str, ...]:  # type: ignore[override]
-        return (self.model,) if self.model else self.inner.models
-
-    @property
-    def default_model(self) -> str | None:  # type: ignore[override]
-        return self.model or self.inner.default_model
+        self.capabilities = inner.capabilities
+        self.models = (model,) if model else inner.models
 
     @property
     def breaker_key(self) -> str:

@@ -22,7 +22,7 @@ from .._async import failover as _async_failover
 from .._failover import UNSET, CallPolicy, FailoverPolicy
 from .._sync import failover as _sync_failover
 from ..errors import ConfigError, StreamInterruptedError
-from ..providers.base import Capabilities, Provider, as_provider
+from ..providers.base import Provider, as_provider
 from .breaker import DEFAULT_BREAKER, CircuitBreaker
 from .plan import FailoverPlan, Step
 
@@ -74,7 +74,7 @@ class RetryProvider(Provider):
         self._specs = list(providers)
         if not self._specs:
             raise ConfigError(f"{type(self).__name__} needs at least one provider")
-        self.providers = [as_provider(p) for p in self._specs]
+        self._wrap([as_provider(p) for p in self._specs])
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
             raise ConfigError(f"max_retries must be a whole number >= 0, got {max_retries!r}")
         self.failover = FailoverPolicy.checked(
@@ -105,16 +105,15 @@ class RetryProvider(Provider):
         if not (api_key or base_url):
             return self
         bound = copy.copy(self)
-        bound.providers = [as_provider(p, api_key=api_key, base_url=base_url) for p in self._specs]
+        bound._wrap([as_provider(p, api_key=api_key, base_url=base_url) for p in self._specs])
         return bound
 
-    @property
-    def capabilities(self) -> Capabilities:  # type: ignore[override]
-        return self.providers[0].capabilities
-
-    @property
-    def default_model(self) -> str | None:  # type: ignore[override]
-        return self.providers[0].default_model
+    def _wrap(self, providers: list[Provider]) -> None:
+        """Take ``providers`` as the chain's members: it answers for the first one's capabilities and default
+        model."""
+        self.providers = providers
+        self.capabilities = providers[0].capabilities
+        self.default_model = providers[0].default_model
 
     def members(self) -> list[Provider]:
         return [m for p in self.providers for m in p.members()]

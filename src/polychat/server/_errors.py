@@ -82,7 +82,9 @@ class HTTPError:
         self.headers = headers or []
 
 
-def error_payload(message: str, status: int, *, type: str | None = None, param: Any = None, code: Any = None) -> dict:  # type: ignore[type-arg]
+def error_payload(
+    message: str, status: int, *, type: str | None = None, param: Any = None, code: Any = None
+) -> dict[str, Any]:
     return {
         "error": {
             "message": message,

@@ -22,7 +22,7 @@ _TOO_LARGE = _reply(b"431 Request Header Fields Too Large")
 _ENDS = (b"\r\n\r\n", b"\n\n")
 
 
-class GuardedHTTPProtocol(AutoHTTPProtocol):  # type: ignore[misc,valid-type]
+class GuardedHTTPProtocol(AutoHTTPProtocol):  # type: ignore[misc,valid-type]  # uvicorn names its pick with a variable
     """uvicorn's HTTP protocol with the limits above (``http=`` of uvicorn's config, by import string)."""
 
     _guard_timer: Any = None

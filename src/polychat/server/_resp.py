@@ -130,7 +130,7 @@ class Connection:
             from redis.connection import parse_url
         except ImportError:
             raise missing_package() from None
-        options: dict[str, Any] = parse_url(check_url(url))  # type: ignore[no-untyped-call]
+        options: dict[str, Any] = parse_url(check_url(url))
         self._path: str | None = options.get("path")
         self._host: str = options.get("host") or "localhost"
         self._port: int = int(options.get("port") or 6379)

@@ -372,7 +372,7 @@ class _Engine:
                 same += 1
             if len(prompt) - same <= n:
                 return True
-        llama.reset()  # type: ignore[no-untyped-call]
+        llama.reset()
         for start in range(0, (len(prompt) - 1) // n * n, n):
             if job.cancelled.is_set():
                 return False
@@ -431,7 +431,7 @@ class _Engine:
             finally:
                 tokens.close()
         except Exception as e:
-            llama.reset()  # type: ignore[no-untyped-call]  # whatever llama.cpp holds now is not to be trusted
+            llama.reset()  # whatever llama.cpp holds now is not to be trusted
             raise APIError(f"llama.cpp failed while generating: {type(e).__name__}: {e}") from e
         if not hit and finish != "cancelled":
             text, hit = scanner.feed(decoder.decode(b"", final=True))
