@@ -419,13 +419,13 @@ class Limiter:
             self._flusher.cancel()
         await self.backend.aclose()
 
-    async def usage_rows(self) -> list[tuple[str, KeyUsage]]:
+    async def usage_rows(self, names: frozenset[str] | None = None) -> list[tuple[str, KeyUsage]]:
         """Each named key's usage, for ``/metrics`` (global when the backend is Redis); empty while it is down.
         This process's queued settlements are written first, so what it served is in the figures."""
         if self.down_since is None:
             await self._written(1.0)
         out: list[tuple[str, KeyUsage]] = []
-        for name in sorted(self.keys):
+        for name in sorted(self.keys if names is None else self.keys.keys() & names):
             try:
                 out.append((name, await self.backend.usage(name)))
             except BackendUnavailable as e:
