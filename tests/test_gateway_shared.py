@@ -15,6 +15,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -432,3 +433,30 @@ def test_an_unset_metrics_key_variable_stops_serve_with_a_clear_message(tmp_path
     done = run_serve(["--config", str(path), "--port", "0"])
     assert done.returncode == 2
     assert "OPS_METRICS_KEY" in done.stderr and "metrics_key_env" in done.stderr
+
+
+def test_a_stream_from_llama_cpp_is_charged_its_real_usage_not_its_reservation(
+    llama_server: LlamaServer, redis_server: RedisServer
+) -> None:
+    # llama.cpp's server sends no usage in a stream, even asked (stream_options.include_usage, which the gateway
+    # sends for keys it accounts): the gateway then counts the streamed tokens (one per chunk) of an answer that
+    # finished, and charges them plus the prompt's bound — not the whole reservation (prompt bound + max_tokens).
+    from polychat.server._limits import prompt_bound
+
+    key = "budget_tokens = 100000"
+    with ExitStack() as stack:
+        (gw,) = replicas(stack, 1, config(llama_server, key), redis_server.url)
+        client = openai.OpenAI(base_url=gw.base_url, api_key=TOKEN, max_retries=0)
+        ask: dict[str, Any] = {"model": "fast", "messages": HI, "max_tokens": 200, "temperature": 0}
+        chunks = list(client.chat.completions.create(**ask, stream=True))
+        assert all(c.usage is None for c in chunks)
+        streamed = sum(1 for c in chunks if c.choices and c.choices[0].delta.content)
+        assert chunks[-1].choices[0].finish_reason == "stop"
+        text = metrics(gw)
+        assert metric_value(text, "polychat_key_reserved_tokens", key="team-a") == 0
+        used = metric_value(text, "polychat_key_budget_used_tokens", key="team-a")
+        assert used == prompt_bound(HI, {}) + streamed
+        assert used < prompt_bound(HI, {}) + 200  # not the reservation
+        # the count is the model's own: the same request (temperature 0) answered whole reports as many tokens
+        whole = client.chat.completions.create(**ask)
+        assert whole.usage is not None and whole.usage.completion_tokens == streamed
