@@ -26,22 +26,38 @@ ROOT = Path(__file__).resolve().parent.parent
 SOURCE = ROOT / "src" / "polychat" / "_async"
 TARGET = ROOT / "src" / "polychat" / "_sync"
 
-#: Async name -> its sync twin, replaced as whole identifiers (also in strings, comments and docstrings).
+#: Async name -> its sync twin, replaced as whole identifiers (also in strings, comments and docstrings). The same
+#: table drives tests/test_unasync.py's check of the sync/async pairs that live side by side (Stream / AsyncStream).
 NAMES = {
     "_async": "_sync",
+    "_async_events": "_sync_events",
+    "_async_failover": "_sync_failover",
+    "_async_http": "_sync_http",
     "AsyncAttempt": "SyncAttempt",
+    "AsyncChat": "Chat",
+    "AsyncClient": "Client",
+    "AsyncCompletions": "Completions",
     "AsyncIterator": "Iterator",
+    "AsyncModels": "Models",
     "AsyncResponse": "SyncResponse",
+    "AsyncResponses": "Responses",
+    "AsyncStream": "Stream",
     "AsyncTransport": "SyncTransport",
     "StopAsyncIteration": "StopIteration",
+    "__aenter__": "__enter__",
+    "__aexit__": "__exit__",
+    "__aiter__": "__iter__",
     "__anext__": "__next__",
     "aclose": "close",
+    "acomplete": "complete",
     "aiter_bytes": "iter_bytes",
     "alist_models": "list_models",
+    "anext": "next",
     "arace_complete": "race_complete",
     "arace_open": "race_open",
     "aread": "read",
     "asleep": "sleep",
+    "astream": "stream",
     "async_transport": "sync_transport",
 }
 

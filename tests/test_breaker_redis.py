@@ -102,3 +102,86 @@ def test_redis_outage_falls_back_to_this_process_and_says_so(
     messages = [r.getMessage() for r in caplog.records]
     assert any("reachable again" in m for m in messages)
     assert not any("redis-pass" in m for m in messages)
+
+
+LISTENER = "polychat-breakers-redis"
+
+
+def listeners() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name == LISTENER and t.is_alive()}
+
+
+def test_two_clients_given_a_redis_url_share_a_breaker_and_close_their_listeners(
+    redis_server: RedisServer, faults: FaultServer
+) -> None:
+    import asyncio
+
+    flaky_url = faults.scenario("bs-flaky", Status(500))
+    good_url = faults.scenario("bs-good", Ok("fine"))
+
+    def providers() -> RetryProvider:  # the chain leaves the breaker to the client (no breaker=)
+        flaky = OpenaiChat(base_url=flaky_url, api_key="", name="flaky")
+        good = OpenaiChat(base_url=good_url, api_key="", name="good")
+        return RetryProvider([flaky, good], max_retries=0)
+
+    before = listeners()
+    first = Client(provider=providers(), breaker_store=redis_server.url)
+    second = AsyncClient(provider=providers(), breaker_store=redis_server.url)
+    started = listeners() - before
+    assert len(started) == 2  # one per client: each made its store from the URL
+    assert "redis-pass" not in repr(first.breaker.store if first.breaker else None)
+    for _ in range(3):
+        assert first.chat.completions.create(model="m", messages=HI).provider == "good"
+    assert len(faults.requests("bs-flaky")) == 3  # the third failure opened the breaker, in Redis
+    assert second.breaker is not None
+    wait_until(
+        lambda: any(st.state == OPEN for _, st in second.breaker.store.items()),  # type: ignore[union-attr]
+        10,
+        what="the second client's copy to follow",
+    )
+
+    async def ask() -> str | None:
+        answer = await second.chat.completions.create(model="m", messages=HI)
+        await second.close()
+        return answer.provider
+
+    assert asyncio.run(ask()) == "good"
+    assert len(faults.requests("bs-flaky")) == 3  # skipped: the first client's open breaker holds for the second
+    # a client without breaker_store keeps the process-wide breaker, which never saw those failures
+    with Client(provider=providers()) as plain:
+        assert plain.chat.completions.create(model="m", messages=HI).provider == "good"
+    assert len(faults.requests("bs-flaky")) == 4
+    first.close()
+    assert not any(t.is_alive() for t in started)  # both listener threads ended with their clients
+
+
+def test_breaker_store_refuses_what_is_not_a_store() -> None:
+    from polychat.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="breaker_store must be a BreakerStore"):
+        Client(breaker_store=42)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="must start with redis://"):
+        Client(breaker_store="http://127.0.0.1:6379")
+
+
+@pytest.mark.anyio
+async def test_the_gateway_closes_its_breaker_listener_on_shutdown(redis_server: RedisServer) -> None:
+    from polychat.config import parse_config
+    from polychat.server import ServerSettings, create_app
+
+    before = listeners()
+    app = create_app(ServerSettings(redis_url=redis_server.url), parse_config(""))
+    started = listeners() - before
+    assert len(started) == 1
+    await app.gw.aclose()
+    assert not any(t.is_alive() for t in started)
+
+
+def test_closing_a_store_ends_its_listener_also_while_redis_is_down(redis_server: RedisServer) -> None:
+    before = listeners()
+    store = RedisBreakerStore(redis_server.url)
+    started = listeners() - before
+    assert len(started) == 1
+    redis_server.kill()
+    store.close()
+    assert not any(t.is_alive() for t in started)

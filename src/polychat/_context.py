@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from ._record import CallRecord
     from ._timeouts import Watch
     from .providers.base import Provider
+    from .routing.breaker import CircuitBreaker
 
 
 class CallContext(Struct, frozen=True):
@@ -35,6 +36,8 @@ class CallContext(Struct, frozen=True):
     watch: Watch | None = None
     #: What the call did (attempts, spans); the outermost failover chain reports to it.
     record: CallRecord | None = None
+    #: The client's circuit breaker (``Client(breaker_store=...)``), for chains that did not choose their own.
+    breaker: CircuitBreaker | None = None
 
     def proxy_for(self, provider: Provider) -> ProxyConfig | None:
         if self.call_proxy is not None:

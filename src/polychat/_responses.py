@@ -171,8 +171,10 @@ def _sync_events(chunks: Stream[ChatCompletionChunk], call: rp.ResponsesCall) ->
     events = rp.ResponseStream(call.model, call.echo)
     with chunks:
         for chunk in chunks:
-            yield from _events(events.chunk(chunk), chunks.provider)
-    yield from _events(events.end(), chunks.provider)
+            for event in _events(events.chunk(chunk), chunks.provider):
+                yield event
+    for event in _events(events.end(), chunks.provider):
+        yield event
 
 
 class AsyncResponses:

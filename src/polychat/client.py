@@ -24,6 +24,7 @@ from ._request import ChatRequest, build_request
 from ._responses import AsyncResponses, Responses
 from .errors import Attempt, ConfigError
 from .providers.base import Provider, as_provider
+from .routing.breaker import BreakerStore, CircuitBreaker
 from .routing.retry import RetryProvider, default_chain
 from .types import ChatCompletion, ChatCompletionChunk, ModelList
 
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     import httpx
 
     from .config import Config
+    from .routing.breaker_redis import RedisBreakerStore
 
 __all__ = ["AsyncClient", "AsyncStream", "Client", "Stream"]
 
@@ -55,13 +57,12 @@ def _finished(record: CallRecord, result: ChatCompletion) -> ChatCompletion:
     return result
 
 
-class Stream(Generic[_T]):
-    """The chunks of a streamed answer. Iterate it; ``close()`` (or leaving a ``with`` block) releases the
-    connection at once, also when left early. ``provider`` names the provider of the latest chunk; ``attempts``
-    lists every provider attempt that has ended (all of them, once the stream has)."""
+class _StreamState(Generic[_T]):
+    """What :class:`Stream` and :class:`AsyncStream` share: the first chunk (read before ``create()`` returned),
+    the call's record and the latest provider. The two classes are only the iteration protocols around it, kept
+    identical but for ``await`` by ``tests/test_unasync.py``."""
 
-    def __init__(self, chunks: Iterator[_T], first: _T | _End = _END, record: CallRecord | None = None) -> None:
-        self._chunks = chunks
+    def __init__(self, first: _T | _End, record: CallRecord | None) -> None:
         self._first = first
         self._record = record
         self.provider: str | None = getattr(first, "provider", None)
@@ -71,6 +72,30 @@ class Stream(Generic[_T]):
     @property
     def attempts(self) -> list[Attempt]:
         return self._record.attempts if self._record is not None else []
+
+    def _seen(self, item: _T) -> _T:
+        self.provider = getattr(item, "provider", self.provider)
+        if self._record is not None and self._record.trace is not None:
+            self._record.chunk(item)
+        return item
+
+    def _failed(self, error: BaseException) -> None:
+        if self._record is not None:
+            self._record.finish(error=error)
+
+    def _ended(self) -> None:
+        if self._record is not None:
+            self._record.finish()
+
+
+class Stream(_StreamState[_T]):
+    """The chunks of a streamed answer. Iterate it; ``close()`` (or leaving a ``with`` block) releases the
+    connection at once, also when left early. ``provider`` names the provider of the latest chunk; ``attempts``
+    lists every provider attempt that has ended (all of them, once the stream has)."""
+
+    def __init__(self, chunks: Iterator[_T], first: _T | _End = _END, record: CallRecord | None = None) -> None:
+        super().__init__(first, record)
+        self._chunks = chunks
 
     def __iter__(self) -> Stream[_T]:
         return self
@@ -86,26 +111,25 @@ class Stream(Generic[_T]):
             self.close()
             raise
         except BaseException as e:
-            if self._record is not None:
-                self._record.finish(error=e)
+            self._failed(e)
             raise
-        self.provider = getattr(item, "provider", self.provider)
-        if self._record is not None and self._record.trace is not None:
-            self._record.chunk(item)
-        return item
+        return self._seen(item)
 
     def close(self) -> None:
         self._first = _END
-        close = getattr(self._chunks, "close", None)
-        if close is not None:
-            close()
-        if self._record is not None:
-            self._record.finish()
+        try:
+            close = getattr(self._chunks, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._ended()
 
     def __enter__(self) -> Stream[_T]:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     def __del__(self) -> None:
@@ -113,20 +137,12 @@ class Stream(Generic[_T]):
             self.close()
 
 
-class AsyncStream(Generic[_T]):
+class AsyncStream(_StreamState[_T]):
     """Async counterpart of :class:`Stream`: ``async for``, ``await aclose()``, ``async with``."""
 
     def __init__(self, chunks: AsyncIterator[_T], first: _T | _End = _END, record: CallRecord | None = None) -> None:
+        super().__init__(first, record)
         self._chunks = chunks
-        self._first = first
-        self._record = record
-        self.provider: str | None = getattr(first, "provider", None)
-        if record is not None and record.trace is not None and first is not _END:
-            record.chunk(first)
-
-    @property
-    def attempts(self) -> list[Attempt]:
-        return self._record.attempts if self._record is not None else []
 
     def __aiter__(self) -> AsyncStream[_T]:
         return self
@@ -137,42 +153,39 @@ class AsyncStream(Generic[_T]):
             self._first = _END
             return first
         try:
-            item = await self._chunks.__anext__()
+            item = await anext(self._chunks)
         except StopAsyncIteration:
             await self.aclose()
             raise
         except BaseException as e:
-            if self._record is not None:
-                self._record.finish(error=e)
+            self._failed(e)
             raise
-        self.provider = getattr(item, "provider", self.provider)
-        if self._record is not None and self._record.trace is not None:
-            self._record.chunk(item)
-        return item
-
-    def __del__(self) -> None:
-        # Dropped without aclose() (nothing can be awaited here): at least the call's record and spans end.
-        if self._record is not None:
-            with contextlib.suppress(Exception):
-                self._record.finish()
+        return self._seen(item)
 
     async def aclose(self) -> None:
         self._first = _END
-        aclose = getattr(self._chunks, "aclose", None)
         try:
+            aclose = getattr(self._chunks, "aclose", None)
             if aclose is not None:
                 await aclose()
         finally:
-            if self._record is not None:
-                self._record.finish()
-
-    async def close(self) -> None:
-        await self.aclose()
+            self._ended()
 
     async def __aenter__(self) -> AsyncStream[_T]:
         return self
 
-    async def __aexit__(self, *exc: object) -> None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    def __del__(self) -> None:
+        # Dropped without aclose() (nothing can be awaited here): at least the call's record and spans end.
+        with contextlib.suppress(Exception):
+            self._ended()
+
+    async def close(self) -> None:
+        """The same as :meth:`aclose` (the openai package's name for it)."""
         await self.aclose()
 
 
@@ -185,6 +198,24 @@ def _load_config(config: str | os.PathLike[str] | Config | Literal[False] | None
     if isinstance(config, Config):
         return config
     return load_config(config)
+
+
+def _client_breaker(store: BreakerStore | str | None) -> tuple[CircuitBreaker | None, RedisBreakerStore | None]:
+    """The client's own circuit breaker for ``breaker_store`` (None: the chains' own, by default the process-wide
+    one), and the store the client made from a Redis URL — its to close."""
+    if store is None:
+        return None, None
+    if isinstance(store, str):
+        from .routing.breaker_redis import RedisBreakerStore
+
+        own = RedisBreakerStore(store)
+        return CircuitBreaker(own), own
+    if not callable(getattr(store, "get", None)) or not callable(getattr(store, "update", None)):
+        raise ConfigError(
+            "breaker_store must be a BreakerStore (get and update methods) or a redis:// URL, "
+            f"not {type(store).__name__}"
+        )
+    return CircuitBreaker(store), None
 
 
 class _BaseClient:
@@ -209,6 +240,7 @@ class _BaseClient:
         resume: bool | None = None,
         allow_empty: bool | None = None,
         config: str | os.PathLike[str] | Config | Literal[False] | None = None,
+        breaker_store: BreakerStore | str | None = None,
     ) -> None:
         self.failover = FailoverPolicy.checked(
             {
@@ -246,6 +278,7 @@ class _BaseClient:
         self.proxy = parse_proxy(proxy_setting, "proxies")
         self.timeout = make_timeout(timeout) if timeout is not None else None
         self._pool = TransportPool(trust_env=trust_env)
+        self.breaker, self._own_store = _client_breaker(breaker_store)
         self.provider = self._resolve(provider) if provider is not None else None
         self._explicit_provider = self.provider
         self._attach_namespaces()
@@ -304,6 +337,7 @@ class _BaseClient:
             failover=options.failover,
             client_failover=self.failover,
             record=CallRecord(request),
+            breaker=self.breaker,
         )
         return request, provider, ctx
 
@@ -390,7 +424,11 @@ class Client(_BaseClient):
     :class:`~polychat.FailoverPolicy`); a chain's own settings and a call's arguments take precedence.
     ``trust_env=False`` ignores proxy environment variables. ``config``: a TOML config file (path) or a
     :class:`polychat.config.Config`: its ``[defaults]`` fill in unset arguments, and its routes and providers
-    answer the models they claim (see :mod:`polychat.config`).
+    answer the models they claim (see :mod:`polychat.config`). ``breaker_store``: where this client's circuit
+    breakers live — a :class:`~polychat.routing.BreakerStore`, or a Redis URL (``redis://[:password@]host:port/db``,
+    needs ``polychat[redis]``) so that every process using that Redis sees a provider one of them found down; the
+    client then closes the store it made with :meth:`close`. Chains built with their own ``breaker=`` keep it.
+    Default: the process-wide breaker.
     """
 
     chat: Chat
@@ -403,6 +441,8 @@ class Client(_BaseClient):
 
     def close(self) -> None:
         self._pool.close()
+        if self._own_store is not None:
+            self._own_store.close()
 
     def __enter__(self) -> Client:
         return self
@@ -440,15 +480,11 @@ class AsyncCompletions:
         request, provider, ctx = self._client._prepare(model, messages, stream, kwargs)
         record = ctx.record
         assert record is not None
-        first: ChatCompletionChunk | _End
         try:
             if not stream:
                 return _finished(record, await provider.acomplete(request, ctx))
             chunks = provider.astream(request, ctx)
-            try:
-                first = await chunks.__anext__()
-            except StopAsyncIteration:
-                first = _END
+            first = await anext(chunks, _END)
         except BaseException as e:
             record.finish(error=e)
             raise
@@ -485,9 +521,13 @@ class AsyncClient(_BaseClient):
 
     async def close(self) -> None:
         await self._pool.aclose()
+        if self._own_store is not None:
+            self._own_store.close()
 
     async def __aenter__(self) -> AsyncClient:
         return self
 
-    async def __aexit__(self, *exc: object) -> None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         await self.close()

@@ -20,6 +20,7 @@ from polychat import (
 from polychat.client import Client as SeedClient
 from polychat.Provider import OpenaiChat, RetryProvider
 from polychat.providers import Local
+from polychat.routing import InMemoryBreakerStore, RedisBreakerStore
 
 
 def seed_example() -> None:
@@ -101,3 +102,19 @@ def every_attempt() -> list[str]:
         ttft: float | None = a.ttft
         lines.append(f"{a.provider} {a.kind} {a.outcome} {a.error_class} {a.elapsed:.3f} {ttft}")
     return lines
+
+
+def shared_breakers() -> str | None:
+    # Several processes on one Redis: a provider one of them finds down is skipped by all.
+    with Client(breaker_store="redis://127.0.0.1:6379/0") as client:
+        reply = client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+    store = InMemoryBreakerStore()
+    local = Client(breaker_store=store)
+    local.close()
+    return reply.provider
+
+
+async def shared_breakers_async() -> str | None:
+    async with AsyncClient(breaker_store=RedisBreakerStore("redis://127.0.0.1:6379/0")) as client:
+        reply = await client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+    return reply.provider

@@ -57,6 +57,7 @@ class RedisBreakerStore(InMemoryBreakerStore):
         from .._redis import sync_client
 
         self._shown = redact_url(url)
+        self._owns_client = client is None
         self._client = client if client is not None else sync_client(url)
         self._key = key
         self._channel = channel
@@ -97,8 +98,20 @@ class RedisBreakerStore(InMemoryBreakerStore):
             self._lost(e)
 
     def close(self) -> None:
-        """Stop following Redis (the listener thread ends within a second)."""
+        """Stop following Redis: the listener thread has ended when this returns (it notices within a second),
+        and the connections this store opened are closed. The states stay readable, as this process's own."""
         self._closed.set()
+        if self._listener is not threading.current_thread():
+            self._listener.join(10 * _timeout())
+        if self._owns_client:
+            with contextlib.suppress(*self._errors):
+                self._client.close()
+
+    def __enter__(self) -> RedisBreakerStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # -- internals ----------------------------------------------------------------------------------------------
 

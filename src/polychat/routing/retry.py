@@ -48,7 +48,8 @@ class RetryProvider(Provider):
     * ``resume``: continue an interrupted stream on the next provider instead of raising (default False);
     * ``allow_empty``: accept empty answers instead of failing over (default False).
 
-    ``breaker``: a :class:`CircuitBreaker` (default: the process-wide one), or False for none.
+    ``breaker``: a :class:`CircuitBreaker` (default: the calling client's, from its ``breaker_store``, else the
+    process-wide one), or False for none.
     """
 
     def __init__(
@@ -94,6 +95,8 @@ class RetryProvider(Provider):
         self.breaker: CircuitBreaker | None = (
             DEFAULT_BREAKER if breaker is None or breaker is True else (breaker or None)
         )
+        #: The chain left the breaker to its caller: a client's own breaker (``breaker_store=``) then applies.
+        self._default_breaker = breaker is None or breaker is True
         self.retry_after_cap = retry_after_cap
         self._rng = rng or random.Random()
         self._policies: dict[FailoverPolicy, CallPolicy] = {}
@@ -130,6 +133,9 @@ class RetryProvider(Provider):
         return CallPolicy.resolve(ctx.failover, self.failover, ctx.client_failover)
 
     def plan(self, request: ChatRequest, policy: CallPolicy, ctx: CallContext | None = None) -> FailoverPlan:
+        breaker = self.breaker
+        if ctx is not None and ctx.breaker is not None and self._default_breaker:
+            breaker = ctx.breaker
         order = list(self.providers)
         if self.shuffle:
             self._rng.shuffle(order)
@@ -139,7 +145,7 @@ class RetryProvider(Provider):
             self.single_provider_retry,
             request.model,
             self._rng,
-            breaker=self.breaker,
+            breaker=breaker,
             deadline_at=policy.deadline_at,
             retry_after_cap=self.retry_after_cap,
             record=ctx.record if ctx is not None else None,

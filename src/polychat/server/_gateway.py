@@ -74,7 +74,8 @@ class Gateway:
         self.config = config
         named = named or {}
         self.keys = KeyRing(keys, named)
-        self.client = AsyncClient(**config.client_kwargs())
+        # With Redis, the breakers every worker and replica share; the client closes that store with itself.
+        self.client = AsyncClient(**config.client_kwargs(), breaker_store=settings.redis_url or None)
         self.metrics = Metrics()
         self.scrub = Scrubber([*config.secrets(), *keys, *named, *_url_secrets(settings.redis_url)])
         self.limiter = Limiter(
@@ -233,15 +234,16 @@ class Gateway:
     async def render_metrics(self) -> str:
         from ..routing.breaker import DEFAULT_BREAKER
 
+        breaker = self.client.breaker or DEFAULT_BREAKER
         names = self._breaker_names()
-        store = DEFAULT_BREAKER.store
+        store = breaker.store
         items = store.items() if hasattr(store, "items") else []
 
         def name_of(key: str) -> str:
             return names.get(key) or self.scrub.client(key)
 
         usage = await self.limiter.usage_rows()
-        return self.metrics.render(breaker_rows(items, name_of, DEFAULT_BREAKER.state), usage)
+        return self.metrics.render(breaker_rows(items, name_of, breaker.state), usage)
 
     def _breaker_names(self) -> dict[str, str]:
         out: dict[str, str] = {}

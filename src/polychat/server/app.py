@@ -169,10 +169,6 @@ def create_app(settings: ServerSettings | None = None, config: Config | None = N
     settings = merge_config(settings, config)
     keys = gateway_keys(config)
     named = named_keys(config)
-    if settings.redis_url:
-        from ..routing.breaker_redis import share_breakers
-
-        share_breakers(settings.redis_url)
     gw = Gateway(settings, config, keys, named)
     _install_log_scrubbing(list(gw.scrub.secrets))
     _connlimits.configure(
