@@ -206,7 +206,7 @@ def _check_server(doc: dict[str, Any], c: _Checker) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in table.items():
         where = ("server", key)
-        if key == "api_keys_env":
+        if key in ("api_keys_env", "metrics_key_env"):
             out[key] = c.string(value, where)
         elif key in ("api_keys", "cors_origins", "allowed_hosts"):
             out[key] = list(c.strings(value, where))
