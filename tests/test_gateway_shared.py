@@ -8,18 +8,21 @@ fault-injecting server where a failure is needed); clients are the official ``op
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator
 from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
 import pytest
 
 from tests.support.faults import FaultServer, Status
-from tests.support.gateway import Gateway, gateway_env
+from tests.support.gateway import Gateway, gateway_env, run_serve
 from tests.support.redis import RedisServer
 from tests.support.servers import LlamaServer, wait_until
 from tests.test_gateway import metric_value
@@ -378,3 +381,82 @@ def test_limits_hold_on_the_anthropic_route_too(llama_server: LlamaServer, redis
             assert 1 <= int(limited.value.response.headers["retry-after"]) <= 60
         # one key, one limit, whichever protocol the requests came in
         assert metric_value(metrics(gw), "polychat_key_requests_total", key="team-a") == 1
+
+
+def test_metrics_show_each_key_only_its_own_usage_and_the_metrics_key_all(
+    llama_server: LlamaServer, redis_server: RedisServer
+) -> None:
+    ops, plain = "ops-metrics-token-0123456789", "plain-key-token-0123456789"
+    text = config(llama_server, "requests_per_minute = 100", server='metrics_key_env = "OPS_METRICS_KEY"')
+    env = {
+        "TEAM_A_KEY": TOKEN,
+        "TEAM_B_KEY": OTHER,
+        "OPS_METRICS_KEY": ops,
+        "POLYCHAT_API_KEYS": plain,
+        "POLYCHAT_REDIS_URL": redis_server.url,
+    }
+    with Gateway(config_text=text, env=env) as gw:
+        for token in (TOKEN, OTHER):
+            client = openai.OpenAI(base_url=gw.base_url, api_key=token, max_retries=0)
+            client.chat.completions.create(model="fast", messages=HI, max_tokens=1)  # type: ignore[arg-type]
+
+        def keys_in(view: str) -> set[str]:
+            return {
+                m
+                for line in view.splitlines()
+                if line.startswith("polychat_key_")
+                for m in re.findall(r'key="([^"]+)"', line)
+            }
+
+        team_a, team_b, everyone, plain_view = (metrics(gw, t) for t in (TOKEN, OTHER, ops, plain))
+        assert keys_in(team_a) == {"team-a"}
+        assert keys_in(team_b) == {"team-b"}
+        assert keys_in(everyone) == {"team-a", "team-b"}
+        assert keys_in(plain_view) == set()
+        assert metric_value(team_a, "polychat_key_requests_total", key="team-a") == 1
+        assert metric_value(everyone, "polychat_key_requests_total", key="team-a") == 1
+        assert "polychat_gateway_requests_total{" in team_b  # the gateway's own figures are everyone's
+        assert ops not in everyone
+        # the metrics key reads metrics; it is not an API key
+        refused = httpx.post(
+            f"{gw.base_url}/chat/completions",
+            json={"model": "fast", "messages": HI},
+            headers={"authorization": f"Bearer {ops}"},
+        )
+        assert refused.status_code == 401
+        assert httpx.get(f"{gw.url}/metrics", headers={"authorization": "Bearer nope"}).status_code == 401
+
+
+def test_an_unset_metrics_key_variable_stops_serve_with_a_clear_message(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.toml"
+    path.write_text('[server]\nmetrics_key_env = "OPS_METRICS_KEY"\n')
+    done = run_serve(["--config", str(path), "--port", "0"])
+    assert done.returncode == 2
+    assert "OPS_METRICS_KEY" in done.stderr and "metrics_key_env" in done.stderr
+
+
+def test_a_stream_from_llama_cpp_is_charged_its_real_usage_not_its_reservation(
+    llama_server: LlamaServer, redis_server: RedisServer
+) -> None:
+    # llama.cpp's server sends no usage in a stream, even asked (stream_options.include_usage, which the gateway
+    # sends for keys it accounts): the gateway then counts the streamed tokens (one per chunk) of an answer that
+    # finished, and charges them plus the prompt's bound — not the whole reservation (prompt bound + max_tokens).
+    from polychat.server._limits import prompt_bound
+
+    key = "budget_tokens = 100000"
+    with ExitStack() as stack:
+        (gw,) = replicas(stack, 1, config(llama_server, key), redis_server.url)
+        client = openai.OpenAI(base_url=gw.base_url, api_key=TOKEN, max_retries=0)
+        ask: dict[str, Any] = {"model": "fast", "messages": HI, "max_tokens": 200, "temperature": 0}
+        chunks = list(client.chat.completions.create(**ask, stream=True))
+        assert all(c.usage is None for c in chunks)
+        streamed = sum(1 for c in chunks if c.choices and c.choices[0].delta.content)
+        assert chunks[-1].choices[0].finish_reason == "stop"
+        text = metrics(gw)
+        assert metric_value(text, "polychat_key_reserved_tokens", key="team-a") == 0
+        used = metric_value(text, "polychat_key_budget_used_tokens", key="team-a")
+        assert used == prompt_bound(HI, {}) + streamed
+        assert used < prompt_bound(HI, {}) + 200  # not the reservation
+        # the count is the model's own: the same request (temperature 0) answered whole reports as many tokens
+        whole = client.chat.completions.create(**ask)
+        assert whole.usage is not None and whole.usage.completion_tokens == streamed

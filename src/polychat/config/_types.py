@@ -115,6 +115,7 @@ _SERVER_KEYS = (
     "otel",
     "redis_url",
     "redis_failure",
+    "metrics_key_env",
     "keys",
 )
 #: ``[server.keys.NAME]``: a named gateway key and its limits.

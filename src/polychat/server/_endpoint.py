@@ -360,6 +360,8 @@ class Endpoint:
             # The response starts with the first chunk (already in hand when create() returns): its headers may
             # depend on it.
             async for chunk in stream:
+                if admission is not None:
+                    admission.count(chunk)
                 if chunk.usage is not None:
                     usage = chunk.usage
                     if admission is not None:  # the key's settlement; its own usage request is not the client's

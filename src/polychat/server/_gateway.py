@@ -24,6 +24,7 @@ import msgspec
 
 from ..client import AsyncClient
 from ..config import Config
+from ..config._types import GatewayKeySpec
 from ._auth import DENIED, KeyRing
 from ._errors import HTTPError, Scrubber, make_error
 from ._limits import Admission, Limiter, Refusal
@@ -32,7 +33,6 @@ from ._metrics import Metrics, breaker_rows
 from ._settings import ServerSettings, is_loopback
 
 if TYPE_CHECKING:
-    from ..config._types import GatewayKeySpec
     from ..errors import Attempt
     from ..providers.base import Provider
 
@@ -69,6 +69,7 @@ class Gateway:
         config: Config,
         keys: list[str],
         named: dict[str, GatewayKeySpec] | None = None,
+        metrics_token: str | None = None,
     ) -> None:
         self.settings = settings
         self.config = config
@@ -77,7 +78,10 @@ class Gateway:
         # With Redis, the breakers every worker and replica share; the client closes that store with itself.
         self.client = AsyncClient(**config.client_kwargs(), breaker_store=settings.redis_url or None)
         self.metrics = Metrics()
-        self.scrub = Scrubber([*config.secrets(), *keys, *named, *_url_secrets(settings.redis_url)])
+        #: ``[server] metrics_key_env``: the one key that sees every named key's usage on ``/metrics``.
+        self.metrics_keys = KeyRing([metrics_token]) if metrics_token else None
+        secrets = [*config.secrets(), *keys, *named, *([metrics_token] if metrics_token else [])]
+        self.scrub = Scrubber([*secrets, *_url_secrets(settings.redis_url)])
         self.limiter = Limiter(
             {s.name: s for s in named.values()}, _limit_backend(settings), failure=settings.redis_failure
         )
@@ -111,14 +115,9 @@ class Gateway:
 
     def check_api(self, host: bytes | None, origin: bytes | None, authorization: bytes | None) -> HTTPError | None:
         """Origin (cross-site requests from browsers) and key checks for ``/v1/*`` and ``/metrics``."""
-        if origin is not None and not self._origin_ok(origin, host):
-            self.metrics.rejected.inc(("origin",))
-            return make_error(
-                403,
-                f"Cross-origin request from {origin.decode('latin-1')} refused: allow it with --cors-origin",
-                type="permission_error",
-                code="origin_not_allowed",
-            )
+        refused = self._origin_refusal(host, origin)
+        if refused is not None:
+            return refused
         if not self.keys.check(authorization):
             self.metrics.rejected.inc(("unauthorized",))
             message = (
@@ -130,6 +129,31 @@ class Gateway:
                 401, message, code="invalid_api_key", headers=[(b"www-authenticate", b'Bearer realm="polychat"')]
             )
         return None
+
+    def _origin_refusal(self, host: bytes | None, origin: bytes | None) -> HTTPError | None:
+        if origin is None or self._origin_ok(origin, host):
+            return None
+        self.metrics.rejected.inc(("origin",))
+        return make_error(
+            403,
+            f"Cross-origin request from {origin.decode('latin-1')} refused: allow it with --cors-origin",
+            type="permission_error",
+            code="origin_not_allowed",
+        )
+
+    def metrics_view(
+        self, host: bytes | None, origin: bytes | None, authorization: bytes | None
+    ) -> HTTPError | frozenset[str] | None:
+        """Which named keys' usage ``/metrics`` shows this caller: every key (None) to the metrics key
+        (``[server] metrics_key_env``); to any other accepted key only its own (a plain key: none) — one team's
+        usage is not another's business. The gateway's own figures are everyone's."""
+        if self.metrics_keys is not None and self.metrics_keys.check(authorization):
+            return self._origin_refusal(host, origin)
+        refused = self.check_api(host, origin, authorization)
+        if refused is not None:
+            return refused
+        spec = self.keys.match(authorization)
+        return frozenset([spec.name]) if isinstance(spec, GatewayKeySpec) else frozenset()
 
     async def admit(
         self, authorization: bytes | None, model: Any, messages: Any, kwargs: dict[str, Any]
@@ -231,7 +255,8 @@ class Gateway:
 
     # -- metrics --------------------------------------------------------------------------------------------------
 
-    async def render_metrics(self) -> str:
+    async def render_metrics(self, keys: frozenset[str] | None = None) -> str:
+        """The exposition text, with the usage rows of the named ``keys`` only (None: every key)."""
         from ..routing.breaker import DEFAULT_BREAKER
 
         breaker = self.client.breaker or DEFAULT_BREAKER
@@ -242,7 +267,7 @@ class Gateway:
         def name_of(key: str) -> str:
             return names.get(key) or self.scrub.client(key)
 
-        usage = await self.limiter.usage_rows()
+        usage = await self.limiter.usage_rows(keys)
         return self.metrics.render(breaker_rows(items, name_of, breaker.state), usage)
 
     def _breaker_names(self) -> dict[str, str]:

@@ -165,22 +165,50 @@ def _new_id() -> str:
 
 class Admission:
     """A request let through. An endpoint calls :meth:`prepare_stream` before a streamed call, passes each chunk
-    through :meth:`observe` (or sets :attr:`usage` from a completion), and calls :meth:`finish` when the request is
-    over, however it ends (in a ``finally``)."""
+    through :meth:`count` and, when it carries usage, :meth:`observe` (or sets :attr:`usage` from a completion),
+    and calls :meth:`finish` when the request is over, however it ends (in a ``finally``)."""
 
-    __slots__ = ("_done", "_own_usage", "limiter", "offline", "reserved", "rid", "spec", "usage")
+    __slots__ = (
+        "_done",
+        "_ended",
+        "_own_usage",
+        "_streamed",
+        "choices",
+        "limiter",
+        "offline",
+        "prompt",
+        "reserved",
+        "rid",
+        "spec",
+        "usage",
+    )
 
-    def __init__(self, limiter: Limiter, spec: GatewayKeySpec, rid: str, reserved: int, offline: bool) -> None:
+    def __init__(
+        self,
+        limiter: Limiter,
+        spec: GatewayKeySpec,
+        rid: str,
+        reserved: int,
+        offline: bool,
+        *,
+        prompt: int = 0,
+        choices: int = 1,
+    ) -> None:
         self.limiter = limiter
         self.spec = spec
         self.rid = rid
         self.reserved = reserved
         #: Admitted without the backend (it was down, ``redis_failure = "open"``): usage is recorded later.
         self.offline = offline
-        #: The usage the upstream reported (OpenAI's usage object); None: unknown, the reservation is charged.
+        #: The prompt's part of the reservation (its bound, see :func:`prompt_bound`) and the answers asked for.
+        self.prompt = prompt
+        self.choices = choices
+        #: The usage the upstream reported (OpenAI's usage object); None: unknown, see :meth:`finish`.
         self.usage: Any = None
         self._own_usage = False
         self._done = False
+        self._streamed = 0  # chunks of the stream that carried an answer's token
+        self._ended = 0  # answers of the stream that finished (a finish_reason came)
 
     def prepare_stream(self, kwargs: dict[str, Any]) -> None:
         """Ask the upstream for the stream's usage (``stream_options.include_usage``), to settle with the real count;
@@ -205,9 +233,21 @@ class Admission:
             return None
         return msgspec.structs.replace(chunk, usage=None)
 
+    def count(self, chunk: Any) -> None:
+        """Note a stream chunk: the tokens it carries and the answers it ends. Used when the upstream reports no
+        usage though asked (llama.cpp's Python server): OpenAI-compatible servers stream one token per chunk."""
+        for choice in chunk.choices:
+            delta = choice.delta
+            if delta.content or delta.tool_calls or delta.refusal:
+                self._streamed += 1
+            if choice.finish_reason is not None:
+                self._ended += 1
+
     def finish(self, usage: Any = None, *, served: bool = True) -> None:
-        """Settle with ``usage`` (default: :attr:`usage`; None: unknown, charge the reservation), or refund when
-        nothing was ``served``. Runs in the background: never blocks or fails the request."""
+        """Settle with ``usage`` (default: :attr:`usage`), or refund when nothing was ``served``. Without usage, a
+        stream whose answers all finished is charged its prompt's bound plus the tokens it streamed (at most what
+        was reserved); anything else (a stream cut short, whose upstream may have generated more than arrived) is
+        charged its whole reservation. Runs in the background: never blocks or fails the request."""
         if self._done:
             return
         self._done = True
@@ -218,6 +258,10 @@ class Admission:
             prompt = int(getattr(usage, "prompt_tokens", 0) or 0)
             completion = int(getattr(usage, "completion_tokens", 0) or 0)
             tokens = int(usage.total_tokens) or prompt + completion
+        elif self.reserved > 0 and self._ended >= self.choices:
+            prompt = self.prompt
+            completion = min(self._streamed, self.reserved - prompt)
+            tokens = prompt + completion
         else:
             tokens, prompt, completion = self.reserved, 0, 0
         self.limiter._settle(self, tokens, prompt, completion, served)
@@ -267,7 +311,8 @@ class Limiter:
             )
         if not spec.limited:
             return None
-        tokens = 0
+        tokens = prompt = 0
+        choices = 1
         if spec.tokens_per_minute is not None or spec.budget_tokens is not None:
             prompt = prompt_bound(messages, kwargs)
             n = kwargs.get("n")
@@ -287,7 +332,7 @@ class Limiter:
         except BackendUnavailable as e:
             self._requeue(spec, carried)  # they may have been applied with the reply lost: settling is idempotent
             self._lost(e)
-            admission = Admission(self, spec, rid, tokens, offline=True)
+            admission = Admission(self, spec, rid, tokens, offline=True, prompt=prompt, choices=choices)
             if self.failure == "open":
                 return admission
             admission.finish(served=False)  # the reservation may have been made with only the reply lost: undo it
@@ -305,7 +350,7 @@ class Limiter:
             self._sending -= len(carried)
         self._back()
         if verdict.ok:
-            return Admission(self, spec, rid, tokens, offline=False)
+            return Admission(self, spec, rid, tokens, offline=False, prompt=prompt, choices=choices)
         return refusal(spec, verdict, tokens)
 
     # -- settling, carried by the next reservation or in the background ----------------------------------------
@@ -419,13 +464,13 @@ class Limiter:
             self._flusher.cancel()
         await self.backend.aclose()
 
-    async def usage_rows(self) -> list[tuple[str, KeyUsage]]:
+    async def usage_rows(self, names: frozenset[str] | None = None) -> list[tuple[str, KeyUsage]]:
         """Each named key's usage, for ``/metrics`` (global when the backend is Redis); empty while it is down.
         This process's queued settlements are written first, so what it served is in the figures."""
         if self.down_since is None:
             await self._written(1.0)
         out: list[tuple[str, KeyUsage]] = []
-        for name in sorted(self.keys):
+        for name in sorted(self.keys if names is None else self.keys.keys() & names):
             try:
                 out.append((name, await self.backend.usage(name)))
             except BackendUnavailable as e:

@@ -148,6 +148,21 @@ class KeyEnvError(ConfigError):
     """A named gateway key's variable is not set."""
 
 
+def metrics_key(config: Any, environ: Mapping[str, str] | None = None) -> str | None:
+    """The token of ``[server] metrics_key_env`` (None: not configured). Raises :class:`KeyEnvError` when the
+    variable is unset or empty."""
+    env_name = config_server_table(config).get("metrics_key_env")
+    if not env_name:
+        return None
+    token = (environ if environ is not None else os.environ).get(env_name, "").strip()
+    if not token:
+        raise KeyEnvError(
+            f"[server] metrics_key_env: the environment variable {env_name} is not set; set it to the bearer token "
+            "that may read every key's usage on /metrics"
+        )
+    return token
+
+
 def named_keys(config: Any, environ: Mapping[str, str] | None = None) -> dict[str, GatewayKeySpec]:
     """``[server.keys.NAME]`` keys: token (from each key's variable) → its spec. Raises :class:`KeyEnvError` when a
     variable is unset or empty, or two keys share a token."""

@@ -40,12 +40,12 @@ from . import _connlimits
 from ._chat import ChatEndpoint
 from ._count_tokens import count_tokens
 from ._endpoint import send_error
-from ._errors import make_error
+from ._errors import HTTPError, make_error
 from ._gateway import Gateway
 from ._messages import MessagesEndpoint
 from ._otel import TraceLayer
 from ._responses import ResponsesEndpoint
-from ._settings import ServerSettings, gateway_keys, merge_config, named_keys
+from ._settings import ServerSettings, gateway_keys, merge_config, metrics_key, named_keys
 
 __all__ = ["app_from_env", "create_app"]
 
@@ -169,7 +169,7 @@ def create_app(settings: ServerSettings | None = None, config: Config | None = N
     settings = merge_config(settings, config)
     keys = gateway_keys(config)
     named = named_keys(config)
-    gw = Gateway(settings, config, keys, named)
+    gw = Gateway(settings, config, keys, named, metrics_key(config))
     _install_log_scrubbing(list(gw.scrub.secrets))
     _connlimits.configure(
         _connlimits.Limits(settings.max_connections, settings.header_timeout, settings.max_header_bytes),
@@ -207,11 +207,12 @@ def create_app(settings: ServerSettings | None = None, config: Config | None = N
         return _json(b'{"status":"ok"}')
 
     async def metrics(request: Request) -> Response:
-        err = _check(request)
-        if err is not None:
-            return err
+        host, origin, authorization = _credentials(request)
+        view = gw.metrics_view(host, origin, authorization)
+        if isinstance(view, HTTPError):
+            return _error_response(view)
         return Response(
-            await gw.render_metrics(),
+            await gw.render_metrics(view),
             media_type="text/plain; version=0.0.4; charset=utf-8",
             headers={"cache-control": "no-store"},
         )
@@ -229,15 +230,20 @@ def create_app(settings: ServerSettings | None = None, config: Config | None = N
         err = make_error(404, f"Unknown endpoint: {request.method} {request.url.path}", code="unknown_url")
         return _json(err.body, 404)
 
-    def _check(request: Request) -> Response | None:
+    def _credentials(request: Request) -> tuple[bytes | None, bytes | None, bytes | None]:
+        """The Host and Origin headers, and the key presented as ``Authorization`` (or ``x-api-key``)."""
         h = request.scope["headers"]
         found = {k: v for k, v in h if k in (b"host", b"origin", b"authorization", b"x-api-key")}
         authorization = found.get(b"authorization")
         if authorization is None and b"x-api-key" in found:
             authorization = b"Bearer " + found[b"x-api-key"]  # Anthropic's clients send the key this way
-        err = gw.check_api(found.get(b"host"), found.get(b"origin"), authorization)
-        if err is None:
-            return None
+        return found.get(b"host"), found.get(b"origin"), authorization
+
+    def _check(request: Request) -> Response | None:
+        err = gw.check_api(*_credentials(request))
+        return None if err is None else _error_response(err)
+
+    def _error_response(err: HTTPError) -> Response:
         return Response(
             err.body,
             status_code=err.status,

@@ -26,6 +26,7 @@ from ._settings import (
     check_bind,
     gateway_keys,
     merge_config,
+    metrics_key,
     named_keys,
 )
 
@@ -195,6 +196,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     keys = gateway_keys(config)
     try:
         named = named_keys(config)
+        metrics_key(config)
         check_bind(settings.host, have_keys=bool(keys or named), insecure=settings.insecure)
     except (UnsafeBindError, ConfigError) as e:
         raise UsageError(str(e)) from None
