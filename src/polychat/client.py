@@ -7,6 +7,7 @@ async share everything but the last call: the request building and routing live 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
@@ -522,7 +523,7 @@ class AsyncClient(_BaseClient):
     async def close(self) -> None:
         await self._pool.aclose()
         if self._own_store is not None:
-            self._own_store.close()
+            await asyncio.to_thread(self._own_store.close)  # waits for its listener thread: not on the loop
 
     async def __aenter__(self) -> AsyncClient:
         return self
