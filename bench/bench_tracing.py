@@ -214,7 +214,8 @@ def main() -> None:
             assert p.stdin is not None and p.stdout is not None
             p.stdin.write(f"{n}\n")
             p.stdin.flush()
-            return json.loads(p.stdout.readline())  # type: ignore[no-any-return]
+            answer: dict[str, list[list[float]]] = json.loads(p.stdout.readline())
+            return answer
 
         for m in modes:
             ask(m, 20)  # warm-up: pools, caches, first-call imports

@@ -22,7 +22,7 @@ import json
 import os
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 MODEL = "bench-model"
 WORD = "tok "
@@ -155,11 +155,11 @@ class Conn(asyncio.Protocol):
         self._busy = False
         self._closed = False
         self._handles: list[asyncio.TimerHandle] = []
-        self._t: asyncio.Transport | None = None
+        self._t: asyncio.Transport  # set by connection_made, before any data arrives
         self._loop = asyncio.get_event_loop()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._t = transport  # type: ignore[assignment]
+        self._t = cast(asyncio.Transport, transport)  # a stream server's (uvloop's does not subclass it)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
@@ -183,7 +183,7 @@ class Conn(asyncio.Protocol):
             request_line = head[:line_end] if line_end >= 0 else head
             parts = request_line.split(b" ")
             if len(parts) < 2:
-                self._t.close()  # type: ignore[union-attr]
+                self._t.close()
                 return
             method, path = parts[0], parts[1]
             length = 0

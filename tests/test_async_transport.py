@@ -349,7 +349,7 @@ def test_close_releases_the_async_client_sync_hedging_opened_for_a_proxied_route
     chain = slow_then_fast(faults, "p")
     client = Client(provider=chain, proxies=tinyproxy.url)
     r = client.chat.completions.create(model="m", messages=MSGS)
-    assert r.content == "fast"  # type: ignore[union-attr]
+    assert r.content == "fast"
     opened = list(client._pool._async.values())
     assert opened, "the hedge ran over httpx (the route is proxied)"
     client.close()

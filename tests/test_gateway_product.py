@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from polychat import AsyncClient, Client
 from polychat.config import load_config
@@ -24,7 +25,7 @@ from tests.support.faults import FaultServer, Ok, Status
 from tests.support.gateway import Gateway, gateway_env
 from tests.support.servers import wait_until
 
-HELLO = [{"role": "user", "content": "Say hello."}]
+HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Say hello."}]
 SECRET = "sk-wrong-0123456789abcdef"
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from tests.support.faults import FaultServer, Status
 from tests.support.gateway import Gateway, gateway_env, run_serve
@@ -29,7 +30,7 @@ from tests.test_gateway import metric_value
 
 TOKEN = "team-a-token-0123456789"
 OTHER = "team-b-token-9876543210"
-HI = [{"role": "user", "content": "Say hi."}]
+HI: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Say hi."}]
 
 
 def config(llama: LlamaServer, key: str, *, fault: FaultServer | None = None, server: str = "") -> str:
@@ -81,23 +82,23 @@ def test_keys_wrong_key_401_allowlist_403_limit_429_and_usage_readable(
         (gw,) = replicas(stack, 1, config(llama_server, key), redis_server.url)
         wrong = openai.OpenAI(base_url=gw.base_url, api_key="not-a-key", max_retries=0)
         with pytest.raises(openai.AuthenticationError):
-            wrong.chat.completions.create(model="fast", messages=HI, max_tokens=2)  # type: ignore[arg-type]
+            wrong.chat.completions.create(model="fast", messages=HI, max_tokens=2)
         client = openai.OpenAI(base_url=gw.base_url, api_key=TOKEN, max_retries=0)
         with pytest.raises(openai.PermissionDeniedError) as denied:
-            client.chat.completions.create(model="smol", messages=HI, max_tokens=2)  # type: ignore[arg-type]
+            client.chat.completions.create(model="smol", messages=HI, max_tokens=2)
         assert denied.value.code == "model_not_allowed" and "'smol'" in denied.value.message
         used = 0
         for _ in range(2):
-            answer = client.chat.completions.create(model="fast", messages=HI, max_tokens=2)  # type: ignore[arg-type]
+            answer = client.chat.completions.create(model="fast", messages=HI, max_tokens=2)
             assert answer.choices[0].message.content is not None and answer.usage is not None
             used += answer.usage.total_tokens
         with pytest.raises(openai.RateLimitError) as limited:
-            client.chat.completions.create(model="fast", messages=HI, max_tokens=2)  # type: ignore[arg-type]
+            client.chat.completions.create(model="fast", messages=HI, max_tokens=2)
         assert limited.value.code == "rate_limit_exceeded"
         assert 1 <= int(limited.value.response.headers["retry-after"]) <= 60
         # another key has no limits
         other = openai.OpenAI(base_url=gw.base_url, api_key=OTHER, max_retries=0)
-        other.chat.completions.create(model="smol", messages=HI, max_tokens=2)  # type: ignore[arg-type]
+        other.chat.completions.create(model="smol", messages=HI, max_tokens=2)
 
         def settled() -> bool:
             return metric_value(metrics(gw), "polychat_key_tokens_total", key="team-a", kind="total") == used
@@ -144,7 +145,7 @@ def test_requests_per_minute_is_exact_across_three_replicas(
 
             async def one(i: int) -> int:
                 try:
-                    await clients[i % 3].chat.completions.create(model="fast", messages=HI, max_tokens=1)  # type: ignore[arg-type]
+                    await clients[i % 3].chat.completions.create(model="fast", messages=HI, max_tokens=1)
                     return 200
                 except openai.RateLimitError as e:
                     assert "retry-after" in e.response.headers
@@ -170,7 +171,7 @@ def test_token_limits_are_never_exceeded_by_concurrent_streams_across_two_replic
 ) -> None:
     # llama.cpp reports no usage on streams: served tokens are counted here, prompt tokens by asking it once.
     upstream = openai.OpenAI(base_url=llama_server.base_url, api_key="x", max_retries=0)
-    prompt = upstream.chat.completions.create(model="smol", messages=HI, max_tokens=1)  # type: ignore[arg-type]
+    prompt = upstream.chat.completions.create(model="smol", messages=HI, max_tokens=1)
     assert prompt.usage is not None
     prompt_tokens = prompt.usage.prompt_tokens
     tpm, budget, max_tokens = 400, 700, 16
@@ -185,7 +186,7 @@ def test_token_limits_are_never_exceeded_by_concurrent_streams_across_two_replic
                 try:
                     stream = await clients[i % 2].chat.completions.create(
                         model="fast",
-                        messages=HI,  # type: ignore[arg-type]
+                        messages=HI,
                         max_tokens=max_tokens,
                         stream=True,
                     )
@@ -224,7 +225,7 @@ def test_a_breaker_opened_through_one_replica_is_open_on_the_other(
         a, b = replicas(stack, 2, config(llama_server, "", fault=faults), redis_server.url)
         client_a = openai.OpenAI(base_url=a.base_url, api_key=OTHER, max_retries=0)
         for _ in range(3):  # three consecutive failures open the breaker (flaky answers 500; llama answers)
-            answer = client_a.chat.completions.create(model="guarded", messages=HI, max_tokens=1)  # type: ignore[arg-type]
+            answer = client_a.chat.completions.create(model="guarded", messages=HI, max_tokens=1)
             assert answer.choices
         assert len(faults.requests("flaky")) == 3
         assert metric_value(metrics(a, OTHER), "polychat_breaker_state", provider="flaky", state="open") == 1
@@ -234,7 +235,7 @@ def test_a_breaker_opened_through_one_replica_is_open_on_the_other(
 
         wait_until(open_on_b, 10, what="replica b to see the breaker replica a opened")
         client_b = openai.OpenAI(base_url=b.base_url, api_key=OTHER, max_retries=0)
-        raw = client_b.chat.completions.with_raw_response.create(model="guarded", messages=HI, max_tokens=1)  # type: ignore[arg-type]
+        raw = client_b.chat.completions.with_raw_response.create(model="guarded", messages=HI, max_tokens=1)
         assert raw.headers["x-polychat-provider"] == "llama"
         assert len(faults.requests("flaky")) == 3  # replica b skipped the open provider
 
@@ -246,7 +247,7 @@ def test_redis_killed_mid_load_and_restarted(llama_server: LlamaServer, mode: st
     with RedisServer(persistent=True, password=password) as redis, ExitStack() as stack:
         (gw,) = replicas(stack, 1, config(llama_server, key, server=f'redis_failure = "{mode}"'), redis.url)
         client = openai.OpenAI(base_url=gw.base_url, api_key=TOKEN, max_retries=0)
-        before = client.chat.completions.create(model="fast", messages=HI, max_tokens=4)  # type: ignore[arg-type]
+        before = client.chat.completions.create(model="fast", messages=HI, max_tokens=4)
         assert before.usage is not None
         expected = before.usage.total_tokens
         # background load through the whole outage: every answer is a 200 or (closed) the limits' 503, never a crash
@@ -261,23 +262,23 @@ def test_redis_killed_mid_load_and_restarted(llama_server: LlamaServer, mode: st
 
         loader = threading.Thread(target=load)
         loader.start()
-        stream = client.chat.completions.create(model="fast", messages=HI, max_tokens=8, stream=True)  # type: ignore[arg-type]
+        stream = client.chat.completions.create(model="fast", messages=HI, max_tokens=8, stream=True)
         first = next(iter(stream))  # admitted, in flight
         redis.kill()
         rest = list(stream)  # it finishes while Redis is down; its settlement waits
         assert [first, *rest]
         if mode == "closed":
             with pytest.raises(openai.InternalServerError) as refused:
-                client.chat.completions.create(model="fast", messages=HI, max_tokens=4)  # type: ignore[arg-type]
+                client.chat.completions.create(model="fast", messages=HI, max_tokens=4)
             assert refused.value.status_code == 503 and refused.value.code == "limits_unavailable"
             assert refused.value.response.headers["retry-after"] == "1"
         else:
-            during = client.chat.completions.create(model="fast", messages=HI, max_tokens=4)  # type: ignore[arg-type]
+            during = client.chat.completions.create(model="fast", messages=HI, max_tokens=4)
             assert during.usage is not None
             expected += during.usage.total_tokens
         assert httpx.get(f"{gw.url}/health").status_code == 200  # no crash
         redis.restart()
-        after = client.chat.completions.create(model="fast", messages=HI, max_tokens=4)  # type: ignore[arg-type]
+        after = client.chat.completions.create(model="fast", messages=HI, max_tokens=4)
         assert after.usage is not None
         expected += after.usage.total_tokens
 
@@ -315,7 +316,7 @@ def test_workers_share_limits_through_redis(llama_server: LlamaServer, redis_ser
 
                 async def one() -> int:
                     try:
-                        await client.chat.completions.create(model="fast", messages=HI, max_tokens=1)  # type: ignore[arg-type]
+                        await client.chat.completions.create(model="fast", messages=HI, max_tokens=1)
                         return 200
                     except openai.RateLimitError:
                         return 429
@@ -337,7 +338,7 @@ def test_streams_settle_with_the_upstreams_usage_and_when_the_client_disconnects
         (gw,) = replicas(stack, 1, config(llama_server, key, fault=faults), redis_server.url)
         faults.scenario("flaky", Ok("one two three four"), Stall(after_chunks=2))  # the gateway's config set it
         client = openai.OpenAI(base_url=gw.base_url, api_key=TOKEN, max_retries=0)
-        chunks = list(client.chat.completions.create(model="flaky-model", messages=HI, max_tokens=50, stream=True))  # type: ignore[arg-type]
+        chunks = list(client.chat.completions.create(model="flaky-model", messages=HI, max_tokens=50, stream=True))
         assert all(c.usage is None for c in chunks)  # the usage the gateway asked for is not the client's
         assert any(c.choices and c.choices[0].delta.content for c in chunks)
         text = metrics(gw)
@@ -367,17 +368,19 @@ def test_streams_settle_with_the_upstreams_usage_and_when_the_client_disconnects
 
 def test_limits_hold_on_the_anthropic_route_too(llama_server: LlamaServer, redis_server: RedisServer) -> None:
     import anthropic
+    from anthropic.types import MessageParam
 
+    HI_MESSAGES: list[MessageParam] = [{"role": "user", "content": "Say hi."}]
     key = 'models = ["fast"]\nrequests_per_minute = 1'
     with ExitStack() as stack:
         (gw,) = replicas(stack, 1, config(llama_server, key), redis_server.url)
         with anthropic.Anthropic(base_url=gw.url, api_key=TOKEN, max_retries=0, timeout=120) as client:
             with pytest.raises(anthropic.PermissionDeniedError):
-                client.messages.create(model="smol", max_tokens=2, messages=HI)  # type: ignore[arg-type]
-            answer = client.messages.create(model="fast", max_tokens=2, messages=HI)  # type: ignore[arg-type]
+                client.messages.create(model="smol", max_tokens=2, messages=HI_MESSAGES)
+            answer = client.messages.create(model="fast", max_tokens=2, messages=HI_MESSAGES)
             assert answer.content
             with pytest.raises(anthropic.RateLimitError) as limited:
-                client.messages.create(model="fast", max_tokens=2, messages=HI)  # type: ignore[arg-type]
+                client.messages.create(model="fast", max_tokens=2, messages=HI_MESSAGES)
             assert 1 <= int(limited.value.response.headers["retry-after"]) <= 60
         # one key, one limit, whichever protocol the requests came in
         assert metric_value(metrics(gw), "polychat_key_requests_total", key="team-a") == 1
@@ -398,7 +401,7 @@ def test_metrics_show_each_key_only_its_own_usage_and_the_metrics_key_all(
     with Gateway(config_text=text, env=env) as gw:
         for token in (TOKEN, OTHER):
             client = openai.OpenAI(base_url=gw.base_url, api_key=token, max_retries=0)
-            client.chat.completions.create(model="fast", messages=HI, max_tokens=1)  # type: ignore[arg-type]
+            client.chat.completions.create(model="fast", messages=HI, max_tokens=1)
 
         def keys_in(view: str) -> set[str]:
             return {

@@ -281,7 +281,7 @@ def test_an_abandoned_long_prompt_frees_the_model_between_pieces(local: Local, e
     request, _ = build_request("", messages, True, {"max_tokens": 4, "seed": 1})
     before = engine.tokens_generated
     with Hold(engine, "piece") as hold:  # the model waits after the first piece, until the stop reaches it
-        chunks = local.stream(request, None)  # type: ignore[arg-type]  # Local needs no call context
+        chunks = local.stream(request, None)  # Local needs no call context
         assert next(chunks).choices[0].delta.role == "assistant"  # sent as the job starts, before reading the prompt
         assert hold.reached.wait(HANG_GUARD)
         chunks.close()

@@ -19,7 +19,8 @@ TOOLS = [{"type": "function", "function": {"name": "f", "parameters": {"type": "
 
 def body(stream: bool = False, messages: Any = USER, **params: Any) -> dict[str, Any]:
     req, _ = build_request("llama3.2", messages, stream, params)
-    return json.loads(Ollama(base_url="http://h:1").chat_request(req, stream=stream).content)  # type: ignore[no-any-return]
+    decoded: dict[str, Any] = json.loads(Ollama(base_url="http://h:1").chat_request(req, stream=stream).content)
+    return decoded
 
 
 @pytest.mark.parametrize(

@@ -15,8 +15,15 @@ from polychat._timeouts import Limits, Watch
 from polychat.providers import OpenaiChat
 from polychat.routing import plan as plan_module
 from polychat.routing.breaker import CircuitBreaker
-from polychat.routing.plan import FailoverPlan, backoff_delay
+from polychat.routing.plan import FailoverPlan, Step, backoff_delay
 from polychat.routing.resume import overlap
+
+
+def due(plan: FailoverPlan) -> Step:
+    """The plan's next step, which the test expects there to be."""
+    step = plan.next_step()
+    assert step is not None
+    return step
 
 
 def providers(n: int) -> list[OpenaiChat]:
@@ -64,34 +71,34 @@ def test_5xx_retries_same_provider_with_growing_ceiling() -> None:
         s = plan.next_step()
         assert s is not None and s.provider.name == "P0"
         plan.failed(s, status(503), 0.0)
-        delays.append(plan.next_step().delay)  # type: ignore[union-attr]
+        delays.append(due(plan).delay)
     assert delays == [0.5, 1.0, 2.0, 0.0]  # fourth failure: the 3 retries are spent, switch at once
-    assert plan.next_step().provider.name == "P1"  # type: ignore[union-attr]
+    assert due(plan).provider.name == "P1"
 
 
 def test_429_rules() -> None:
     # another provider left: switch at once, whatever Retry-After says
     plan = FailoverPlan(providers(2), max_retries=3)
-    s = plan.next_step()
-    plan.failed(s, status(429, retry_after=2.0), 0.0)  # type: ignore[arg-type]
-    assert (plan.next_step().provider.name, plan.next_step().delay) == ("P1", 0.0)  # type: ignore[union-attr]
+    s = due(plan)
+    plan.failed(s, status(429, retry_after=2.0), 0.0)
+    assert (due(plan).provider.name, due(plan).delay) == ("P1", 0.0)
     # the only provider: wait exactly Retry-After
     plan = FailoverPlan(providers(2), max_retries=3, single_provider_retry=True)
-    s = plan.next_step()
-    plan.failed(s, status(429, retry_after=2.0), 0.0)  # type: ignore[arg-type]
-    assert (plan.next_step().provider.name, plan.next_step().delay) == ("P0", 2.0)  # type: ignore[union-attr]
+    s = due(plan)
+    plan.failed(s, status(429, retry_after=2.0), 0.0)
+    assert (due(plan).provider.name, due(plan).delay) == ("P0", 2.0)
     # beyond the cap: give up on it
     plan = FailoverPlan(providers(1), max_retries=3, retry_after_cap=60)
-    s = plan.next_step()
-    plan.failed(s, status(429, retry_after=61.0), 0.0)  # type: ignore[arg-type]
+    s = due(plan)
+    plan.failed(s, status(429, retry_after=61.0), 0.0)
     assert plan.next_step() is None
 
 
 @pytest.mark.parametrize("code", [400, 401, 403, 404, 422])
 def test_client_errors_never_retry_same_provider(code: int) -> None:
     plan = FailoverPlan(providers(1), max_retries=5)
-    s = plan.next_step()
-    plan.failed(s, status(code), 0.0)  # type: ignore[arg-type]
+    s = due(plan)
+    plan.failed(s, status(code), 0.0)
     assert plan.next_step() is None
 
 

@@ -23,6 +23,7 @@ from polychat.providers.anthropic import Anthropic
 from polychat.providers.base import Provider
 from polychat.providers.defaults import default_members
 from polychat.providers.gemini import Gemini
+from polychat.providers.http import HTTPProvider
 from polychat.providers.openai import OpenaiChat
 from tests.support.wire import Reply, WireServer
 
@@ -44,11 +45,17 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(var, raising=False)
 
 
+def http(provider: Provider) -> HTTPProvider:
+    """``provider``, which the test expects to speak HTTP (every preset and plugin here does)."""
+    assert isinstance(provider, HTTPProvider), provider
+    return provider
+
+
 def sent(name: str, stream: bool = False, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
     params = dict(kwargs)
-    provider = registry.provider(name, **params.pop("init", {"api_key": "k"}))
+    provider = http(registry.provider(name, **params.pop("init", {"api_key": "k"})))
     req, _ = build_request(params.pop("model", "m"), params.pop("messages", USER), stream, params)
-    wire = provider.chat_request(req, stream=stream)  # type: ignore[attr-defined]
+    wire = provider.chat_request(req, stream=stream)
     return wire, json.loads(wire.content)
 
 
@@ -66,14 +73,14 @@ def test_every_preset_is_a_class_with_its_row() -> None:
 
 def test_key_from_environment_and_required(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(MissingAPIKeyError) as e:
-        registry.provider("groq").check_ready()  # type: ignore[attr-defined]
+        http(registry.provider("groq")).check_ready()
     assert "GROQ_API_KEY" in str(e.value)
     monkeypatch.setenv("GROQ_API_KEY", "gsk-secret-123")
     groq = registry.provider("groq")
     wire, _ = sent("groq", init={})
     assert wire.headers["authorization"] == "Bearer gsk-secret-123" and "gsk-secret-123" not in repr(groq)
     assert wire.url == "https://api.groq.com/openai/v1/chat/completions"
-    registry.provider("lmstudio").check_ready()  # type: ignore[attr-defined]  # local servers need no key
+    http(registry.provider("lmstudio")).check_ready()  # local servers need no key
 
 
 def test_openai_org_headers_do_not_leak_to_other_services(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -107,7 +114,7 @@ def test_quirks_rename_ignore_refuse_and_drop() -> None:
 
 def test_azure_deployment_url_api_key_header_and_version(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(MissingAPIKeyError) as e:
-        registry.provider("azure", api_key="k").check_ready()  # type: ignore[attr-defined]
+        http(registry.provider("azure", api_key="k")).check_ready()
     assert "AZURE_OPENAI_ENDPOINT" in str(e.value)
     monkeypatch.setenv("AZURE_OPENAI_ENDPOINT", "https://res.openai.azure.com/")
     monkeypatch.setenv("AZURE_OPENAI_API_KEY", "az-secret-key")
@@ -193,7 +200,7 @@ def test_a_native_provider_needs_only_its_class_and_a_registry_entry(monkeypatch
     assert "| acme (`Acme`) |" in registry.feature_table() and "ACME_API_KEY / ACME_KEY" in registry.feature_table()
     assert providers.Acme is Acme
     with pytest.raises(MissingAPIKeyError) as e:
-        registry.provider("acme").check_ready()  # type: ignore[attr-defined]
+        http(registry.provider("acme")).check_ready()
     assert "ACME_API_KEY or ACME_KEY" in str(e.value) and "ACME_BASE_URL" in str(e.value)
     assert [p.name for p in default_members()] == ["Local"]  # no key: not in the default chain
     monkeypatch.setenv("ACME_KEY", "ak-second-variable")
@@ -203,7 +210,7 @@ def test_a_native_provider_needs_only_its_class_and_a_registry_entry(monkeypatch
     assert [p.name for p in default_members()] == ["Acme"]
     monkeypatch.setenv("ACME_BASE_URL", "http://127.0.0.1:9/v1")
     assert registry.provider("acme", api_key="").base_url == "http://127.0.0.1:9/v1"
-    registry.provider("acme", api_key="").check_ready()  # type: ignore[attr-defined]  # a custom server: no key needed
+    http(registry.provider("acme", api_key="")).check_ready()  # a custom server: no key needed
 
 
 def test_config_types_cover_every_adapter_and_preset(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -232,7 +239,7 @@ def test_config_types_cover_every_adapter_and_preset(monkeypatch: pytest.MonkeyP
     claude = cfg.provider("claude")
     assert isinstance(claude, Anthropic) and claude.api_key == "ck-123" and claude.default_model == "claude-haiku-4-5"
     fast = cfg.provider("fast")
-    assert type(fast).__name__ == "Groq" and fast.base_url == "http://127.0.0.1:9/openai/v1"  # type: ignore[attr-defined]
+    assert type(fast).__name__ == "Groq" and http(fast).base_url == "http://127.0.0.1:9/openai/v1"
 
 
 def test_default_chain_order(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -251,7 +258,7 @@ def test_default_chain_order(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(var)
     members = default_members(api_key={"anthropic": "ka", "deepseek": "kd"})
     assert [p.name for p in members] == ["Anthropic", "DeepSeek"]
-    assert members[0].api_key == "ka" and members[1].api_key == "kd"  # type: ignore[attr-defined]
+    assert http(members[0]).api_key == "ka" and http(members[1]).api_key == "kd"
 
 
 # -- plugins -----------------------------------------------------------------------------------------------------
@@ -339,7 +346,7 @@ def test_a_config_file_takes_a_plugin_as_its_type(plugin_dist: Path) -> None:
     )
     acme = config.provider("a")
     assert type(acme).__name__ == "AcmeChat"
-    assert acme.base_url == "http://127.0.0.1:1/v1"  # type: ignore[attr-defined]
+    assert http(acme).base_url == "http://127.0.0.1:1/v1"
     assert config.redacted()["providers"]["a"]["type"] == "acme"
     with pytest.raises(errors.ConfigError, match=r"providers\.b\.type: provider plugin 'broken'.*acme is broken"):
         parse_config('[providers.b]\ntype = "broken"\n')

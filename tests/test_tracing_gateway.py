@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from polychat.errors import ConfigError
 from tests.support.faults import FaultServer, Ok
@@ -19,7 +20,7 @@ from tests.support.otlp import OTLPReceiver, ReceivedSpan
 from tests.support.servers import free_port, wait_until
 from tests.test_gateway import metric_value
 
-HELLO = [{"role": "user", "content": "Say hello."}]
+HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Say hello."}]
 UPSTREAM_KEY = "sk-upstream-Secret-9f8e7d6c"
 SERVER, CLIENT, INTERNAL = 2, 3, 1  # opentelemetry.proto.trace.v1.Span.SpanKind
 
@@ -100,7 +101,7 @@ def test_spans_reach_the_collector_under_the_callers_trace(
     raw = client.chat.completions.with_raw_response.create(
         model="failover1",
         messages=HELLO,
-        extra_headers={"traceparent": header},  # type: ignore[arg-type]
+        extra_headers={"traceparent": header},
     )
     assert raw.parse().choices[0].message.content == "Hello there, traced."
     assert raw.headers["x-polychat-provider"] == "ok"
@@ -117,7 +118,7 @@ def test_stream_spans_end_with_the_stream(client: openai.OpenAI, receiver: OTLPR
     header, trace_id, span_id = traceparent()
     with client.chat.completions.with_streaming_response.create(
         model="failover2",
-        messages=HELLO,  # type: ignore[arg-type]
+        messages=HELLO,
         stream=True,
         stream_options={"include_usage": True},
         extra_headers={"traceparent": header},
@@ -130,7 +131,7 @@ def test_stream_spans_end_with_the_stream(client: openai.OpenAI, receiver: OTLPR
 
 def test_attempt_metrics_count_successful_requests_too(gw: Gateway, client: openai.OpenAI) -> None:
     before = httpx.get(f"{gw.url}/metrics").text
-    client.chat.completions.create(model="failover3", messages=HELLO)  # type: ignore[arg-type]
+    client.chat.completions.create(model="failover3", messages=HELLO)
     text = httpx.get(f"{gw.url}/metrics").text
 
     def delta(name: str, **labels: str) -> float:
@@ -144,7 +145,7 @@ def test_attempt_metrics_count_successful_requests_too(gw: Gateway, client: open
 
 
 def test_streams_record_time_to_first_token_per_provider(gw: Gateway, client: openai.OpenAI) -> None:
-    stream = client.chat.completions.create(model="failover4", messages=HELLO, stream=True)  # type: ignore[arg-type]
+    stream = client.chat.completions.create(model="failover4", messages=HELLO, stream=True)
     assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "Hello there, traced."
     text = httpx.get(f"{gw.url}/metrics").text
     count = metric_value(text, "polychat_gateway_attempt_time_to_first_token_seconds_count", provider="ok")
@@ -184,7 +185,7 @@ def test_every_api_route_continues_the_callers_trace(gw: Gateway, receiver: OTLP
 
 def test_a_failed_request_lists_its_attempts_too(gw: Gateway, client: openai.OpenAI) -> None:
     with pytest.raises(openai.APIStatusError) as caught:
-        client.chat.completions.create(model="down", messages=HELLO, stream=True)  # type: ignore[arg-type]
+        client.chat.completions.create(model="down", messages=HELLO, stream=True)
     headers = caught.value.response.headers
     assert headers["x-polychat-attempts"] == "dead5=failed:APIConnectionError, dead6=failed:APIConnectionError"
     text = httpx.get(f"{gw.url}/metrics").text

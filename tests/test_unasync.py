@@ -4,10 +4,12 @@ side (Stream / AsyncStream, complete / acomplete...) differ only by what scripts
 from __future__ import annotations
 
 import ast
+import asyncio
 import difflib
 import importlib
 import importlib.util
 import inspect
+import itertools
 import subprocess
 import sys
 import textwrap
@@ -17,8 +19,13 @@ from typing import Any
 
 import pytest
 
+from polychat import AsyncClient, Client
+from polychat.providers import OpenaiChat
+from tests.support.faults import FILLER, FaultServer, Stall
+
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "unasync.py"
+MSGS = [{"role": "user", "content": "Hi"}]
 
 
 @pytest.fixture(scope="module")
@@ -154,3 +161,42 @@ def test_the_twin_check_sees_a_drift(unasync: ModuleType) -> None:
     sync = _source("polychat.client", "Stream")
     drifted = _source("polychat.client", "AsyncStream").replace("self._failed(e)", "pass", 1)
     assert "-            self._failed(e)\n+            pass" in _differ(sync, drifted, unasync)
+
+
+# -- what the generated code keeps: a stream is read as it arrives, in both flavours -------------------------------
+
+
+def _content(chunk: Any) -> str:
+    return "".join(c.delta.content or "" for c in chunk.choices)
+
+
+def test_a_sync_stream_hands_over_each_chunk_as_it_arrives(faults: FaultServer) -> None:
+    # The server sends two words and then holds the rest back until released: reading them must not wait for it
+    # (a stream that buffered would block here until idle_timeout turned it into an error).
+    url = faults.scenario("held", Stall(after_chunks=2))
+    with Client(provider=OpenaiChat(base_url=url), max_retries=0, idle_timeout=60) as client:
+        stream = client.chat.completions.create(model="m", messages=MSGS, stream=True)
+        words = [w for w in (_content(c) for c in itertools.islice(stream, 3)) if w]
+        stream.close()
+    faults.release()
+    assert "".join(words) == " ".join(FILLER.split()[:2])
+
+
+def test_an_async_stream_hands_over_each_chunk_as_it_arrives(faults: FaultServer) -> None:
+    url = faults.scenario("held", Stall(after_chunks=2))
+
+    async def read() -> list[str]:
+        async with AsyncClient(provider=OpenaiChat(base_url=url), max_retries=0, idle_timeout=60) as client:
+            stream = await client.chat.completions.create(model="m", messages=MSGS, stream=True)
+            words: list[str] = []
+            async for chunk in stream:
+                if _content(chunk):
+                    words.append(_content(chunk))
+                if len(words) == 2:
+                    break
+            await stream.aclose()
+            return words
+
+    words = asyncio.run(read())
+    faults.release()
+    assert "".join(words) == " ".join(FILLER.split()[:2])

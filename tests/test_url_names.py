@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from polychat import AsyncClient, Client, errors
 from polychat.providers.gemini import Gemini
@@ -19,7 +20,7 @@ from polychat.providers.registry import AzureOpenAI
 from tests.support.gateway import Gateway
 from tests.support.wire import Reply, WireServer
 
-USER = [{"role": "user", "content": "Hi"}]
+USER: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Hi"}]
 KEY = "AIza-url-names-0123456789"
 
 #: Names that would leave the intended path (or the URL's path altogether) if put in unquoted.
@@ -140,8 +141,8 @@ def test_the_gateway_answers_400_and_sends_nothing(upstream: WireServer, gw: Gat
 
 def test_the_gateway_still_reaches_the_named_model(upstream: WireServer, gw: Gateway) -> None:
     with openai.OpenAI(base_url=gw.base_url, api_key="unused", max_retries=0) as client:
-        client.chat.completions.create(model="gem:gemini-2.5-flash", messages=USER)  # type: ignore[arg-type]
-        client.chat.completions.create(model="az:gpt-4o", messages=USER)  # type: ignore[arg-type]
+        client.chat.completions.create(model="gem:gemini-2.5-flash", messages=USER)
+        client.chat.completions.create(model="az:gpt-4o", messages=USER)
     gem, az = upstream.requests("gem")[-1], upstream.requests("az")[-1]
     assert gem.path == "/v1beta/models/gemini-2.5-flash:generateContent" and gem.query == {}
     assert az.path == "/openai/deployments/gpt-4o/chat/completions" and set(az.query) == {"api-version"}

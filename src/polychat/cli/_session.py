@@ -7,7 +7,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TextIO
 
 from ._errors import (
     EXIT_OK,
@@ -18,7 +19,7 @@ from ._errors import (
     _describe_error,
     _unknown_model,
 )
-from ._term import _dim, _error, _held_warnings, _isatty, _status
+from ._term import _dim, _error, _Held, _held_warnings, _isatty, _status
 
 if TYPE_CHECKING:
     from ..client import Client
@@ -89,85 +90,73 @@ class ChatSession:
 
     def ask(self) -> str:
         """Send the conversation, print the answer, return its text (also appended by the caller)."""
-        out = sys.stdout
-        quiet = self.args.quiet
         t0 = time.monotonic()
         _status.show(self._waiting_text())
-        text_parts: list[str] = []
-        answered_by: str | None = None
-        model = self.model or self.provider.default_model or ""
-        finish: str | None = None
-        open_line = False
+        reply = _Reply(sys.stdout, bool(self.args.json), self.model or self.provider.default_model or "")
         held = _held_warnings(bool(self.args.debug))
         try:
             if self.args.no_stream:
-                completion = self.client.chat.completions.create(
-                    model=self.model, messages=self.messages, stream=False, **self._params()
-                )
-                _status.clear()
-                held.show()
-                answered_by, model = completion.provider, completion.model or model
-                finish = completion.choices[0].finish_reason if completion.choices else None
-                text_parts.append(completion.content)
-                if self.args.json:
-                    out.write(completion.model_dump_json() + "\n")
-                elif completion.content:
-                    out.write(completion.content)
-                    open_line = not completion.content.endswith("\n")
-                out.flush()
+                self._receive_whole(reply, held)
             else:
-                stream = self.client.chat.completions.create(
-                    model=self.model, messages=self.messages, stream=True, **self._params()
-                )
-                with stream:
-                    _status.clear()
-                    held.show()
-                    for chunk in stream:
-                        answered_by = chunk.provider or answered_by
-                        model = chunk.model or model
-                        piece = "".join(c.delta.content or "" for c in chunk.choices if c.index == 0)
-                        finish = next((c.finish_reason for c in chunk.choices if c.finish_reason), finish)
-                        text_parts.append(piece)
-                        if self.args.json:
-                            out.write(chunk.model_dump_json() + "\n")
-                        elif piece:
-                            out.write(piece)
-                            open_line = not piece.endswith("\n")
-                        out.flush()
+                self._receive_stream(reply, held)
         except BaseException as e:
             held.drop()
-            if isinstance(e, Exception) and _unknown_model(e):
-                members = self.provider.members()
-                local = [m for m in members if hasattr(m, "loaded")]
-                only = f"; the embedded model serves only {local[0].default_model!r}" if local else ""
-                raise UsageError(
-                    f"no configured provider serves the model {model!r} ({', '.join(m.name for m in members)} "
-                    f"refused it{only}). See `polychat providers` for what is set up (a key such as OPENAI_API_KEY "
-                    "adds a provider), or leave out --model"
-                ) from e
-            if self.args.timeout is not None and isinstance(e, Exception) and _deadline_passed(e):
-                got = "".join(text_parts)
-                so_far = f"; {len(got)} characters had arrived" if got else ""
-                who = answered_by or getattr(e, "provider", None) or self.label()
-                raise CommandTimeout(
-                    f"no complete answer within --timeout {self.args.timeout:g}s (from {who}{so_far})"
-                ) from e
+            explained = self._explain(e, reply) if isinstance(e, Exception) else None
+            if explained is not None:
+                raise explained from e
             raise
         finally:
             held.show()  # an answer with no chunks: its warnings were not shown yet
             _status.clear()
-            if open_line:
-                out.write("\n")
-                out.flush()
-        if not quiet:
-            sep = " · "
-            footer = f"{answered_by or '?'}{sep}{model or 'default model'}{sep}{time.monotonic() - t0:.1f}s"
-            if finish not in (None, "stop"):
-                footer += f"{sep}finish_reason={finish}"  # e.g. "length": cut at --max-tokens
-            footer = f"[{footer}]"
-            sys.stderr.write(_dim(footer, sys.stderr) + "\n")
-            sys.stderr.flush()
-        return "".join(text_parts)
+            reply.end_line()
+        if not self.args.quiet:
+            reply.footer(time.monotonic() - t0)
+        return reply.text()
+
+    def _receive_whole(self, reply: _Reply, held: _Held) -> None:
+        """``--no-stream``: one request, one printed answer."""
+        completion = self.client.chat.completions.create(
+            model=self.model, messages=self.messages, stream=False, **self._params()
+        )
+        _status.clear()
+        held.show()
+        reply.answered_by, reply.model = completion.provider, completion.model or reply.model
+        reply.finish = completion.choices[0].finish_reason if completion.choices else None
+        reply.show(completion.content, completion.model_dump_json)
+
+    def _receive_stream(self, reply: _Reply, held: _Held) -> None:
+        """Print each chunk as it arrives (choice 0 only), keeping who answered and why it stopped."""
+        stream = self.client.chat.completions.create(
+            model=self.model, messages=self.messages, stream=True, **self._params()
+        )
+        with stream:
+            _status.clear()
+            held.show()
+            for chunk in stream:
+                reply.answered_by = chunk.provider or reply.answered_by
+                reply.model = chunk.model or reply.model
+                reply.finish = next((c.finish_reason for c in chunk.choices if c.finish_reason), reply.finish)
+                piece = "".join(c.delta.content or "" for c in chunk.choices if c.index == 0)
+                reply.show(piece, chunk.model_dump_json)
+
+    def _explain(self, e: Exception, reply: _Reply) -> Exception | None:
+        """The CLI's own error for a failure a user can act on (a model nobody serves, ``--timeout`` passed), or
+        None to let the failure through as it is."""
+        if _unknown_model(e):
+            members = self.provider.members()
+            local = [m for m in members if hasattr(m, "loaded")]
+            only = f"; the embedded model serves only {local[0].default_model!r}" if local else ""
+            return UsageError(
+                f"no configured provider serves the model {reply.model!r} ({', '.join(m.name for m in members)} "
+                f"refused it{only}). See `polychat providers` for what is set up (a key such as OPENAI_API_KEY "
+                "adds a provider), or leave out --model"
+            )
+        if self.args.timeout is not None and _deadline_passed(e):
+            got = reply.text()
+            so_far = f"; {len(got)} characters had arrived" if got else ""
+            who = reply.answered_by or getattr(e, "provider", None) or self.label()
+            return CommandTimeout(f"no complete answer within --timeout {self.args.timeout:g}s (from {who}{so_far})")
+        return None
 
     # -- interactive ---------------------------------------------------------------------------------------------
 
@@ -287,6 +276,48 @@ class ChatSession:
         else:
             say(f"unknown command /{name}; /help lists them")
         return True
+
+
+class _Reply:
+    """What has arrived of one answer: printed as it comes, and kept for the footer, a timeout's message and
+    the conversation."""
+
+    def __init__(self, out: TextIO, json: bool, model: str) -> None:
+        self.out = out
+        self.json = json  # one JSON object a line (the completion or each chunk) instead of the text
+        self.model = model
+        self.answered_by: str | None = None
+        self.finish: str | None = None
+        self.parts: list[str] = []
+        self.open_line = False  # the printed text does not end with a newline yet
+
+    def show(self, piece: str, as_json: Callable[[], str]) -> None:
+        self.parts.append(piece)
+        if self.json:
+            self.out.write(as_json() + "\n")
+        elif piece:
+            self.out.write(piece)
+            self.open_line = not piece.endswith("\n")
+        self.out.flush()
+
+    def text(self) -> str:
+        return "".join(self.parts)
+
+    def end_line(self) -> None:
+        """Leave the terminal on a fresh line, so the footer (or the shell's prompt) does not trail the answer."""
+        if self.open_line:
+            self.out.write("\n")
+            self.out.flush()
+
+    def footer(self, seconds: float) -> None:
+        """``[provider · model · 1.2s]`` on stderr, plus the finish reason when it was not a normal stop."""
+        sep = " · "
+        footer = f"{self.answered_by or '?'}{sep}{self.model or 'default model'}{sep}{seconds:.1f}s"
+        if self.finish not in (None, "stop"):
+            footer += f"{sep}finish_reason={self.finish}"  # e.g. "length": cut at --max-tokens
+        footer = f"[{footer}]"
+        sys.stderr.write(_dim(footer, sys.stderr) + "\n")
+        sys.stderr.flush()
 
 
 _PASTE_START, _PASTE_END = "\x1b[200~", "\x1b[201~"

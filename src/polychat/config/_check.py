@@ -25,6 +25,7 @@ from ._types import (
     REDIS_FAILURE_MODES,
     GatewayKeySpec,
     ProviderSpec,
+    ProviderType,
     RouteSpec,
     provider_type,
     provider_types,
@@ -313,6 +314,38 @@ def _check_provider(name: str, raw: Any, c: _Checker) -> ProviderSpec:
     base = ("providers", name)
     c.name(name, base, "provider")
     table = c.table(raw, base)
+    ptype_name, ptype = _provider_type(table, base, c)
+    for key in table:
+        if key not in ptype.keys and key in _HTTP_KEYS:
+            raise c.error((*base, key), f"not used by providers of type {ptype_name!r}")
+    c.keys(table, ptype.keys, base)
+    fields: dict[str, Any] = {"name": name, "type": ptype_name}
+    for key, value in table.items():
+        where = (*base, key)
+        if c.connection(key, value, where, fields):
+            continue
+        if key in ("base_url", "default_model", "api_key"):
+            fields[key] = c.string(value, where)
+        elif key == "api_key_env":
+            fields[key] = _key_env_name(value, where, c)
+        elif key == "allow_plaintext_key":
+            fields[key] = c.boolean(value, where)
+        elif key == "models":
+            fields[key] = c.strings(value, where)
+        elif key in ptype.options:
+            fields.setdefault("options", {})[key] = _provider_option(ptype.options[key], value, where, c)
+    if "base_url" in fields:
+        url = fields["base_url"]
+        if not re.match(r"^https?://[^/\s]+", url):
+            raise c.error((*base, "base_url"), f"must be an http:// or https:// URL, got {redact_url(url)!r}")
+    if "api_key" in fields:
+        _check_plaintext_key(name, fields, c)
+    return ProviderSpec(**fields)
+
+
+def _provider_type(table: Mapping[str, Any], base: tuple[str, ...], c: _Checker) -> tuple[str, ProviderType]:
+    """A provider's ``type``: its name and row (a built-in type or an installed plugin); an unknown name gets a
+    did-you-mean and the list of known types."""
     if "type" not in table:
         raise c.error(base, f"missing key 'type' (one of: {', '.join(provider_types())})")
     ptype_name = c.string(table["type"], (*base, "type"))
@@ -325,59 +358,45 @@ def _check_provider(name: str, raw: Any, c: _Checker) -> ProviderSpec:
         hint = difflib.get_close_matches(ptype_name, types, n=1)
         also = f"; did you mean {hint[0]!r}?" if hint else ""
         raise c.error((*base, "type"), f"unknown provider type {ptype_name!r}{also} (known: {', '.join(types)})")
-    for key in table:
-        if key not in ptype.keys and key in _HTTP_KEYS:
-            raise c.error((*base, key), f"not used by providers of type {ptype_name!r}")
-    c.keys(table, ptype.keys, base)
-    fields: dict[str, Any] = {"name": name, "type": ptype_name}
-    for key, value in table.items():
-        where = (*base, key)
-        if c.connection(key, value, where, fields):
-            continue
-        if key in ("base_url", "default_model"):
-            fields[key] = c.string(value, where)
-        elif key == "api_key_env":
-            env = c.string(value, where)
-            if not _ENV_NAME_RE.match(env):
-                raise c.error(
-                    where,
-                    "must be the NAME of an environment variable holding the key (like WORK_API_KEY), "
-                    "not the key itself",
-                )
-            fields[key] = env
-        elif key == "api_key":
-            fields[key] = c.string(value, where)
-        elif key == "allow_plaintext_key":
-            fields[key] = c.boolean(value, where)
-        elif key == "models":
-            fields[key] = c.strings(value, where)
-        elif key in ptype.options:
-            kind = ptype.options[key]
-            if kind == "count":
-                option: Any = c.count(value, where)
-                if option < 1:
-                    raise c.error(where, "must be a whole number >= 1")
-            else:
-                option = c.string(value, where)
-                if kind == "path":
-                    option = os.path.expanduser(option)
-            fields.setdefault("options", {})[key] = option
-    if "base_url" in fields:
-        url = fields["base_url"]
-        if not re.match(r"^https?://[^/\s]+", url):
-            raise c.error((*base, "base_url"), f"must be an http:// or https:// URL, got {redact_url(url)!r}")
-    if "api_key" in fields:
-        if not fields.get("allow_plaintext_key"):
-            env_name = re.sub(r"[^A-Z0-9]", "_", name.upper()) + "_API_KEY"
-            raise c.error(
-                (*base, "api_key"),
-                f"an API key in the config file is refused: put it in an environment variable and write "
-                f'api_key_env = "{env_name}" (the variable\'s name), or, if you really want the key in '
-                f"this file, add allow_plaintext_key = true",
-            )
-        if "api_key_env" in fields:
-            raise c.error((*base, "api_key"), "set either api_key_env or api_key, not both")
-    return ProviderSpec(**fields)
+    return ptype_name, ptype
+
+
+def _key_env_name(value: Any, where: tuple[str, ...], c: _Checker) -> str:
+    """``api_key_env``: the name of a variable. Anything else (a pasted key) is refused without echoing it."""
+    env = c.string(value, where)
+    if not _ENV_NAME_RE.match(env):
+        raise c.error(
+            where,
+            "must be the NAME of an environment variable holding the key (like WORK_API_KEY), not the key itself",
+        )
+    return env
+
+
+def _provider_option(kind: str, value: Any, where: tuple[str, ...], c: _Checker) -> Any:
+    """A key handed to the provider's constructor as it is, checked by its kind (see :class:`ProviderType`)."""
+    if kind == "count":
+        option: Any = c.count(value, where)
+        if option < 1:
+            raise c.error(where, "must be a whole number >= 1")
+        return option
+    option = c.string(value, where)
+    return os.path.expanduser(option) if kind == "path" else option
+
+
+def _check_plaintext_key(name: str, fields: Mapping[str, Any], c: _Checker) -> None:
+    """An ``api_key`` written in the file: refused unless ``allow_plaintext_key`` says the user means it (the
+    error suggests the variable to use instead), and never beside ``api_key_env``."""
+    where = ("providers", name, "api_key")
+    if not fields.get("allow_plaintext_key"):
+        env_name = re.sub(r"[^A-Z0-9]", "_", name.upper()) + "_API_KEY"
+        raise c.error(
+            where,
+            f"an API key in the config file is refused: put it in an environment variable and write "
+            f'api_key_env = "{env_name}" (the variable\'s name), or, if you really want the key in '
+            f"this file, add allow_plaintext_key = true",
+        )
+    if "api_key_env" in fields:
+        raise c.error(where, "set either api_key_env or api_key, not both")
 
 
 def _check_route(name: str, raw: Any, known: Mapping[str, ProviderSpec], c: _Checker) -> RouteSpec:

@@ -114,6 +114,29 @@ def to_chat(body: Mapping[str, Any], *, headers: Mapping[str, str] | None = None
     for key in body:
         if key not in _KNOWN:
             notes.lose(key)  # a newer Anthropic feature: only Anthropic can be asked
+    model, max_tokens, turns, stream = _required(body)
+    messages = _messages(body.get("system"), turns, notes)
+    kwargs: dict[str, Any] = {"max_tokens": max_tokens}
+    _sampling(body, kwargs)
+    _anthropic_only(body, notes)
+    _output_config(body.get("output_config"), kwargs, notes)
+    _metadata(body.get("metadata"), kwargs)
+    _thinking(body.get("thinking"), kwargs)
+    tools = _tools(body.get("tools"), notes)
+    if tools:
+        kwargs["tools"] = tools
+    if body.get("tool_choice") is not None:
+        _tool_choice(body["tool_choice"], kwargs)
+    if stream:
+        kwargs["stream_options"] = {"include_usage": True}
+    forward = {k: v for k, v in (headers or {}).items() if k in ("anthropic-beta", "anthropic-version")}
+    kwargs["native_request"] = NativeRequest(PROTOCOL, dict(body), forward, tuple(notes.lossy))
+    return ChatCall(model, messages, stream, kwargs, notes.dropped, notes.lossy)
+
+
+def _required(body: Mapping[str, Any]) -> tuple[str, int, list[Any], bool]:
+    """The fields every request has (``model``, ``max_tokens``, ``messages``) and ``stream``, checked in
+    Anthropic's order so the first error is the one its API would name."""
     if "model" not in body:
         raise _bad("model", "Field required")
     model = _need_str(body["model"], "model")
@@ -122,25 +145,32 @@ def to_chat(body: Mapping[str, Any], *, headers: Mapping[str, str] | None = None
     max_tokens = _need_int(body["max_tokens"], "max_tokens", 1)
     if "messages" not in body:
         raise _bad("messages", "Field required")
-    raw_messages = body["messages"]
-    if not isinstance(raw_messages, list) or not raw_messages:
+    turns = body["messages"]
+    if not isinstance(turns, list) or not turns:
         raise _bad("messages", "must be a non-empty list of {role, content} turns")
     stream = body.get("stream", False)
     if stream is None:
         stream = False
     if not isinstance(stream, bool):
         raise _bad("stream", "must be true or false")
+    return model, max_tokens, turns, stream
 
+
+def _messages(system: Any, turns: list[Any], notes: _Notes) -> list[dict[str, Any]]:
+    """The OpenAI message list: the top-level ``system`` becomes a leading system message, then every turn."""
     messages: list[dict[str, Any]] = []
-    system = body.get("system")
     if system is not None:
         text = _system_text(system, notes)
         if text:
             messages.append({"role": "system", "content": text})
-    for i, turn in enumerate(raw_messages):
+    for i, turn in enumerate(turns):
         messages.extend(_turn(turn, f"messages.{i}", notes))
+    return messages
 
-    kwargs: dict[str, Any] = {"max_tokens": max_tokens}
+
+def _sampling(body: Mapping[str, Any], kwargs: dict[str, Any]) -> None:
+    """``stop_sequences``, ``temperature`` and ``top_p`` under their OpenAI names; ``top_k`` only checked
+    (it has no OpenAI equivalent: :data:`ANTHROPIC_ONLY` keeps it for Anthropic)."""
     if "stop_sequences" in body and body["stop_sequences"] is not None:
         stops = body["stop_sequences"]
         if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
@@ -153,6 +183,11 @@ def to_chat(body: Mapping[str, Any], *, headers: Mapping[str, str] | None = None
         kwargs["top_p"] = _need_num(body["top_p"], "top_p", 0, 1)
     if body.get("top_k") is not None:
         _need_int(body["top_k"], "top_k", 0)
+
+
+def _anthropic_only(body: Mapping[str, Any], notes: _Notes) -> None:
+    """Note the top-level fields that only Anthropic honours (other providers refuse them) or that are mere
+    hints (left out for them); check ``service_tier``, which every provider can ignore."""
     for key in ANTHROPIC_ONLY:
         if body.get(key) is not None:
             notes.lose(key)
@@ -161,28 +196,17 @@ def to_chat(body: Mapping[str, Any], *, headers: Mapping[str, str] | None = None
         notes.lose("speed")
     if body.get("service_tier") not in (None, "auto", "standard_only"):
         raise _bad("service_tier", "must be 'auto' or 'standard_only'")
-    _output_config(body.get("output_config"), kwargs, notes)
-    metadata = body.get("metadata")
-    if metadata is not None:
-        if not isinstance(metadata, Mapping):
-            raise _bad("metadata", "must be an object")
-        user = metadata.get("user_id")
-        if user is not None:
-            kwargs["user"] = _need_str(user, "metadata.user_id")
-    _thinking(body.get("thinking"), kwargs)
-    tools = body.get("tools")
-    if tools is not None:
-        converted = _tools(tools, notes)
-        if converted:
-            kwargs["tools"] = converted
-    choice = body.get("tool_choice")
-    if choice is not None:
-        _tool_choice(choice, kwargs)
-    if stream:
-        kwargs["stream_options"] = {"include_usage": True}
-    forward = {k: v for k, v in (headers or {}).items() if k in ("anthropic-beta", "anthropic-version")}
-    kwargs["native_request"] = NativeRequest(PROTOCOL, dict(body), forward, tuple(notes.lossy))
-    return ChatCall(model, messages, stream, kwargs, notes.dropped, notes.lossy)
+
+
+def _metadata(metadata: Any, kwargs: dict[str, Any]) -> None:
+    """``metadata.user_id`` → OpenAI's ``user``."""
+    if metadata is None:
+        return
+    if not isinstance(metadata, Mapping):
+        raise _bad("metadata", "must be an object")
+    user = metadata.get("user_id")
+    if user is not None:
+        kwargs["user"] = _need_str(user, "metadata.user_id")
 
 
 def _system_text(system: Any, notes: _Notes) -> str:
@@ -300,6 +324,8 @@ def _turn(turn: Any, where: str, notes: _Notes) -> list[dict[str, Any]]:
 
 
 def _tools(tools: Any, notes: _Notes) -> list[dict[str, Any]]:
+    if tools is None:
+        return []
     if not isinstance(tools, list):
         raise _bad("tools", "must be a list")
     out = []

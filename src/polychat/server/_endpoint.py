@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
@@ -31,6 +32,7 @@ from ._limits import Admission, Refusal
 
 if TYPE_CHECKING:
     from ..errors import Attempt
+    from ..providers.base import Provider
     from ..types import ChatCompletion, ChatCompletionChunk
     from ._gateway import Gateway
 
@@ -239,99 +241,107 @@ class Endpoint:
     # -- answer ---------------------------------------------------------------------------------------------------
 
     async def _answer(self, call: Call, send: Send, parsed: Parsed, t0: float, admission: Admission | None) -> None:
-        gw, dialect = self.gw, self.dialect
-        metrics = gw.metrics
-        stream = parsed.stream
-        kwargs = parsed.kwargs
-        if admission is not None and stream is True:
-            admission.prepare_stream(kwargs)
-        served = True
-        usage: Any = None
-        label = gw.route_label(parsed.model)
-        stream_label = "true" if stream is True else "false"
-        in_flight = (stream_label,)
-        metrics.in_flight.inc(in_flight)
-        status = 200
-        provider_name = "none"
-        error: BaseException | None = None
-        provider = None
-        attempts: list[Attempt] = []
+        """Make the call and send its answer (a completion, a stream, or an error in the client's protocol); then,
+        however it ended, settle the key's admission and record the request's metrics."""
+        gw = self.gw
+        if admission is not None and parsed.stream is True:
+            admission.prepare_stream(parsed.kwargs)
+        tally = _Tally(gw.route_label(parsed.model), "true" if parsed.stream is True else "false")
+        gw.metrics.in_flight.inc((tally.stream_label,))
         try:
             try:
-                provider, routed = gw.route(parsed.model)
+                tally.routed, model = gw.route(parsed.model)
                 result = await gw.client.chat.completions.create(
-                    routed, parsed.messages, stream, provider=provider, **kwargs
+                    model, parsed.messages, parsed.stream, provider=tally.routed, **parsed.kwargs
                 )
             except asyncio.CancelledError:
                 if call.reason == "shutdown":
-                    status = 503
+                    tally.status = 503
                     shutting = make_error(503, "The server is shutting down.", code="server_shutdown")
-                    await send_error(send, dialect.error(shutting), close=True)
-                elif call.reason == "disconnect":
-                    status = 499
+                    await send_error(send, self.dialect.error(shutting), close=True)
                 raise
             except Exception as e:
-                error = e
-                served = False
-                err = from_exception(e, gw.scrub)
-                if err.status == 404 and _is_unknown_model(e):
-                    err = gw.unknown_model(parsed.model, err)
-                err = dialect.error(err)
-                status = err.status
-                failed_by = getattr(e, "provider", None)
-                if isinstance(failed_by, str) and failed_by:
-                    provider_name = failed_by
-                    err.headers.append((b"x-polychat-provider", header_value(failed_by)))
-                attempts = getattr(e, "attempts", None) or []
-                if attempts:
-                    err.headers.append(gw.attempts_header(attempts))
-                self._log_failure(e, status)
-                await send_error(send, err)
+                await self._send_failure(send, e, parsed, tally)
                 return
-            provider_name = result.provider or "unknown"
-            if not isinstance(result, AsyncStream):
-                attempts = result.attempts
-                usage = result.usage
-                if admission is not None:
-                    admission.usage = usage
-                body = dialect.completion(result, parsed)
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": 200,
-                        "headers": [
-                            (b"content-type", _JSON),
-                            (b"content-length", str(len(body)).encode()),
-                            (b"x-polychat-provider", header_value(provider_name)),
-                            gw.attempts_header(attempts),
-                            *_COMMON,
-                            *dialect.headers(parsed, result),
-                        ],
-                    }
+            tally.provider = result.provider or "unknown"
+            if isinstance(result, AsyncStream):
+                tally.attempts = result.attempts  # the stream's own list: complete once the stream has ended
+                tally.error, tally.usage = await self._stream(
+                    call, send, result, parsed, tally.provider, tally.label, t0, admission
                 )
-                await send({"type": "http.response.body", "body": body})
-                return
-            attempts = result.attempts  # the stream's own list: complete once the stream has ended
-            error, usage = await self._stream(call, send, result, parsed, provider_name, label, t0, admission)
+            else:
+                await self._send_completion(send, result, parsed, tally, admission)
         finally:
             if admission is not None:
-                admission.finish(served=served)
-            metrics.in_flight.inc(in_flight, -1.0)
-            elapsed = time.perf_counter() - t0
-            if call.reason == "disconnect":
-                status = 499
-            gw.observe_attempts(attempts)
-            gw.observe_usage(provider_name, usage)
-            metrics.requests.inc((label, provider_name, stream_label, str(status)))
-            metrics.duration.observe((label, provider_name, stream_label), elapsed)
-            if call.reason == "shutdown":
-                metrics.errors.inc((label, provider_name, "ServerShutdown"))
-            elif error is not None:
-                metrics.errors.inc((label, provider_name, type(error).__name__))
-            elif status == 200 and provider_name not in ("none", "unknown"):
-                first = gw.first_choice(provider)
-                if first is not None and first != provider_name:
-                    metrics.fallbacks.inc((label, provider_name))
+                admission.finish(served=tally.served)
+            self._record(call, tally, t0)
+
+    async def _send_failure(self, send: Send, e: Exception, parsed: Parsed, tally: _Tally) -> None:
+        """The error response for a call that failed before any answer: the provider that failed and the attempts
+        made are in its headers."""
+        gw = self.gw
+        tally.error, tally.served = e, False
+        err = from_exception(e, gw.scrub)
+        if err.status == 404 and _is_unknown_model(e):
+            err = gw.unknown_model(parsed.model, err)
+        err = self.dialect.error(err)
+        tally.status = err.status
+        failed_by = getattr(e, "provider", None)
+        if isinstance(failed_by, str) and failed_by:
+            tally.provider = failed_by
+            err.headers.append((b"x-polychat-provider", header_value(failed_by)))
+        tally.attempts = getattr(e, "attempts", None) or []
+        if tally.attempts:
+            err.headers.append(gw.attempts_header(tally.attempts))
+        self._log_failure(e, tally.status)
+        await send_error(send, err)
+
+    async def _send_completion(
+        self, send: Send, result: ChatCompletion, parsed: Parsed, tally: _Tally, admission: Admission | None
+    ) -> None:
+        """A whole (non-streamed) answer, in the client's protocol."""
+        tally.attempts = result.attempts
+        tally.usage = result.usage
+        if admission is not None:
+            admission.usage = result.usage
+        body = self.dialect.completion(result, parsed)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", _JSON),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"x-polychat-provider", header_value(tally.provider)),
+                    self.gw.attempts_header(tally.attempts),
+                    *_COMMON,
+                    *self.dialect.headers(parsed, result),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    def _record(self, call: Call, tally: _Tally, t0: float) -> None:
+        """The request's metrics, however it ended (a client that left counts as 499, a call cut by shutdown as a
+        ``ServerShutdown`` error); an answer from other than the first choice counts as a fallback."""
+        gw = self.gw
+        metrics = gw.metrics
+        label, provider, stream_label = tally.label, tally.provider, tally.stream_label
+        metrics.in_flight.inc((stream_label,), -1.0)
+        elapsed = time.perf_counter() - t0
+        status = 499 if call.reason == "disconnect" else tally.status
+        gw.observe_attempts(tally.attempts)
+        gw.observe_usage(provider, tally.usage)
+        metrics.requests.inc((label, provider, stream_label, str(status)))
+        metrics.duration.observe((label, provider, stream_label), elapsed)
+        if call.reason == "shutdown":
+            metrics.errors.inc((label, provider, "ServerShutdown"))
+        elif tally.error is not None:
+            metrics.errors.inc((label, provider, type(tally.error).__name__))
+        elif status == 200 and provider not in ("none", "unknown"):
+            first = gw.first_choice(tally.routed)
+            if first is not None and first != provider:
+                metrics.fallbacks.inc((label, provider))
 
     async def _stream(
         self,
@@ -409,6 +419,21 @@ class Endpoint:
         else:
             log.error("polychat: unexpected error serving %s: %s", self.dialect.path, scrub(repr(e)))
             log.debug("traceback", exc_info=e)
+
+
+@dataclass(slots=True)
+class _Tally:
+    """What the metrics and the key's settlement need to know of one call, filled in as it goes."""
+
+    label: str  # the model, as a metric label (``other`` for models not served here)
+    stream_label: str
+    routed: Provider | None = None  # the provider (or chain) the model routed to
+    status: int = 200
+    provider: str = "none"  # the provider that answered (or failed last)
+    error: BaseException | None = None
+    attempts: list[Attempt] = field(default_factory=list)
+    usage: Any = None
+    served: bool = True  # False: it failed before any answer (the key gets its reservation back)
 
 
 def _is_unknown_model(e: BaseException) -> bool:

@@ -12,6 +12,7 @@ import asyncio
 import queue
 import time
 import uuid
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
@@ -43,10 +44,9 @@ def _out_of_time(provider: str) -> APIError:
     return APIError("The local model was stopped: the call ran out of time", provider=provider)
 
 
-class _SyncFeed:
-    """A job's items in the calling thread. A token timeout, or the failover engine's watchdog (the ``ctx.watch``
-    of an attempt with first-token / idle / deadline limits, calling back from its own thread), stops the job and
-    ends the wait with a timeout error."""
+class _Feed(ABC):
+    """What both feeds share: a job doing ``work`` for ``provider``, whose items :meth:`_emit` hands over, set up
+    by :meth:`_prepare` and then submitted; and the call's limit on the wait for each token."""
 
     def __init__(
         self,
@@ -59,14 +59,34 @@ class _SyncFeed:
     ) -> None:
         self._engine = engine
         self._provider = provider
-        self._items: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._limit = token_timeout(ctx)
+        self.job = _Job(work, self._emit, forward=forward)
+        self._prepare(ctx)
+        engine.submit(self.job)
+
+    @abstractmethod
+    def _prepare(self, ctx: CallContext | None) -> None:
+        """Ready the hand-over (before the job can emit anything)."""
+
+    @abstractmethod
+    def _emit(self, item: object) -> None:
+        """In the model's thread: hand ``item`` to the caller's side."""
+
+
+class _SyncFeed(_Feed):
+    """A job's items in the calling thread. A token timeout, or the failover engine's watchdog (the ``ctx.watch``
+    of an attempt with first-token / idle / deadline limits, calling back from its own thread), stops the job and
+    ends the wait with a timeout error."""
+
+    def _prepare(self, ctx: CallContext | None) -> None:
+        self._items: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._timed_out = False
-        self.job = _Job(work, self._items.put, forward=forward)
         watch = getattr(ctx, "watch", None)
         if watch is not None:
             watch.attach(self._cut)
-        engine.submit(self.job)
+
+    def _emit(self, item: object) -> None:
+        self._items.put(item)
 
     def _cut(self) -> None:  # in the watchdog's thread
         self._engine.cancel(self.job)
@@ -91,27 +111,14 @@ class _SyncFeed:
             self.job.done.wait()
 
 
-class _AsyncFeed:
+class _AsyncFeed(_Feed):
     """A job's items on an event loop: handed over by ``call_soon_threadsafe``, so the loop never blocks. A token
     timeout ends the wait like :class:`_SyncFeed`'s; the failover engine's limits cancel the awaiting task."""
 
-    def __init__(
-        self,
-        engine: _Engine,
-        work: Callable[[_Loaded, _Job], Any],
-        ctx: CallContext | None,
-        provider: str,
-        *,
-        forward: bool,
-    ) -> None:
-        self._engine = engine
-        self._provider = provider
-        self._limit = token_timeout(ctx)
+    def _prepare(self, ctx: CallContext | None) -> None:
         self._loop = asyncio.get_running_loop()
         self._queue: asyncio.Queue[object] = asyncio.Queue()
         self._ended = False
-        self.job = _Job(work, self._emit, forward=forward)
-        engine.submit(self.job)
 
     def _emit(self, item: object) -> None:  # in the model's thread
         try:
