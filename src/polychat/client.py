@@ -7,7 +7,6 @@ async share everything but the last call: the request building and routing live 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
@@ -523,7 +522,7 @@ class AsyncClient(_BaseClient):
     async def close(self) -> None:
         await self._pool.aclose()
         if self._own_store is not None:
-            await asyncio.to_thread(self._own_store.close)  # waits for its listener thread: not on the loop
+            await self._own_store.aclose()
 
     async def __aenter__(self) -> AsyncClient:
         return self
