@@ -352,3 +352,26 @@ def test_a_config_file_takes_a_plugin_as_its_type(plugin_dist: Path) -> None:
         parse_config('[providers.b]\ntype = "broken"\n')
     with pytest.raises(errors.ConfigError, match=r"unknown provider type 'acm'; did you mean 'acme'\?"):
         parse_config('[providers.b]\ntype = "acm"\n')
+
+
+def test_what_a_type_checker_sees_of_the_lazy_modules_is_what_they_give() -> None:
+    """polychat.providers and polychat.Provider load their classes on first use; the names they import for type
+    checkers only (so user code is checked against the real classes) are the base classes and the native adapters,
+    the same as at run time."""
+    import ast
+
+    import polychat.Provider
+
+    def checked(module: Any) -> dict[str, Any]:
+        tree = ast.parse(Path(module.__file__).read_text())
+        block = next(n for n in tree.body if isinstance(n, ast.If) and ast.unparse(n.test) == "TYPE_CHECKING")
+        imports = [n for n in block.body if isinstance(n, ast.ImportFrom)]
+        return {a.asname or a.name: getattr(module, a.asname or a.name) for n in imports for a in n.names}
+
+    natives = {registry.load(target).__name__ for target in registry.NATIVE.values()}
+    chains = {name for name, module in providers._BASE.items() if module.startswith("..routing")}
+    typed = checked(providers)
+    assert set(typed) == set(providers._BASE) - chains | natives  # providers never import routing/
+    seed = checked(polychat.Provider)
+    assert set(seed) == set(typed) - polychat.Provider._NOT_SEED | chains
+    assert all(cls is getattr(providers, name) and cls.__name__ == name for name, cls in {**typed, **seed}.items())

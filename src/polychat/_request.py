@@ -231,6 +231,39 @@ def build_request(model: Any, messages: Any, stream: Any, kwargs: Mapping[str, A
     if not isinstance(stream, bool):
         raise _fail("stream", "must be true or false")
     msgs = validate_messages(messages)
+    params, options, unknown = _sort_kwargs(kwargs)
+    failover = FailoverPolicy.checked(options, _fail)
+    native = options.pop("native_request", None)
+    if native is not None and not isinstance(native, NativeRequest):
+        raise _fail("native_request", "must be a polychat._request.NativeRequest")
+    if options.get("drop_unsupported") is not None and not isinstance(options["drop_unsupported"], bool):
+        raise _fail("drop_unsupported", "must be true or false")
+    if unknown:
+        names = ", ".join(sorted(unknown))
+        raise InvalidRequestError(
+            f"Unknown argument(s) to create(): {names}. Vendor-specific parameters go in extra_body={{...}}.",
+            param=unknown[0],
+        )
+    _check_pairs(params, stream)
+    headers, query, body = _extras(options)
+    req = ChatRequest(
+        model=model,
+        messages=msgs,
+        stream=stream,
+        params=params,
+        extra_headers=headers,
+        extra_query=query,
+        extra_body=body,
+        drop_unsupported=bool(options.get("drop_unsupported")),
+        native=native,
+    )
+    call = CallOptions(options.get("provider"), options.get("proxy"), options.get("timeout"), failover)
+    return req, call
+
+
+def _sort_kwargs(kwargs: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+    """``create()``'s keyword arguments sorted into OpenAI parameters (each checked; None left out), call options,
+    and the names of neither."""
     params: dict[str, Any] = {}
     options: dict[str, Any] = {}
     unknown = []
@@ -246,24 +279,22 @@ def build_request(model: Any, messages: Any, stream: Any, kwargs: Mapping[str, A
             options[key] = value
         else:
             unknown.append(key)
-    failover = FailoverPolicy.checked(options, _fail)
-    native = options.pop("native_request", None)
-    if native is not None and not isinstance(native, NativeRequest):
-        raise _fail("native_request", "must be a polychat._request.NativeRequest")
-    if options.get("drop_unsupported") is not None and not isinstance(options["drop_unsupported"], bool):
-        raise _fail("drop_unsupported", "must be true or false")
-    if unknown:
-        names = ", ".join(sorted(unknown))
-        raise InvalidRequestError(
-            f"Unknown argument(s) to create(): {names}. Vendor-specific parameters go in extra_body={{...}}.",
-            param=unknown[0],
-        )
+    return params, options, unknown
+
+
+def _check_pairs(params: Mapping[str, Any], stream: bool) -> None:
+    """Parameters that are each valid but not together (or not without the stream)."""
     if "stream_options" in params and not stream:
         raise _fail("stream_options", "is only allowed with stream=True")
     if "top_logprobs" in params and not params.get("logprobs"):
         raise _fail("top_logprobs", "requires logprobs=True")
     if "max_tokens" in params and "max_completion_tokens" in params:
         raise _fail("max_tokens", "and max_completion_tokens are both set; pass one")
+
+
+def _extras(options: dict[str, Any]) -> tuple[dict[str, str], dict[str, Any], dict[str, Any]]:
+    """The escape hatches, taken out of ``options`` and checked: ``extra_headers`` (valid HTTP headers, as
+    strings), ``extra_query``, ``extra_body`` (which may not replace the model or the messages)."""
     extras: dict[str, dict[str, Any]] = {}
     for name in ("extra_headers", "extra_query", "extra_body"):
         value = options.pop(name, None)
@@ -279,16 +310,5 @@ def build_request(model: Any, messages: Any, stream: Any, kwargs: Mapping[str, A
         problem = _shapes.header_problem(name, value)
         if problem:
             raise _fail("extra_headers", problem)
-    req = ChatRequest(
-        model=model,
-        messages=msgs,
-        stream=stream,
-        params=params,
-        extra_headers={str(k): str(v) for k, v in extras["extra_headers"].items()},
-        extra_query=extras["extra_query"],
-        extra_body=extras["extra_body"],
-        drop_unsupported=bool(options.get("drop_unsupported")),
-        native=native,
-    )
-    call = CallOptions(options.get("provider"), options.get("proxy"), options.get("timeout"), failover)
-    return req, call
+    headers = {str(k): str(v) for k, v in extras["extra_headers"].items()}
+    return headers, extras["extra_query"], extras["extra_body"]

@@ -9,11 +9,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from ._errors import EXIT_OK, UsageError
 from ._options import _load_config
 from ._parser import add_actions, add_command
+
+if TYPE_CHECKING:
+    from ..config._types import GatewayKeySpec
+    from ..server._limits import KeyUsage
 
 _EPILOG = """\
 examples:
@@ -50,8 +55,7 @@ def register_keys(sub: Any) -> None:
 
 
 def cmd_keys_usage(args: argparse.Namespace) -> int:
-    from .._redis import REDIS_URL_ENV, sync_client, url_from_env
-    from ..server._limits_redis import usage_from_hash, usage_key
+    from .._redis import REDIS_URL_ENV, url_from_env
 
     config = _load_config(args)
     keys = config.server.get("keys", {})
@@ -67,37 +71,52 @@ def cmd_keys_usage(args: argparse.Namespace) -> int:
     from ._term import _secrets
 
     _secrets.extend(url_passwords(url))
+    rows = _read_usage(url, keys)
+    if args.json:
+        sys.stdout.write(json.dumps([_usage_object(spec, u) for spec, u in rows], indent=2) + "\n")
+    else:
+        sys.stdout.write(_usage_table(rows))
+    return EXIT_OK
+
+
+def _read_usage(url: str, keys: Mapping[str, GatewayKeySpec]) -> list[tuple[GatewayKeySpec, KeyUsage]]:
+    """Each key's usage as the gateways sharing the Redis at ``url`` counted it; a Redis that cannot be read is an
+    :class:`~polychat.APIConnectionError` naming it (its password left out)."""
     from redis.exceptions import RedisError
 
     from .._redact import redact_url
+    from .._redis import sync_client
     from ..errors import APIConnectionError
+    from ..server._limits_redis import usage_from_hash, usage_key
 
     client = sync_client(url)
     try:
-        rows = [(spec, usage_from_hash(client.hgetall(usage_key(name)))) for name, spec in keys.items()]
+        return [(spec, usage_from_hash(client.hgetall(usage_key(name)))) for name, spec in keys.items()]
     except RedisError as e:
         raise APIConnectionError(f"cannot read usage from Redis at {redact_url(url)}: {e}") from None
     finally:
         client.close()
-    if args.json:
-        out = [
-            {
-                "key": spec.name,
-                "requests": u.requests,
-                "prompt_tokens": u.prompt_tokens,
-                "completion_tokens": u.completion_tokens,
-                "total_tokens": u.total_tokens,
-                "budget_used": u.used,
-                "budget_tokens": spec.budget_tokens,
-                "reserved": u.reserved,
-                "refused": dict(u.refused),
-                "requests_per_minute": spec.requests_per_minute,
-                "tokens_per_minute": spec.tokens_per_minute,
-            }
-            for spec, u in rows
-        ]
-        sys.stdout.write(json.dumps(out, indent=2) + "\n")
-        return EXIT_OK
+
+
+def _usage_object(spec: GatewayKeySpec, u: KeyUsage) -> dict[str, Any]:
+    """One key in ``--json``: its usage beside its limits."""
+    return {
+        "key": spec.name,
+        "requests": u.requests,
+        "prompt_tokens": u.prompt_tokens,
+        "completion_tokens": u.completion_tokens,
+        "total_tokens": u.total_tokens,
+        "budget_used": u.used,
+        "budget_tokens": spec.budget_tokens,
+        "reserved": u.reserved,
+        "refused": dict(u.refused),
+        "requests_per_minute": spec.requests_per_minute,
+        "tokens_per_minute": spec.tokens_per_minute,
+    }
+
+
+def _usage_table(rows: list[tuple[GatewayKeySpec, KeyUsage]]) -> str:
+    """One line a key, in aligned columns (those the epilog explains)."""
     header = ("key", "requests", "prompt", "completion", "total", "budget used", "reserved", "refused")
     table = [header]
     for spec, u in rows:
@@ -116,6 +135,6 @@ def cmd_keys_usage(args: argparse.Namespace) -> int:
             )
         )
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    for row in table:
-        sys.stdout.write("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() + "\n")
-    return EXIT_OK
+    return "".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() + "\n" for row in table
+    )

@@ -147,49 +147,44 @@ def _check_one(config: Config, client: Client, name: str, timeout: float) -> dic
 def cmd_providers(args: argparse.Namespace) -> int:
     config = _load_config(args)
     rows = _provider_rows(config)
-    failed = False
-    if args.check:
-        from ..client import Client
-
-        kwargs = {**config.client_kwargs(), "max_retries": 0}
-        if not args.debug:
-            _log.setLevel(logging.ERROR)  # failover chatter: each check's outcome is reported below
-        with Client(**kwargs) as client:
-            for row in rows:
-                if not row["configured"]:
-                    row["check"] = None
-                    continue
-                _status.show(f"checking {row['name']}…")
-                row["check"] = _check_one(config, client, row["name"], args.timeout)
-                _status.clear()
-                failed = failed or not row["check"]["ok"]
+    failed = _check_all(config, rows, args) if args.check else False
     if args.json:
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
-        return EXIT_FAILURE if failed else EXIT_OK
+    else:
+        _print_table(rows, checked=args.check)
+    return EXIT_FAILURE if failed else EXIT_OK
+
+
+def _check_all(config: Config, rows: list[dict[str, Any]], args: argparse.Namespace) -> bool:
+    """``--check``: probe each configured row, storing the outcome in its ``check`` (None: skipped); True if one
+    failed."""
+    from ..client import Client
+
+    failed = False
+    kwargs = {**config.client_kwargs(), "max_retries": 0}
+    if not args.debug:
+        _log.setLevel(logging.ERROR)  # failover chatter: each check's outcome is reported below
+    with Client(**kwargs) as client:
+        for row in rows:
+            if not row["configured"]:
+                row["check"] = None
+                continue
+            _status.show(f"checking {row['name']}…")
+            row["check"] = _check_one(config, client, row["name"], args.timeout)
+            _status.clear()
+            failed = failed or not row["check"]["ok"]
+    return failed
+
+
+def _print_table(rows: list[dict[str, Any]], *, checked: bool) -> None:
+    """The rows as aligned columns (colored on a terminal), then the error of each failed check."""
     color = _color(sys.stdout)
 
     def paint(text: str, code: str) -> str:
         return f"\033[{code}m{text}\033[0m" if color else text
 
-    table: list[list[tuple[str, str]]] = []
-    for row in rows:
-        kind = row["type"] + (" (built in)" if row["builtin"] else "")
-        status = ("ready", "32") if row["configured"] else (f"not configured: {row['reason']}", "33")
-        cells = [(row["name"], ""), (kind, ""), status]
-        if args.check:
-            check = row.get("check")
-            if check is None:
-                cells.append(("skipped", "2"))
-            elif check["ok"]:
-                cells.append((f"ok {check['seconds']:.2f}s", "32"))
-            else:
-                cells.append((f"FAILED {check['seconds']:.2f}s", "31"))
-        models = row["models"]
-        sep = " → " if row["type"] == "route" else ", "
-        cells.append((sep.join(models) if models else "-", ""))
-        cells.append((", ".join(row["capabilities"]) or "-", "2"))
-        table.append(cells)
-    header = ["NAME", "TYPE", "STATUS", *(["CHECK"] if args.check else []), "MODELS", "CAPABILITIES"]
+    table = [_cells(row, checked) for row in rows]
+    header = ["NAME", "TYPE", "STATUS", *(["CHECK"] if checked else []), "MODELS", "CAPABILITIES"]
     widths = [max(len(header[i]), *(len(r[i][0]) for r in table)) for i in range(len(header))]
     out = sys.stdout
     out.write("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip() + "\n")
@@ -204,4 +199,23 @@ def cmd_providers(args: argparse.Namespace) -> int:
         out.write("\nfailed checks:\n")
         for name, message in errors:
             out.write(f"  {name}: {message}\n")
-    return EXIT_FAILURE if failed else EXIT_OK
+
+
+def _cells(row: dict[str, Any], checked: bool) -> list[tuple[str, str]]:
+    """One row's cells, each with its color code ("" for none)."""
+    kind = row["type"] + (" (built in)" if row["builtin"] else "")
+    status = ("ready", "32") if row["configured"] else (f"not configured: {row['reason']}", "33")
+    cells = [(row["name"], ""), (kind, ""), status]
+    if checked:
+        check = row.get("check")
+        if check is None:
+            cells.append(("skipped", "2"))
+        elif check["ok"]:
+            cells.append((f"ok {check['seconds']:.2f}s", "32"))
+        else:
+            cells.append((f"FAILED {check['seconds']:.2f}s", "31"))
+    models = row["models"]
+    sep = " → " if row["type"] == "route" else ", "
+    cells.append((sep.join(models) if models else "-", ""))
+    cells.append((", ".join(row["capabilities"]) or "-", "2"))
+    return cells

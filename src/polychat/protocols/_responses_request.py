@@ -66,6 +66,21 @@ class ResponsesCall(Call):
 
 def to_chat(body: Mapping[str, Any]) -> ResponsesCall:
     """Validate a Responses request body and translate it; raises :class:`InvalidRequestError` naming the field."""
+    model, stream = _servable(body)
+    messages: list[dict[str, Any]] = []
+    instructions = body.get("instructions")
+    if instructions is not None:
+        messages.append({"role": "system", "content": _str(instructions, "instructions")})
+    messages.extend(input_messages(body["input"]))
+    kwargs = _parameters(body)
+    if stream:
+        kwargs["stream_options"] = {"include_usage": True}
+    return ResponsesCall(model, messages, stream, kwargs, _echo(body))
+
+
+def _servable(body: Mapping[str, Any]) -> tuple[str, bool]:
+    """The model and the stream switch, once the request asks nothing this stateless gateway cannot do (unknown
+    parameters, stored responses, ``include`` values it cannot provide, truncation)."""
     for key in body:
         if key not in _ACCEPTED:
             raise bad(key, f"Unsupported parameter: '{key}' is not supported by this gateway.")
@@ -86,27 +101,26 @@ def to_chat(body: Mapping[str, Any]) -> ResponsesCall:
             raise bad("include", f"Unsupported include value {value!r}: this gateway cannot provide it.")
     if body.get("truncation") not in (None, "disabled"):
         raise bad("truncation", "Only 'truncation': 'disabled' is supported: the gateway does not cut the input.")
+    return model, stream
 
-    messages: list[dict[str, Any]] = []
-    instructions = body.get("instructions")
-    if instructions is not None:
-        messages.append({"role": "system", "content": _str(instructions, "instructions")})
-    messages.extend(input_messages(body["input"]))
 
-    kwargs: dict[str, Any] = {}
-    for ours, theirs in (
-        ("max_tokens", "max_output_tokens"),
-        ("temperature", "temperature"),
-        ("top_p", "top_p"),
-        ("parallel_tool_calls", "parallel_tool_calls"),
-        ("user", "user"),
-        ("metadata", "metadata"),
-        ("service_tier", "service_tier"),
-        ("safety_identifier", "safety_identifier"),
-        ("prompt_cache_key", "prompt_cache_key"),
-    ):
-        if body.get(theirs) is not None:
-            kwargs[ours] = body[theirs]
+#: Responses parameters passed on as they are, under their Chat Completions names.
+_RENAMED = (
+    ("max_tokens", "max_output_tokens"),
+    ("temperature", "temperature"),
+    ("top_p", "top_p"),
+    ("parallel_tool_calls", "parallel_tool_calls"),
+    ("user", "user"),
+    ("metadata", "metadata"),
+    ("service_tier", "service_tier"),
+    ("safety_identifier", "safety_identifier"),
+    ("prompt_cache_key", "prompt_cache_key"),
+)
+
+
+def _parameters(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The Chat Completions parameters: renamed ones, ``reasoning.effort``, tools, tool choice, output format."""
+    kwargs: dict[str, Any] = {ours: body[theirs] for ours, theirs in _RENAMED if body.get(theirs) is not None}
     reasoning = body.get("reasoning")
     if reasoning is not None:
         if not isinstance(reasoning, Mapping):
@@ -125,13 +139,16 @@ def to_chat(body: Mapping[str, Any]) -> ResponsesCall:
         fmt = _format(text)
         if fmt is not None:
             kwargs["response_format"] = fmt
-    if stream:
-        kwargs["stream_options"] = {"include_usage": True}
+    return kwargs
+
+
+def _echo(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings the response repeats back (:data:`ECHOED`, with their defaults), and the reasoning effort."""
     echo = {key: body.get(key, default) for key, default in ECHOED.items()}
     if echo["metadata"] is None:
         echo["metadata"] = {}
-    echo["reasoning"] = {"effort": (reasoning or {}).get("effort"), "summary": None}
-    return ResponsesCall(model, messages, stream, kwargs, echo)
+    echo["reasoning"] = {"effort": (body.get("reasoning") or {}).get("effort"), "summary": None}
+    return echo
 
 
 def input_messages(items: Any) -> list[dict[str, Any]]:

@@ -7,7 +7,21 @@ registry's business (:mod:`.registry`: native adapters and OpenAI-compatible pre
 from __future__ import annotations
 
 from importlib import import_module
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    # What a type checker sees of the lazy names below: the base classes and the native adapters, so user code is
+    # checked against their real signatures. (OpenAI-compatible presets are built from data at run time: ``Any``;
+    # the chains live in routing/, which providers never import: polychat.Provider types them.)
+    # tests/test_registry.py holds this list equal to _BASE and registry.NATIVE.
+    from .anthropic import Anthropic as Anthropic
+    from .base import Capabilities as Capabilities
+    from .base import Provider as Provider
+    from .gemini import Gemini as Gemini
+    from .http import HTTPProvider as HTTPProvider
+    from .local import Local as Local
+    from .ollama import Ollama as Ollama
+    from .openai import OpenaiChat as OpenaiChat
 
 # Names that are not providers of the registry (which lists every built-in provider class: see registry.targets).
 _BASE = {

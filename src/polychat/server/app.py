@@ -23,7 +23,7 @@ import contextlib
 import hashlib
 import logging
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -167,9 +167,7 @@ def create_app(settings: ServerSettings | None = None, config: Config | None = N
     settings = settings or ServerSettings.from_env()
     config = config if config is not None else load_config(settings.config_path)
     settings = merge_config(settings, config)
-    keys = gateway_keys(config)
-    named = named_keys(config)
-    gw = Gateway(settings, config, keys, named, metrics_key(config))
+    gw = Gateway(settings, config, gateway_keys(config), named_keys(config), metrics_key(config))
     _install_log_scrubbing(list(gw.scrub.secrets))
     _connlimits.configure(
         _connlimits.Limits(settings.max_connections, settings.header_timeout, settings.max_header_bytes),
@@ -180,20 +178,47 @@ def create_app(settings: ServerSettings | None = None, config: Config | None = N
         from ._otel import configure
 
         tracer_provider = configure()
-    static = _Static()
+    app = Starlette(routes=_Routes(gw).routes(), middleware=_cors(gw), lifespan=_lifespan(gw, tracer_provider))
+    app.state.gateway = gw
+    return _HostGuard(TraceLayer(app), gw)
 
-    async def models(request: Request) -> Response:
-        err = _check(request)
+
+class _Routes:
+    """Every path: the protocol endpoints, and the small ones (models, health, metrics, the page) as Starlette
+    handlers over the gateway."""
+
+    def __init__(self, gw: Gateway) -> None:
+        self.gw = gw
+        self.static = _Static()
+
+    def routes(self) -> list[Route]:
+        gw = self.gw
+        return [
+            Route("/v1/chat/completions", ChatEndpoint(gw)),
+            Route("/v1/messages", MessagesEndpoint(gw)),
+            Route("/v1/messages/count_tokens", self.count_tokens, methods=["POST"]),
+            Route("/v1/responses", ResponsesEndpoint(gw)),
+            Route("/v1/models", self.models),
+            Route("/v1/models/{model:path}", self.model_detail),
+            Route("/health", self.health),
+            Route("/metrics", self.metrics),
+            Route("/", self.index),
+            Route("/static/{name}", self.static_file),
+            Route("/v1/{rest:path}", self.not_found, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
+        ]
+
+    async def models(self, request: Request) -> Response:
+        err = self._check(request)
         if err is not None:
             return err
-        return _json(gw.models_body)
+        return _json(self.gw.models_body)
 
-    async def model_detail(request: Request) -> Response:
-        err = _check(request)
+    async def model_detail(self, request: Request) -> Response:
+        err = self._check(request)
         if err is not None:
             return err
         model_id = request.path_params["model"]
-        for m in gw.models:
+        for m in self.gw.models:
             if m["id"] == model_id:
                 import msgspec
 
@@ -201,55 +226,77 @@ def create_app(settings: ServerSettings | None = None, config: Config | None = N
         body = make_error(404, f"The model '{model_id}' does not exist.", param="model", code="model_not_found").body
         return _json(body, 404)
 
-    async def health(request: Request) -> Response:
-        if gw.draining:
+    async def health(self, request: Request) -> Response:
+        if self.gw.draining:
             return _json(b'{"status":"draining"}', 503)
         return _json(b'{"status":"ok"}')
 
-    async def metrics(request: Request) -> Response:
+    async def metrics(self, request: Request) -> Response:
         host, origin, authorization = _credentials(request)
-        view = gw.metrics_view(host, origin, authorization)
+        view = self.gw.metrics_view(host, origin, authorization)
         if isinstance(view, HTTPError):
             return _error_response(view)
         return Response(
-            await gw.render_metrics(view),
+            await self.gw.render_metrics(view),
             media_type="text/plain; version=0.0.4; charset=utf-8",
             headers={"cache-control": "no-store"},
         )
 
-    async def count_tokens_route(request: Request) -> Response:
-        return await count_tokens(gw, request)
+    async def count_tokens(self, request: Request) -> Response:
+        return await count_tokens(self.gw, request)
 
-    async def index(request: Request) -> Response:
-        return static.response(request, "index.html")
+    async def index(self, request: Request) -> Response:
+        return self.static.response(request, "index.html")
 
-    async def static_file(request: Request) -> Response:
-        return static.response(request, request.path_params["name"])
+    async def static_file(self, request: Request) -> Response:
+        return self.static.response(request, request.path_params["name"])
 
-    async def not_found(request: Request) -> Response:
+    async def not_found(self, request: Request) -> Response:
         err = make_error(404, f"Unknown endpoint: {request.method} {request.url.path}", code="unknown_url")
         return _json(err.body, 404)
 
-    def _credentials(request: Request) -> tuple[bytes | None, bytes | None, bytes | None]:
-        """The Host and Origin headers, and the key presented as ``Authorization`` (or ``x-api-key``)."""
-        h = request.scope["headers"]
-        found = {k: v for k, v in h if k in (b"host", b"origin", b"authorization", b"x-api-key")}
-        authorization = found.get(b"authorization")
-        if authorization is None and b"x-api-key" in found:
-            authorization = b"Bearer " + found[b"x-api-key"]  # Anthropic's clients send the key this way
-        return found.get(b"host"), found.get(b"origin"), authorization
-
-    def _check(request: Request) -> Response | None:
-        err = gw.check_api(*_credentials(request))
+    def _check(self, request: Request) -> Response | None:
+        err = self.gw.check_api(*_credentials(request))
         return None if err is None else _error_response(err)
 
-    def _error_response(err: HTTPError) -> Response:
-        return Response(
-            err.body,
-            status_code=err.status,
-            media_type="application/json",
-            headers={**_JSON_HEADERS, **{k.decode(): v.decode() for k, v in err.headers}},
+
+def _credentials(request: Request) -> tuple[bytes | None, bytes | None, bytes | None]:
+    """The Host and Origin headers, and the key presented as ``Authorization`` (or ``x-api-key``)."""
+    h = request.scope["headers"]
+    found = {k: v for k, v in h if k in (b"host", b"origin", b"authorization", b"x-api-key")}
+    authorization = found.get(b"authorization")
+    if authorization is None and b"x-api-key" in found:
+        authorization = b"Bearer " + found[b"x-api-key"]  # Anthropic's clients send the key this way
+    return found.get(b"host"), found.get(b"origin"), authorization
+
+
+def _error_response(err: HTTPError) -> Response:
+    return Response(
+        err.body,
+        status_code=err.status,
+        media_type="application/json",
+        headers={**_JSON_HEADERS, **{k.decode(): v.decode() for k, v in err.headers}},
+    )
+
+
+def _cors(gw: Gateway) -> list[Middleware]:
+    """CORS for the configured origins only (none: no CORS layer, so browsers keep other sites out)."""
+    if not gw.cors_origins:
+        return []
+    return [
+        Middleware(
+            CORSMiddleware,
+            allow_origins=sorted(gw.cors_origins),
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["authorization", "content-type", "x-api-key", "anthropic-version", "anthropic-beta"],
+            expose_headers=["x-polychat-provider", "x-polychat-attempts", "x-polychat-dropped"],
+            max_age=600,
         )
+    ]
+
+
+def _lifespan(gw: Gateway, tracer_provider: Any) -> Callable[[Starlette], contextlib.AbstractAsyncContextManager[None]]:
+    """Start-up (log scrubbing again, signal hooks) and shutdown (close the gateway, flush the traces)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -264,37 +311,7 @@ def create_app(settings: ServerSettings | None = None, config: Config | None = N
             if tracer_provider is not None:
                 tracer_provider.force_flush()
 
-    middleware = []
-    if gw.cors_origins:
-        middleware.append(
-            Middleware(
-                CORSMiddleware,
-                allow_origins=sorted(gw.cors_origins),
-                allow_methods=["GET", "POST", "OPTIONS"],
-                allow_headers=["authorization", "content-type", "x-api-key", "anthropic-version", "anthropic-beta"],
-                expose_headers=["x-polychat-provider", "x-polychat-attempts", "x-polychat-dropped"],
-                max_age=600,
-            )
-        )
-    app = Starlette(
-        routes=[
-            Route("/v1/chat/completions", ChatEndpoint(gw)),
-            Route("/v1/messages", MessagesEndpoint(gw)),
-            Route("/v1/messages/count_tokens", count_tokens_route, methods=["POST"]),
-            Route("/v1/responses", ResponsesEndpoint(gw)),
-            Route("/v1/models", models),
-            Route("/v1/models/{model:path}", model_detail),
-            Route("/health", health),
-            Route("/metrics", metrics),
-            Route("/", index),
-            Route("/static/{name}", static_file),
-            Route("/v1/{rest:path}", not_found, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
-        ],
-        middleware=middleware,
-        lifespan=lifespan,
-    )
-    app.state.gateway = gw
-    return _HostGuard(TraceLayer(app), gw)
+    return lifespan
 
 
 def app_from_env() -> Any:

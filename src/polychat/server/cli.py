@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._redis import REDIS_URL_ENV
 from ._settings import (
@@ -29,6 +29,9 @@ from ._settings import (
     metrics_key,
     named_keys,
 )
+
+if TYPE_CHECKING:
+    from ..config import Config
 
 _EPILOG = f"""\
 examples:
@@ -187,7 +190,9 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from ..cli import EXIT_OK, EXIT_USAGE, UsageError, _load_config
+    """Check what a user can get wrong (config, keys, bind address, OTLP) before serving anything, bind, say where
+    the gateway is, and run it."""
+    from ..cli import EXIT_USAGE, UsageError, _load_config
     from ..errors import ConfigError
 
     settings = settings_from_args(args)
@@ -201,7 +206,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except (UnsafeBindError, ConfigError) as e:
         raise UsageError(str(e)) from None
     try:
-        import uvicorn
+        import uvicorn  # noqa: F401 - only whether it is installed, before binding
     except ImportError:
         sys.stderr.write("polychat: error: the gateway needs Starlette and uvicorn: pip install 'polychat[server]'\n")
         return EXIT_USAGE
@@ -212,18 +217,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # Bind here, so the banner shows the real port (``--port 0`` picks a free one) and a taken port is one line.
     sock = _bind(settings.host, settings.port)
     port = sock.getsockname()[1]
-    shown = f"[{settings.host}]" if ":" in settings.host else settings.host
-    count = len(keys) + len(named)
-    notes = [f"auth: {'on, ' + str(count) + ' key(s)' if count else 'off'}"]
-    if settings.redis_url:
-        from .._redact import redact_url
-
-        notes.append(f"shared state: {redact_url(settings.redis_url)} (redis_failure = {settings.redis_failure})")
-    elif settings.workers > 1:
-        notes.append(f"no Redis: each of the {settings.workers} workers keeps its own breakers, limits and usage")
-    if not keys and settings.insecure and not _loopback(settings.host):
-        notes.append("INSECURE: no API keys on a public address")
-    notes.append(f"config: {config.path or 'none'}")
     if settings.otel:
         from ._otel import OtelUnavailableError, exporter_class
 
@@ -231,11 +224,37 @@ def cmd_serve(args: argparse.Namespace) -> int:
             exporter_class()  # fail here, with a clear message, rather than in each worker
         except OtelUnavailableError as e:
             raise UsageError(str(e)) from None
-        notes.append("traces: OTLP")
-    sys.stderr.write(
-        f"polychat gateway: chat page http://{shown}:{port}/  API http://{shown}:{port}/v1  ({'; '.join(notes)})\n"
-    )
+    sys.stderr.write(_banner(settings, config, port, auth=len(keys) + len(named), plain_keys=bool(keys)))
     sys.stderr.flush()
+    return _run(settings, config, sock, port)
+
+
+def _banner(settings: ServerSettings, config: Config, port: int, *, auth: int, plain_keys: bool) -> str:
+    """The line ``serve`` prints first: where the page and the API are, then what a reader should know (auth,
+    shared state, the config file, tracing)."""
+    shown = f"[{settings.host}]" if ":" in settings.host else settings.host
+    notes = [f"auth: {'on, ' + str(auth) + ' key(s)' if auth else 'off'}"]
+    if settings.redis_url:
+        from .._redact import redact_url
+
+        notes.append(f"shared state: {redact_url(settings.redis_url)} (redis_failure = {settings.redis_failure})")
+    elif settings.workers > 1:
+        notes.append(f"no Redis: each of the {settings.workers} workers keeps its own breakers, limits and usage")
+    if not plain_keys and settings.insecure and not _loopback(settings.host):
+        notes.append("INSECURE: no API keys on a public address")
+    notes.append(f"config: {config.path or 'none'}")
+    if settings.otel:
+        notes.append("traces: OTLP")
+    return f"polychat gateway: chat page http://{shown}:{port}/  API http://{shown}:{port}/v1  ({'; '.join(notes)})\n"
+
+
+def _run(settings: ServerSettings, config: Config, sock: Any, port: int) -> int:
+    """Serve until stopped: in this process on the socket bound already, or in ``--workers`` processes that build
+    the app from the settings handed over in the environment."""
+    import uvicorn
+
+    from ..cli import EXIT_OK
+
     common: dict[str, Any] = {
         "host": settings.host,
         "port": port,
