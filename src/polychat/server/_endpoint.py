@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -358,14 +359,16 @@ class Endpoint:
         stream reported (None: none came)."""
         gw, dialect = self.gw, self.dialect
         encoder = dialect.encoder(parsed)
-        headers = [
-            *_SSE_HEADERS,
-            (b"x-polychat-provider", header_value(provider_name)),
-            gw.attempts_header(stream.attempts, provider_name),
-        ]
+        out = _EventStream(
+            send,
+            [
+                *_SSE_HEADERS,
+                (b"x-polychat-provider", header_value(provider_name)),
+                gw.attempts_header(stream.attempts, provider_name),
+            ],
+        )
         error: BaseException | None = None
         usage: Any = None
-        started = False
         try:
             # The response starts with the first chunk (already in hand when create() returns): its headers may
             # depend on it.
@@ -379,31 +382,21 @@ class Endpoint:
                         if seen is None:
                             continue
                         chunk = seen
-                if not started:
-                    started = True
-                    headers += dialect.headers(parsed, chunk)
-                    await send({"type": "http.response.start", "status": 200, "headers": headers})
+                if not out.started:
+                    await out.start(dialect.headers(parsed, chunk))
                     gw.metrics.ttft.observe((label, provider_name), time.perf_counter() - t0)
                 data = encoder.chunk(chunk)
                 if data:
-                    await send({"type": "http.response.body", "body": data, "more_body": True})
-            if not started:
-                started = True
-                await send({"type": "http.response.start", "status": 200, "headers": headers})
-            await send({"type": "http.response.body", "body": encoder.end(), "more_body": False})
+                    await out.write(data)
+            await out.end(encoder.end())
         except asyncio.CancelledError:
             if call.reason == "shutdown":
-                if not started:
-                    await send({"type": "http.response.start", "status": 200, "headers": headers})
-                await send({"type": "http.response.body", "body": encoder.fail(_shutdown_error()), "more_body": False})
+                await out.end(encoder.fail(_shutdown_error()))
             raise
         except Exception as e:
             error = e
             self._log_failure(e, 200)
-            if not started:
-                await send({"type": "http.response.start", "status": 200, "headers": headers})
-            frame = encoder.fail(from_exception(e, gw.scrub))
-            await send({"type": "http.response.body", "body": frame, "more_body": False})
+            await out.end(encoder.fail(from_exception(e, gw.scrub)))
         finally:
             await stream.aclose()
         return error, usage
@@ -419,6 +412,30 @@ class Endpoint:
         else:
             log.error("polychat: unexpected error serving %s: %s", self.dialect.path, scrub(repr(e)))
             log.debug("traceback", exc_info=e)
+
+
+class _EventStream:
+    """A streamed response: its status and headers go out once, before the first body piece (or with the last)."""
+
+    def __init__(self, send: Send, headers: Headers) -> None:
+        self.send = send
+        self.headers = headers
+        self.started = False
+
+    async def start(self, more: Sequence[tuple[bytes, bytes]] = ()) -> None:
+        """Send the status and the headers (with ``more``), unless sent already."""
+        if self.started:
+            return
+        self.started = True
+        await self.send({"type": "http.response.start", "status": 200, "headers": [*self.headers, *more]})
+
+    async def write(self, data: bytes) -> None:
+        await self.send({"type": "http.response.body", "body": data, "more_body": True})
+
+    async def end(self, data: bytes) -> None:
+        """The last piece (the stream's end, or an error frame); starts the response if nothing did yet."""
+        await self.start()
+        await self.send({"type": "http.response.body", "body": data, "more_body": False})
 
 
 @dataclass(slots=True)
