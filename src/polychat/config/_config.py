@@ -371,57 +371,66 @@ class Config:
             defaults["proxy"] = redact_proxy(defaults["proxy"])
         if defaults:
             out["defaults"] = defaults
-        providers: dict[str, Any] = {}
-        for name, spec in self.declared.items():
-            entry: dict[str, Any] = {"type": spec.type}
-            if spec.base_url:
-                entry["base_url"] = redact_url(spec.base_url)
-            if spec.key_env:
-                entry["api_key_env"] = spec.key_env
-            if spec.api_key:
-                entry["api_key"] = mask_secret(spec.api_key)
-                entry["allow_plaintext_key"] = True
-            if spec.proxy is not None:
-                entry["proxy"] = redact_proxy(spec.proxy)
-            if spec.timeout is not None:
-                entry["timeout"] = spec.timeout
-            entry.update(spec.options)
-            if spec.models:
-                entry["models"] = list(spec.models)
-            if spec.effective_default_model:
-                entry["default_model"] = spec.effective_default_model
-            providers[name] = entry
-        if providers:
-            out["providers"] = providers
-        routes: dict[str, Any] = {}
-        for name, route in self.routes.items():
-            r: dict[str, Any] = {"chain": [f"{p}:{m}" if m else p for p, m in route.chain]}
-            retries = route.max_retries if route.max_retries is not None else self.max_retries
-            if retries is not None:
-                r["max_retries"] = retries
-            r["shuffle"] = route.shuffle
-            r.update(route.policy.set_values())
-            routes[name] = r
-        if routes:
-            out["routes"] = routes
+        if self.declared:
+            out["providers"] = {name: _redacted_provider(spec) for name, spec in self.declared.items()}
+        if self.routes:
+            out["routes"] = {name: self._route_data(route) for name, route in self.routes.items()}
         if self.server:
-            server = dict(self.server)
-            if "api_keys" in server:
-                server["api_keys"] = [mask_secret(k) for k in server["api_keys"]]
-            if "redis_url" in server:
-                server["redis_url"] = redact_url(server["redis_url"])
-            if "keys" in server:
-                server["keys"] = {
-                    name: {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(spec).items() if v is not None}
-                    for name, spec in server["keys"].items()
-                }
-                for entry in server["keys"].values():
-                    del entry["name"]
-            out["server"] = server
+            out["server"] = _redacted_server(self.server)
         return out
+
+    def _route_data(self, route: RouteSpec) -> dict[str, Any]:
+        """A route as plain data, the retries it inherits from ``[defaults]`` filled in."""
+        r: dict[str, Any] = {"chain": [f"{p}:{m}" if m else p for p, m in route.chain]}
+        retries = route.max_retries if route.max_retries is not None else self.max_retries
+        if retries is not None:
+            r["max_retries"] = retries
+        r["shuffle"] = route.shuffle
+        r.update(route.policy.set_values())
+        return r
 
     def __repr__(self) -> str:
         return f"Config(path={self.path!r}, providers={list(self.declared)!r}, routes={list(self.routes)!r})"
+
+
+def _redacted_provider(spec: ProviderSpec) -> dict[str, Any]:
+    """A declared provider as plain data: a key written in the file masked, passwords in URLs hidden."""
+    entry: dict[str, Any] = {"type": spec.type}
+    if spec.base_url:
+        entry["base_url"] = redact_url(spec.base_url)
+    if spec.key_env:
+        entry["api_key_env"] = spec.key_env
+    if spec.api_key:
+        entry["api_key"] = mask_secret(spec.api_key)
+        entry["allow_plaintext_key"] = True
+    if spec.proxy is not None:
+        entry["proxy"] = redact_proxy(spec.proxy)
+    if spec.timeout is not None:
+        entry["timeout"] = spec.timeout
+    entry.update(spec.options)
+    if spec.models:
+        entry["models"] = list(spec.models)
+    if spec.effective_default_model:
+        entry["default_model"] = spec.effective_default_model
+    return entry
+
+
+def _redacted_server(settings: dict[str, Any]) -> dict[str, Any]:
+    """``[server]`` as plain data: gateway keys written in the file masked, the Redis password hidden, each named
+    key's limits (its token lives in a variable, only the variable's name is shown)."""
+    server = dict(settings)
+    if "api_keys" in server:
+        server["api_keys"] = [mask_secret(k) for k in server["api_keys"]]
+    if "redis_url" in server:
+        server["redis_url"] = redact_url(server["redis_url"])
+    if "keys" in server:
+        server["keys"] = {
+            name: {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(spec).items() if v is not None}
+            for name, spec in server["keys"].items()
+        }
+        for entry in server["keys"].values():
+            del entry["name"]
+    return server
 
 
 def redact_proxy(value: Any) -> Any:

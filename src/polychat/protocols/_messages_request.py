@@ -292,35 +292,49 @@ def _turn(turn: Any, where: str, notes: _Notes) -> list[dict[str, Any]]:
         elif kind == "image":
             parts.append(_image(block, at))
         elif kind == "tool_use" and role == "assistant":
-            name = _need_str(block.get("name"), f"{at}.name")
-            call_id = _need_str(block.get("id"), f"{at}.id")
-            arguments = dumps(block.get("input") or {}).decode()
-            calls.append({"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}})
+            calls.append(_tool_call(block, at))
         elif kind == "tool_result" and role == "user":
-            call_id = _need_str(block.get("tool_use_id"), f"{at}.tool_use_id")
-            text = _tool_result_text(block.get("content"), at, notes)
-            if block.get("is_error"):
-                text = f"Error: {text}" if text else "Error"
-            out.append({"role": "tool", "tool_call_id": call_id, "content": text})
+            out.append(_tool_message(block, at, notes))
         elif kind in ("thinking", "redacted_thinking") and role == "assistant":
             notes.drop("thinking")  # Anthropic also leaves earlier turns' thinking out of the context
         else:
             notes.lose(at)  # documents, search results, server tool blocks...: Anthropic only
     if role == "assistant":
         if parts or calls:
-            text = "".join(p["text"] for p in parts if p["type"] == "text")
-            if any(p["type"] != "text" for p in parts):
-                raise _bad(f"{where}.content", "an assistant turn can hold text and tool_use blocks only")
-            # "" rather than None beside tool calls: OpenAI takes both, llama.cpp's server only a string
-            msg: dict[str, Any] = {"role": "assistant", "content": text}
-            if calls:
-                msg["tool_calls"] = calls
-            out.append(msg)
+            out.append(_assistant_message(parts, calls, where))
         return out
     if parts:
         only_text = all(p["type"] == "text" for p in parts)
         out.append({"role": "user", "content": "".join(p["text"] for p in parts) if only_text else parts})
     return out
+
+
+def _tool_call(block: Mapping[str, Any], at: str) -> dict[str, Any]:
+    """A ``tool_use`` block → an OpenAI tool call (its input as a JSON string)."""
+    name = _need_str(block.get("name"), f"{at}.name")
+    call_id = _need_str(block.get("id"), f"{at}.id")
+    arguments = dumps(block.get("input") or {}).decode()
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+def _tool_message(block: Mapping[str, Any], at: str, notes: _Notes) -> dict[str, Any]:
+    """A ``tool_result`` block → an OpenAI tool message (an error result says so in its text)."""
+    call_id = _need_str(block.get("tool_use_id"), f"{at}.tool_use_id")
+    text = _tool_result_text(block.get("content"), at, notes)
+    if block.get("is_error"):
+        text = f"Error: {text}" if text else "Error"
+    return {"role": "tool", "tool_call_id": call_id, "content": text}
+
+
+def _assistant_message(parts: list[dict[str, Any]], calls: list[dict[str, Any]], where: str) -> dict[str, Any]:
+    """An assistant turn's text and tool calls as one OpenAI message."""
+    if any(p["type"] != "text" for p in parts):
+        raise _bad(f"{where}.content", "an assistant turn can hold text and tool_use blocks only")
+    # "" rather than None beside tool calls: OpenAI takes both, llama.cpp's server only a string
+    msg: dict[str, Any] = {"role": "assistant", "content": "".join(p["text"] for p in parts)}
+    if calls:
+        msg["tool_calls"] = calls
+    return msg
 
 
 def _tools(tools: Any, notes: _Notes) -> list[dict[str, Any]]:
