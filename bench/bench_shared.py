@@ -263,7 +263,7 @@ def memory(upstream: str, env: dict[str, str], shared: list[str], n: int) -> dic
         assert len(pids) == 2, pids
 
         async def run() -> dict[str, list[float]]:
-            await load(two.base_url + "/chat/completions", 1000, 64)  # warm-up
+            await load(two.base_url + "/chat/completions", 5000, 64)  # warm-up: both workers past their first requests
             before = {pid: rss_mib(pid) for pid in pids}
             await load(two.base_url + "/chat/completions", n, 64)
             return {str(pid): [before[pid], rss_mib(pid)] for pid in pids}

@@ -522,7 +522,7 @@ class AsyncClient(_BaseClient):
     async def close(self) -> None:
         await self._pool.aclose()
         if self._own_store is not None:
-            self._own_store.close()
+            await self._own_store.aclose()
 
     async def __aenter__(self) -> AsyncClient:
         return self

@@ -22,6 +22,7 @@ outage of the shared store must not stop requests — with one log line when Red
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import threading
@@ -106,6 +107,10 @@ class RedisBreakerStore(InMemoryBreakerStore):
         if self._owns_client:
             with contextlib.suppress(*self._errors):
                 self._client.close()
+
+    async def aclose(self) -> None:
+        """:meth:`close` from async code: the wait for the listener thread happens off the event loop."""
+        await asyncio.to_thread(self.close)
 
     def __enter__(self) -> RedisBreakerStore:
         return self
