@@ -1,6 +1,8 @@
 """The async transport seam: aiohttp for direct routes, httpx for every proxied one (and for all sync calls).
 
-Each routing test makes the *other* transport fail loudly, so a request that silently took the wrong route fails.
+Which library sent a request is read where a user could read it, on the server: httpx asks for keep-alive in a
+``Connection`` header and aiohttp (speaking HTTP/1.1, where keep-alive is the default) sends none; a proxied request
+carries tinyproxy's ``Via``. Whether a client let its connections go is read there too: the server sees them close.
 """
 
 from __future__ import annotations
@@ -17,13 +19,12 @@ import httpx
 import pytest
 
 from polychat import AsyncClient, Client, errors
-from polychat._aio import AiohttpTransport
-from polychat._http import HttpxAsyncTransport, TransportPool, goes_direct
+from polychat._http import TransportPool, goes_direct
 from polychat._proxy import parse_proxy
 from polychat.providers import OpenaiChat
 from polychat.routing import CircuitBreaker, RetryProvider
-from tests.support.faults import CloseBeforeHeaders, FaultServer, Ok, Stall
-from tests.support.servers import TinyProxy, free_port, wait_until
+from tests.support.faults import CloseBeforeHeaders, FaultServer, Ok, Record, Stall
+from tests.support.servers import MicroSocks, TinyProxy, free_port, wait_until
 
 MSGS = [{"role": "user", "content": "Hi"}]
 PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
@@ -35,22 +36,6 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     for name in PROXY_VARS:
         monkeypatch.delenv(name, raising=False)
     return monkeypatch
-
-
-@pytest.fixture
-def no_httpx_async(monkeypatch: pytest.MonkeyPatch) -> None:
-    async def refuse(*args: Any, **kwargs: Any) -> Any:
-        raise AssertionError("an async direct request went through httpx")
-
-    monkeypatch.setattr(httpx.AsyncClient, "send", refuse)
-
-
-@pytest.fixture
-def no_aiohttp(monkeypatch: pytest.MonkeyPatch) -> None:
-    async def refuse(*args: Any, **kwargs: Any) -> Any:
-        raise AssertionError("a proxied request went through aiohttp")
-
-    monkeypatch.setattr(AiohttpTransport, "open", refuse)
 
 
 async def ask(client: AsyncClient, *, stream: bool, **kw: Any) -> str:
@@ -65,34 +50,51 @@ def via_tinyproxy(faults: FaultServer, scenario: str) -> bool:
     return bool(recs) and all(TinyProxy.VIA_NAME in r.headers.get("via", "") for r in recs)
 
 
+def sent_by(faults: FaultServer, scenario: str) -> set[str]:
+    """The HTTP libraries that sent ``scenario``'s requests straight to the server, as the server tells them apart."""
+    recs = faults.requests(scenario)
+    assert recs and not any("via" in r.headers for r in recs), "a direct request came through a proxy"
+    return {"httpx" if r.headers.get("connection") == "keep-alive" else "aiohttp" for r in recs}
+
+
+def all_hung_up(recs: list[Record]) -> None:
+    """Wait until the server has seen every one of these requests' connections closed (it never closes them)."""
+    wait_until(lambda: all(r.closed is not None for r in recs), timeout=10, what="the client to hang up")
+
+
 # -- which route -------------------------------------------------------------------------------------------------
 
 
-def test_direct_async_calls_go_through_aiohttp(
-    faults: FaultServer, clean_env: pytest.MonkeyPatch, no_httpx_async: None
-) -> None:
+def test_direct_async_calls_go_through_aiohttp(faults: FaultServer, clean_env: pytest.MonkeyPatch) -> None:
     url = faults.scenario("d", Ok(text="straight through"))
 
-    async def go() -> tuple[str, str, Any]:
+    async def go() -> tuple[str, str]:
         async with AsyncClient(provider=OpenaiChat(base_url=url)) as client:
-            chosen = client._pool.async_transport(None, url + "/chat/completions")
-            return await ask(client, stream=False), await ask(client, stream=True), chosen
+            return await ask(client, stream=False), await ask(client, stream=True)
 
-    whole, streamed, chosen = asyncio.run(go())
+    whole, streamed = asyncio.run(go())
     assert whole == streamed == "straight through"
-    assert isinstance(chosen, AiohttpTransport)
-    assert all("via" not in r.headers for r in faults.requests("d"))
+    assert sent_by(faults, "d") == {"aiohttp"}
 
 
-def test_sync_calls_stay_on_httpx(faults: FaultServer, clean_env: pytest.MonkeyPatch, no_aiohttp: None) -> None:
+def test_sync_calls_stay_on_httpx(faults: FaultServer, clean_env: pytest.MonkeyPatch) -> None:
     url = faults.scenario("s", Ok(text="sync"))
     with Client(provider=OpenaiChat(base_url=url)) as client:
         assert client.chat.completions.create(model="m", messages=MSGS).content == "sync"
+        assert (
+            "".join(
+                c.choices[0].delta.content or ""
+                for c in client.chat.completions.create(model="m", messages=MSGS, stream=True)
+                if c.choices
+            )
+            == "sync"
+        )
+    assert sent_by(faults, "s") == {"httpx"}
 
 
 @pytest.mark.parametrize("stream", [False, True])
 def test_async_env_proxy_still_goes_through_the_proxy(
-    faults: FaultServer, tinyproxy: TinyProxy, clean_env: pytest.MonkeyPatch, no_aiohttp: None, stream: bool
+    faults: FaultServer, tinyproxy: TinyProxy, clean_env: pytest.MonkeyPatch, stream: bool
 ) -> None:
     url = faults.scenario("envp", Ok(text="env proxied"))
     clean_env.setenv("HTTP_PROXY", tinyproxy.url)
@@ -105,9 +107,7 @@ def test_async_env_proxy_still_goes_through_the_proxy(
     assert via_tinyproxy(faults, "envp")
 
 
-def test_async_env_no_proxy_and_trust_env_false_go_direct(
-    faults: FaultServer, clean_env: pytest.MonkeyPatch, no_httpx_async: None
-) -> None:
+def test_async_env_no_proxy_and_trust_env_false_go_direct(faults: FaultServer, clean_env: pytest.MonkeyPatch) -> None:
     url = faults.scenario("np", Ok(text="exempt"))
     clean_env.setenv("HTTP_PROXY", f"http://127.0.0.1:{free_port()}")  # dead: fails if used
 
@@ -118,6 +118,7 @@ def test_async_env_no_proxy_and_trust_env_false_go_direct(
     assert asyncio.run(go(trust_env=False)) == "exempt"
     clean_env.setenv("NO_PROXY", "127.0.0.1")
     assert asyncio.run(go()) == "exempt"
+    assert len(faults.requests("np")) == 2 and sent_by(faults, "np") == {"aiohttp"}
 
 
 def test_async_explicit_proxy_and_its_exemptions(
@@ -125,18 +126,15 @@ def test_async_explicit_proxy_and_its_exemptions(
 ) -> None:
     url = faults.scenario("ex", Ok(text="ok"))
 
-    async def go(proxies: Any) -> tuple[str, Any]:
+    async def go(proxies: Any) -> str:
         async with AsyncClient(provider=OpenaiChat(base_url=url), proxies=proxies) as client:
-            chosen = client._pool.async_transport(client.proxy, url + "/chat/completions")
-            return await ask(client, stream=True), chosen
+            return await ask(client, stream=True)
 
-    text, chosen = asyncio.run(go(tinyproxy.url))
-    assert text == "ok" and isinstance(chosen, HttpxAsyncTransport) and via_tinyproxy(faults, "ex")
+    assert asyncio.run(go(tinyproxy.url)) == "ok" and via_tinyproxy(faults, "ex")
     for exempt in ({"all": tinyproxy.url, "no_proxy": "127.0.0.1"}, {"https": tinyproxy.url}, False):
         faults.records.clear()
-        text, chosen = asyncio.run(go(exempt))
-        assert text == "ok" and isinstance(chosen, AiohttpTransport), exempt
-        assert "via" not in faults.requests("ex")[0].headers
+        assert asyncio.run(go(exempt)) == "ok"
+        assert sent_by(faults, "ex") == {"aiohttp"}, exempt
 
 
 ENV_CASES: list[dict[str, str]] = [
@@ -209,7 +207,8 @@ def test_aiohttp_failures_become_polychat_errors(faults: FaultServer, clean_env:
         async with AsyncClient(provider=OpenaiChat(base_url=url), max_retries=0, **kw) as client:
             with pytest.raises(errors.PolychatError) as info:
                 await ask(client, stream=stream)
-            assert isinstance(client._pool.async_transport(None, url), AiohttpTransport)
+            # What aiohttp raised is the error's cause (the traceback a user sees shows it).
+            assert type(info.value.__cause__).__module__.partition(".")[0] == "aiohttp", repr(info.value.__cause__)
             return info.value
 
     for stream in (False, True):
@@ -305,16 +304,25 @@ def test_one_client_across_event_loops(
 ) -> None:
     url = faults.scenario("loops", Ok(text="again"))
     client = AsyncClient(provider=OpenaiChat(base_url=url))
-    assert asyncio.run(ask(client, stream=False)) == "again"
-    assert asyncio.run(ask(client, stream=True)) == "again"  # a new loop: a new session, the old one dropped
-    asyncio.run(client.close())
-    aio = client._pool._aio
-    assert aio is not None and not aio._sessions
+
+    async def ask_then_close() -> str:
+        text = await ask(client, stream=False)
+        (kept,) = faults.requests("loops")[1:]
+        assert kept.closed is None, "the connection is kept for the next call"
+        await client.close()
+        return text
+
+    # (The fault server ends every stream's connection itself; a plain answer's connection stays open.)
+    assert asyncio.run(ask(client, stream=True)) == "again"
+    assert asyncio.run(ask_then_close()) == "again"  # a new loop: a new session, the old one dropped
+    first, second = faults.requests("loops")
+    assert sent_by(faults, "loops") == {"aiohttp"} and first.peer != second.peer  # the new loop's own connection
+    all_hung_up([second])
 
 
 def slow_then_fast(faults: FaultServer, prefix: str) -> RetryProvider:
     """A chain whose first provider is slow to answer, so a hedge starts the second (which answers "fast")."""
-    a = faults.scenario(prefix + "a", Ok(text="slow", delay_first=2.0))
+    a = faults.scenario(prefix + "a", Stall())  # never answers: the hedge wins however slow the machine is
     b = faults.scenario(prefix + "b", Ok(text="fast"))
     return RetryProvider(
         [OpenaiChat(base_url=a, name="A"), OpenaiChat(base_url=b, name="B")],
@@ -324,17 +332,18 @@ def slow_then_fast(faults: FaultServer, prefix: str) -> RetryProvider:
 
 
 def test_sync_hedging_uses_aiohttp_on_the_bridge_loop_and_close_releases_it(
-    faults: FaultServer, clean_env: pytest.MonkeyPatch
+    faults: FaultServer, clean_env: pytest.MonkeyPatch, no_unclosed_warnings: None
 ) -> None:
     chain = slow_then_fast(faults, "h")
     client = Client(provider=chain)
-    stream = client.chat.completions.create(model="m", messages=MSGS, stream=True)
-    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "fast"
-    aio = client._pool._aio
-    assert aio is not None and aio._sessions
-    session = next(iter(aio._sessions.values()))
+    # A plain answer: its connection stays open (the fault server ends a stream's connection itself).
+    assert client.chat.completions.create(model="m", messages=MSGS).content == "fast"
+    assert sent_by(faults, "hb") == {"aiohttp"}
+    (kept,) = faults.requests("hb")
+    assert kept.closed is None, "the hedge's connection is kept for the next call"
     client.close()
-    assert session.closed and not aio._sessions
+    all_hung_up([kept])
+    faults.release()
 
 
 def test_import_polychat_does_not_import_aiohttp() -> None:
@@ -344,16 +353,18 @@ def test_import_polychat_does_not_import_aiohttp() -> None:
 
 
 def test_close_releases_the_async_client_sync_hedging_opened_for_a_proxied_route(
-    faults: FaultServer, clean_env: pytest.MonkeyPatch, tinyproxy: TinyProxy
+    faults: FaultServer, clean_env: pytest.MonkeyPatch, microsocks: MicroSocks
 ) -> None:
+    # SOCKS relays a connection end to end (tinyproxy would end connections on its own), so the server sees ours.
     chain = slow_then_fast(faults, "p")
-    client = Client(provider=chain, proxies=tinyproxy.url)
+    client = Client(provider=chain, proxies=microsocks.url)
+    tunnels = len(microsocks.connections_logged())
     r = client.chat.completions.create(model="m", messages=MSGS)
-    assert r.content == "fast"
-    opened = list(client._pool._async.values())
-    assert opened, "the hedge ran over httpx (the route is proxied)"
+    assert r.content == "fast" and f"127.0.0.1:{faults.port}" in microsocks.connections_logged()[tunnels:]
+    (kept,) = faults.requests("pb")
+    assert kept.closed is None, "the hedge's connection is kept for the next call"
     client.close()
-    assert all(c.is_closed for c in opened) and not client._pool._async
+    all_hung_up([kept])
     faults.release()
 
 

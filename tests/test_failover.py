@@ -408,13 +408,13 @@ def test_half_open_probe_closes_or_reopens(faults: FaultServer) -> None:
 
 @pytest.mark.parametrize("stream", [True, False])
 def test_hedging_starts_next_provider_and_cancels_the_slow_one(faults: FaultServer, flavour: str, stream: bool) -> None:
-    a = faults.scenario("a", Ok(text="slow answer", delay_first=2.0))
+    a = faults.scenario("a", Stall())  # never answers and never hangs up: only we can close this connection
     b = faults.scenario("b", Ok(text="fast answer"))
     res = run(flavour, chain(a, b), stream=stream, hedge_after=0.2)
     assert res.error is None and res.text == "fast answer" and res.provider == "B"
     (rec,) = faults.requests("a")
-    wait_until(lambda: rec.closed is not None, timeout=5, what="the hedged-out connection to close")
-    assert rec.closed is not None and rec.closed - rec.arrived < 1.5  # closed by us, not at A's 2 s answer
+    wait_until(lambda: rec.closed is not None, timeout=10, what="the hedged-out connection to close")
+    faults.release()
 
 
 def test_hedging_keeps_the_first_when_it_answers_in_time(faults: FaultServer, flavour: str) -> None:
@@ -425,7 +425,6 @@ def test_hedging_keeps_the_first_when_it_answers_in_time(faults: FaultServer, fl
 
 
 def test_hedging_when_both_fail_moves_on(faults: FaultServer, flavour: str) -> None:
-    a = faults.scenario("a", Ok(text="late", delay_first=0.4), Status(500))
     a = faults.scenario("a", Stall())
     b = faults.scenario("b", Status(500, {"x-should-retry": "false"}))
     c = faults.scenario("c", Ok(text="C saves the day"))
@@ -499,7 +498,7 @@ def test_hedged_attempts_are_timed_from_their_own_start(faults: FaultServer, fla
 def test_success_times_include_the_wait_for_the_answer(
     faults: FaultServer, flavour: str, stream: bool, successes: list[tuple[str, float]]
 ) -> None:
-    a = faults.scenario("a", Ok(text="slow", delay_first=3.0))
+    a = faults.scenario("a", Stall())  # never answers, so the hedge wins however slow the machine is
     b = faults.scenario("b", Ok(text="hedge wins", delay_first=0.5))
     res = run(flavour, chain(a, b), stream=stream, hedge_after=0.1)
     assert res.text == "hedge wins"
@@ -511,7 +510,7 @@ def test_success_times_include_the_wait_for_the_answer(
 
 
 def test_a_hedge_never_races_a_provider_whose_circuit_is_open(faults: FaultServer, flavour: str) -> None:
-    a = faults.scenario("a", Ok(text="slow A", delay_first=1.0))
+    a = faults.scenario("a", Stall())  # never answers, so C's hedge wins however slow the machine is
     b = faults.scenario("b", Ok(text="B is open"))
     c = faults.scenario("c", Ok(text="C hedges"))
     provider = chain(a, b, c)

@@ -32,7 +32,7 @@ def replay(protocol_gw: Gateway, body: dict[str, Any]) -> httpx.Response:
 def test_session_passes_through_event_by_event(protocol_gw: Gateway, fake: FakeAnthropic, turn: int) -> None:
     recorded = TURNS[turn]
     assert recorded["request"]["model"] == SESSION_MODEL
-    fake.scenario("session", Answer([tuple(e) for e in recorded["events"]]))  # type: ignore[misc]
+    fake.scenario("session", Answer([tuple(e) for e in recorded["events"]]))
     r = replay(protocol_gw, recorded["request"])
     assert r.status_code == 200 and r.headers["x-polychat-provider"] == "session"
     events = sse_events(r.text)
@@ -48,7 +48,7 @@ def test_session_passes_through_event_by_event(protocol_gw: Gateway, fake: FakeA
 
 def test_session_through_the_sdk_accumulates_like_anthropics(protocol_gw: Gateway, fake: FakeAnthropic) -> None:
     last = TURNS[-1]
-    fake.scenario("session", Answer([tuple(e) for e in last["events"]]))  # type: ignore[misc]
+    fake.scenario("session", Answer([tuple(e) for e in last["events"]]))
     body = {k: v for k, v in last["request"].items() if k != "stream"}
     with (
         anthropic.Anthropic(base_url=protocol_gw.url, api_key=CLIENT_KEY, max_retries=0) as c,

@@ -95,13 +95,18 @@ class LoopThread(_Stoppable):
             assert self._server is not None
             self._on_stop()
             self._server.close()
-            for w in list(self._writers):
+            writers = list(self._writers)
+            for w in writers:
                 w.close()
-            await asyncio.sleep(0)  # one turn of the loop, so the closes go out before the loop stops
+            # Wait until each close has gone out before the loop stops; a peer that already hung up makes its
+            # wait_closed raise, which is the close having happened.
+            await asyncio.gather(*(w.wait_closed() for w in writers), return_exceptions=True)
 
         asyncio.run_coroutine_threadsafe(_stop(), self._loop).result(timeout=10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
+        if not self._thread.is_alive():
+            self._loop.close()  # else the garbage collector closes it, in whichever test happens to be running
 
     def __enter__(self: L) -> L:
         return self.start()

@@ -36,7 +36,7 @@ CACHE = {"cache_creation_input_tokens": 7, "cache_read_input_tokens": 100}
 def thinking_answer(model: str = "claude-fake-1", text: str = "Paris is the capital.") -> list[Event]:
     """A streamed answer with a signed thinking block, a text block and cache token counts."""
     half = len(text) // 2
-    message = {
+    message: dict[str, Any] = {
         "id": "msg_fake01",
         "type": "message",
         "role": "assistant",

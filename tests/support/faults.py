@@ -172,7 +172,12 @@ def _prefill(body: Any) -> str | None:
 
 def _trailing_assistant(body: Any) -> bool:
     messages = body.get("messages") if isinstance(body, dict) else None
-    return bool(messages) and isinstance(messages[-1], dict) and messages[-1].get("role") == "assistant"
+    return (
+        isinstance(messages, list)
+        and bool(messages)
+        and isinstance(messages[-1], dict)
+        and (messages[-1].get("role") == "assistant")
+    )
 
 
 class FaultServer(Scripted[Behaviour], LoopThread):
