@@ -206,7 +206,8 @@ def test_a_native_provider_needs_only_its_class_and_a_registry_entry(monkeypatch
     monkeypatch.setenv("ACME_KEY", "ak-second-variable")
     acme = registry.provider("acme")
     assert isinstance(acme, Acme) and acme.api_key == "ak-second-variable"
-    assert acme._base_headers["x-acme-key"] == "ak-second-variable" and "authorization" not in acme._base_headers
+    wire, _ = sent("acme", init={})  # what goes on the wire: the key from the second variable, in Acme's header
+    assert wire.headers["x-acme-key"] == "ak-second-variable" and "authorization" not in wire.headers
     assert [p.name for p in default_members()] == ["Acme"]
     monkeypatch.setenv("ACME_BASE_URL", "http://127.0.0.1:9/v1")
     assert registry.provider("acme", api_key="").base_url == "http://127.0.0.1:9/v1"
