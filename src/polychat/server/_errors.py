@@ -134,37 +134,9 @@ def from_exception(exc: BaseException, scrub: Scrubber) -> HTTPError:
     if isinstance(exc, InvalidRequestError):
         return make_error(400, scrub.client(exc.message), param=exc.param)
     if isinstance(exc, AllProvidersFailedError):
-        failures = [a.error for a in exc.attempts if a.error is not None]
-        message = scrub.client(exc.message)
-        if failures and all(isinstance(e, RateLimitError) for e in failures):
-            waits = [e.retry_after for e in failures if isinstance(e, RateLimitError) and e.retry_after]
-            return make_error(
-                429, message, code="rate_limit_exceeded", headers=_retry_after_header(min(waits) if waits else None)
-            )
-        if failures and all(isinstance(e, APITimeoutError) for e in failures):
-            return make_error(504, message, type="upstream_error", code="upstream_timeout")
-        return make_error(502, message, type="upstream_error", code="all_providers_failed")
+        return _all_failed(exc, scrub.client(exc.message))
     if isinstance(exc, APIStatusError):
-        message = scrub.client(_with_provider(exc.message, exc.provider))
-        status = exc.status_code
-        if status in (401, 403):
-            return make_error(
-                502,
-                f"The upstream provider refused the gateway's credentials ({status}): {message}",
-                type="upstream_error",
-                code="upstream_authentication_error",
-            )
-        if not 400 <= status <= 599:
-            status = 502
-        headers = _retry_after_header(exc.retry_after) if status == 429 else []
-        return make_error(
-            status,
-            message,
-            type=_str_or_none(exc.type),
-            param=_str_or_none(exc.param),
-            code=exc.code if isinstance(exc.code, (str, int)) else None,
-            headers=headers,
-        )
+        return _upstream_status(exc, scrub.client(_with_provider(exc.message, exc.provider)))
     if isinstance(exc, APITimeoutError):
         return make_error(
             504, scrub.client(_with_provider(exc.message, exc.provider)), type="upstream_error", code="upstream_timeout"
@@ -176,6 +148,44 @@ def from_exception(exc: BaseException, scrub: Scrubber) -> HTTPError:
     if isinstance(exc, ConfigError):
         return make_error(500, f"The gateway is misconfigured: {scrub.client(str(exc))}", code="config_error")
     return make_error(500, "The gateway had an error while processing your request.", code="internal_error")
+
+
+def _all_failed(exc: AllProvidersFailedError, message: str) -> HTTPError:
+    """A failover that ran out of providers: 429 when every attempt was rate-limited (with the shortest
+    Retry-After), 504 when every one timed out, else 502."""
+    failures = [a.error for a in exc.attempts if a.error is not None]
+    if failures and all(isinstance(e, RateLimitError) for e in failures):
+        waits = [e.retry_after for e in failures if isinstance(e, RateLimitError) and e.retry_after]
+        return make_error(
+            429, message, code="rate_limit_exceeded", headers=_retry_after_header(min(waits) if waits else None)
+        )
+    if failures and all(isinstance(e, APITimeoutError) for e in failures):
+        return make_error(504, message, type="upstream_error", code="upstream_timeout")
+    return make_error(502, message, type="upstream_error", code="all_providers_failed")
+
+
+def _upstream_status(exc: APIStatusError, message: str) -> HTTPError:
+    """An upstream's error status passed on, but for its refusal of the gateway's own credentials (a 502: the
+    client's key is not the problem) and statuses that are not errors (502)."""
+    status = exc.status_code
+    if status in (401, 403):
+        return make_error(
+            502,
+            f"The upstream provider refused the gateway's credentials ({status}): {message}",
+            type="upstream_error",
+            code="upstream_authentication_error",
+        )
+    if not 400 <= status <= 599:
+        status = 502
+    headers = _retry_after_header(exc.retry_after) if status == 429 else []
+    return make_error(
+        status,
+        message,
+        type=_str_or_none(exc.type),
+        param=_str_or_none(exc.param),
+        code=exc.code if isinstance(exc.code, (str, int)) else None,
+        headers=headers,
+    )
 
 
 def stream_error_frame(exc: BaseException, scrub: Scrubber) -> bytes:
