@@ -1,8 +1,10 @@
-"""Redis clients for the state polychat shares between processes (circuit breakers, gateway limits).
+"""Redis settings and clients for the state polychat shares between processes (circuit breakers, gateway limits).
 
 One place decides how polychat talks to Redis: short timeouts (a stalled Redis must cost a request a fraction of
-a second, not hang it), no retries inside redis-py (the callers decide what an outage means), and a clear message
-when the optional ``redis`` package is missing. ``redis`` is imported only here, and only when a URL is given.
+a second, not hang it), no retries inside redis-py (the callers decide what an outage means), which URLs are
+accepted, and a clear message when the optional ``redis`` package is missing. redis-py serves the breakers and
+``polychat keys usage``; the gateway's per-request limit scripts use the leaner
+:mod:`polychat.server._resp` with the same URL rules and timeout. Both import ``redis`` only when a URL is given.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from ._term import _color, _log, _scrub, _status
 if TYPE_CHECKING:
     from ..client import Client
     from ..config import Config
+    from ..config._types import ProviderSpec
 
 _PROVIDERS_EPILOG = """\
 examples:
@@ -48,42 +49,16 @@ def register_providers(sub: Any) -> None:
 
 
 def _provider_rows(config: Config) -> list[dict[str, Any]]:
-
+    """One row a provider (built-in presets only once their key is set) and one a route, as ``--json`` prints
+    them."""
     from ..config._types import _ALWAYS_LISTED
-    from ..errors import ConfigError
 
     rows: list[dict[str, Any]] = []
     for name, spec in config.specs.items():
         reason = config.unavailable(name)
         if spec.builtin and reason is not None and name not in _ALWAYS_LISTED:
             continue  # one of the many built-in presets (groq, mistral...): listed once its key is set
-        caps: list[str] = []
-        models = list(spec.models)
-        try:
-            cls = config.provider_class(name)
-        except ConfigError as e:
-            reason = reason or str(e)
-        else:
-            capabilities = cls.capabilities
-            caps = [name for name in capabilities.__struct_fields__ if getattr(capabilities, name) is True]
-            if not models:
-                models = list(getattr(cls, "models", ()) or ())
-            if not models and reason is None:
-                with contextlib.suppress(Exception):  # built, not used: cheap, sends nothing
-                    default = config.provider(name).default_model
-                    models = [default] if default else []
-        rows.append(
-            {
-                "name": name,
-                "type": spec.type,
-                "builtin": spec.builtin,
-                "configured": reason is None,
-                "reason": reason,
-                "models": models,
-                "default_model": spec.effective_default_model,
-                "capabilities": caps,
-            }
-        )
+        rows.append(_provider_row(config, name, spec, reason))
     for name, route in config.routes.items():
         reason = config.unavailable(name)
         rows.append(
@@ -99,6 +74,38 @@ def _provider_rows(config: Config) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def _provider_row(config: Config, name: str, spec: ProviderSpec, reason: str | None) -> dict[str, Any]:
+    """A provider's row: its models (declared, else its class's, else the default model of an instance built
+    but not used) and capabilities; a class that cannot be loaded makes it unconfigured, saying why."""
+    from ..errors import ConfigError
+
+    caps: list[str] = []
+    models = list(spec.models)
+    try:
+        cls = config.provider_class(name)
+    except ConfigError as e:
+        reason = reason or str(e)
+    else:
+        capabilities = cls.capabilities
+        caps = [field for field in capabilities.__struct_fields__ if getattr(capabilities, field) is True]
+        if not models:
+            models = list(getattr(cls, "models", ()) or ())
+        if not models and reason is None:
+            with contextlib.suppress(Exception):  # built, not used: cheap, sends nothing
+                default = config.provider(name).default_model
+                models = [default] if default else []
+    return {
+        "name": name,
+        "type": spec.type,
+        "builtin": spec.builtin,
+        "configured": reason is None,
+        "reason": reason,
+        "models": models,
+        "default_model": spec.effective_default_model,
+        "capabilities": caps,
+    }
 
 
 def _probe(client: Client, provider: Any, model: str, timeout: float) -> None:

@@ -108,6 +108,26 @@ async def send_error(send: Send, err: HTTPError, *, close: bool = False) -> None
     await send({"type": "http.response.body", "body": err.body})
 
 
+def scan_headers(headers: Headers) -> tuple[bytes | None, bytes | None, bytes | None, bytes | None]:
+    """Host, Origin, the key presented (``Authorization``, else ``x-api-key`` as a bearer token) and Content-Length,
+    in one pass over a request's headers."""
+    host = origin = authorization = api_key = length = None
+    for name, value in headers:
+        if name == b"authorization":
+            authorization = value
+        elif name == b"content-length":
+            length = value
+        elif name == b"host":
+            host = value
+        elif name == b"origin":
+            origin = value
+        elif name == b"x-api-key":
+            api_key = value
+    if authorization is None and api_key is not None:
+        authorization = b"Bearer " + api_key  # Anthropic's clients send the key this way
+    return host, origin, authorization, length
+
+
 def _uncancel(task: asyncio.Task[Any] | None) -> None:
     uncancel = getattr(task, "uncancel", None)  # Python 3.11+
     if uncancel is not None:
@@ -132,20 +152,7 @@ class Endpoint:
             refused = make_error(405, f"Use POST for {dialect.path}.", code="method_not_allowed")
             refused.headers.append((b"allow", b"POST"))
             return await send_error(send, dialect.error(refused))
-        host = origin = authorization = api_key = length = None
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                authorization = value
-            elif name == b"content-length":
-                length = value
-            elif name == b"host":
-                host = value
-            elif name == b"origin":
-                origin = value
-            elif name == b"x-api-key":
-                api_key = value
-        if authorization is None and api_key is not None:
-            authorization = b"Bearer " + api_key  # Anthropic's clients send the key this way
+        host, origin, authorization, length = scan_headers(scope["headers"])
         err = gw.check_api(host, origin, authorization)
         if err is not None:
             return await send_error(send, dialect.error(err))

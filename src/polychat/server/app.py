@@ -39,7 +39,7 @@ from ..config import Config, load_config
 from . import _connlimits
 from ._chat import ChatEndpoint
 from ._count_tokens import count_tokens
-from ._endpoint import send_error
+from ._endpoint import scan_headers, send_error
 from ._errors import HTTPError, make_error
 from ._gateway import Gateway
 from ._messages import MessagesEndpoint
@@ -262,12 +262,8 @@ class _Routes:
 
 def _credentials(request: Request) -> tuple[bytes | None, bytes | None, bytes | None]:
     """The Host and Origin headers, and the key presented as ``Authorization`` (or ``x-api-key``)."""
-    h = request.scope["headers"]
-    found = {k: v for k, v in h if k in (b"host", b"origin", b"authorization", b"x-api-key")}
-    authorization = found.get(b"authorization")
-    if authorization is None and b"x-api-key" in found:
-        authorization = b"Bearer " + found[b"x-api-key"]  # Anthropic's clients send the key this way
-    return found.get(b"host"), found.get(b"origin"), authorization
+    host, origin, authorization, _ = scan_headers(request.scope["headers"])
+    return host, origin, authorization
 
 
 def _error_response(err: HTTPError) -> Response:

@@ -66,10 +66,22 @@ def register(sub: Any) -> None:
         epilog=_EPILOG,
         handler=cmd_serve,
     )
+    _listening_options(p)
+    _security_options(p)
+    _connection_options(p)
+    _operation_options(p)
+
+
+def _listening_options(p: argparse.ArgumentParser) -> None:
+    """Where the gateway binds, and how many processes serve it."""
     g = p.add_argument_group("listening")
     g.add_argument("--host", default=DEFAULT_HOST, help=f"address to bind (default: {DEFAULT_HOST})")
     g.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default: {DEFAULT_PORT})")
     g.add_argument("--workers", type=int, default=1, metavar="N", help="worker processes (default: 1)")
+
+
+def _security_options(p: argparse.ArgumentParser) -> None:
+    """Who may call the gateway, from where, and with how large a body."""
     g = p.add_argument_group("security")
     g.add_argument("--insecure", action="store_true", help=f"allow a non-loopback --host without API keys ({KEYS_ENV})")
     g.add_argument(
@@ -93,6 +105,10 @@ def register(sub: Any) -> None:
         metavar="BYTES",
         help=f"largest request body accepted (default: {DEFAULT_MAX_BODY})",
     )
+
+
+def _connection_options(p: argparse.ArgumentParser) -> None:
+    """Bounds on connections, so clients that hold them open cannot starve the others."""
     g = p.add_argument_group("connection limits (against clients that hold connections without finishing a request)")
     g.add_argument(
         "--max-connections",
@@ -117,6 +133,10 @@ def register(sub: Any) -> None:
         metavar="BYTES",
         help=f"largest request line + headers; above it 431 and close (default: {DEFAULT_MAX_HEADER_BYTES})",
     )
+
+
+def _operation_options(p: argparse.ArgumentParser) -> None:
+    """Shutdown, logging, tracing, and the state shared with other workers or replicas."""
     g = p.add_argument_group("operation")
     g.add_argument(
         "--shutdown-timeout",
