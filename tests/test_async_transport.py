@@ -265,7 +265,7 @@ def test_cancelled_stream_mid_body_hangs_up(faults: FaultServer, clean_env: pyte
                 await task
             await stream.aclose()
             rec = faults.requests("mid")[0]
-            await asyncio.to_thread(wait_until, lambda: rec.closed is not None, timeout=3, what="hang-up")
+            await asyncio.to_thread(wait_until, lambda: rec.closed is not None, timeout=10, what="hang-up")
 
     asyncio.run(go())
 
@@ -282,7 +282,7 @@ def test_cancelled_before_headers_hangs_up(faults: FaultServer, clean_env: pytes
             with pytest.raises(asyncio.CancelledError):
                 await task
             rec = faults.requests("pre")[0]
-            await asyncio.to_thread(wait_until, lambda: rec.closed is not None, timeout=3, what="hang-up")
+            await asyncio.to_thread(wait_until, lambda: rec.closed is not None, timeout=10, what="hang-up")
 
     asyncio.run(go())
 
