@@ -365,7 +365,8 @@ def _key_env_name(
     if not _ENV_NAME_RE.match(env):
         raise c.error(
             where,
-            f"must be the NAME of an environment variable holding the {holding} (like {like}), not the {holding} itself",
+            f"must be the NAME of an environment variable holding the {holding} (like {like}), "
+            f"not the {holding} itself",
         )
     return env
 
