@@ -118,13 +118,18 @@ def test_refusals_speak_http(fault: FaultServer) -> None:
         assert "Remove 'tools' from the request" in info.value.message
 
 
-def test_port_0_prints_the_real_port() -> None:
-    home = Path(tempfile.mkdtemp(prefix="polychat-port0-"))
+def _serve_banner(args: list[str], config: str | None = None, env: dict[str, str] | None = None) -> tuple[str, int]:
+    """Start ``polychat serve --port 0 ARGS``, wait for the gateway to answer on the port its banner prints, stop
+    it; return the banner and that port."""
+    home = Path(tempfile.mkdtemp(prefix="polychat-banner-"))
+    if config is not None:
+        (home / "polychat").mkdir()
+        (home / "polychat" / "config.toml").write_text(config)
     log = home / "serve.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "polychat", "serve", "--port", "0"],
-            env=gateway_env(None, home),
+            [sys.executable, "-m", "polychat", "serve", "--port", "0", *args],
+            env=gateway_env(env, home),
             cwd=home,
             stdin=subprocess.DEVNULL,
             stdout=out,
@@ -133,14 +138,30 @@ def test_port_0_prints_the_real_port() -> None:
     try:
         wait_until(lambda: "polychat gateway:" in log.read_text(), 60, what="the banner")
         banner = next(line for line in log.read_text().splitlines() if line.startswith("polychat gateway:"))
-        match = re.search(r"http://127\.0\.0\.1:(\d+)/ ", banner)
+        match = re.search(r"http://[^/]+:(\d+)/ ", banner)
         assert match, banner
         port = int(match.group(1))
-        assert port != 0 and f"API http://127.0.0.1:{port}/v1" in banner
         wait_until(lambda: _health(port), 60, what="the gateway on the printed port")
+        return banner, port
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def test_port_0_prints_the_real_port() -> None:
+    banner, port = _serve_banner([])
+    assert port != 0
+    assert f"chat page http://127.0.0.1:{port}/ " in banner and f"API http://127.0.0.1:{port}/v1" in banner
+    assert "auth: off" in banner
+
+
+def test_named_keys_alone_make_a_public_bind_safe_and_the_banner_says_so() -> None:
+    # --insecure is redundant here: the named key guards the gateway, so the banner must not cry INSECURE.
+    config = '[server.keys.team-a]\nkey_env = "TEAM_A_KEY"\n'
+    banner, _ = _serve_banner(["--host", "0.0.0.0", "--insecure"], config, {"TEAM_A_KEY": "sk-team-a-0123456789"})
+    assert "auth: on, 1 key(s)" in banner
+    assert "INSECURE" not in banner
+    assert "sk-team-a" not in banner
 
 
 def _health(port: int) -> bool:

@@ -253,12 +253,7 @@ def _check_gateway_keys(value: Any, c: _Checker) -> dict[str, GatewayKeySpec]:
             raise c.error(
                 where, "missing key 'key_env' (the NAME of the variable holding the token, e.g. \"TEAM_A_KEY\")"
             )
-        env = c.string(table["key_env"], (*where, "key_env"))
-        if not _ENV_NAME_RE.match(env):
-            raise c.error(
-                (*where, "key_env"),
-                "must be the NAME of an environment variable holding the token (like TEAM_A_KEY), not the token",
-            )
+        env = _key_env_name(table["key_env"], (*where, "key_env"), c, holding="token", like="TEAM_A_KEY")
         limits: dict[str, int] = {}
         for limit in ("requests_per_minute", "tokens_per_minute", "budget_tokens"):
             if limit in table:
@@ -361,13 +356,17 @@ def _provider_type(table: Mapping[str, Any], base: tuple[str, ...], c: _Checker)
     return ptype_name, ptype
 
 
-def _key_env_name(value: Any, where: tuple[str, ...], c: _Checker) -> str:
-    """``api_key_env``: the name of a variable. Anything else (a pasted key) is refused without echoing it."""
+def _key_env_name(
+    value: Any, where: tuple[str, ...], c: _Checker, *, holding: str = "key", like: str = "WORK_API_KEY"
+) -> str:
+    """``api_key_env`` / ``key_env``: the name of a variable. Anything else (a pasted secret) is refused without
+    echoing it."""
     env = c.string(value, where)
     if not _ENV_NAME_RE.match(env):
         raise c.error(
             where,
-            "must be the NAME of an environment variable holding the key (like WORK_API_KEY), not the key itself",
+            f"must be the NAME of an environment variable holding the {holding} (like {like}), "
+            f"not the {holding} itself",
         )
     return env
 

@@ -113,7 +113,8 @@ def check_bind(host: str, *, have_keys: bool, insecure: bool) -> None:
         return
     raise UnsafeBindError(
         f"refusing to listen on {host} without API keys: anyone who can reach this address could use your "
-        f"providers and keys. Set gateway keys ({KEYS_ENV}=key1,key2; clients send 'Authorization: Bearer KEY'), "
+        f"providers and keys. Set gateway keys ({KEYS_ENV}=key1,key2, or named keys [server.keys.NAME] in the config; "
+        "clients send 'Authorization: Bearer KEY'), "
         "or pass --insecure to serve without them, or bind 127.0.0.1"
     )
 

@@ -244,12 +244,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
             exporter_class()  # fail here, with a clear message, rather than in each worker
         except OtelUnavailableError as e:
             raise UsageError(str(e)) from None
-    sys.stderr.write(_banner(settings, config, port, auth=len(keys) + len(named), plain_keys=bool(keys)))
+    sys.stderr.write(_banner(settings, config, port, auth=len(keys) + len(named)))
     sys.stderr.flush()
     return _run(settings, config, sock, port)
 
 
-def _banner(settings: ServerSettings, config: Config, port: int, *, auth: int, plain_keys: bool) -> str:
+def _banner(settings: ServerSettings, config: Config, port: int, *, auth: int) -> str:
     """The line ``serve`` prints first: where the page and the API are, then what a reader should know (auth,
     shared state, the config file, tracing)."""
     shown = f"[{settings.host}]" if ":" in settings.host else settings.host
@@ -260,7 +260,8 @@ def _banner(settings: ServerSettings, config: Config, port: int, *, auth: int, p
         notes.append(f"shared state: {redact_url(settings.redis_url)} (redis_failure = {settings.redis_failure})")
     elif settings.workers > 1:
         notes.append(f"no Redis: each of the {settings.workers} workers keeps its own breakers, limits and usage")
-    if not plain_keys and settings.insecure and not _loopback(settings.host):
+    # Named keys ([server.keys.NAME]) guard the gateway as plain ones do: only no key at all is insecure.
+    if not auth and settings.insecure and not _loopback(settings.host):
         notes.append("INSECURE: no API keys on a public address")
     notes.append(f"config: {config.path or 'none'}")
     if settings.otel:
