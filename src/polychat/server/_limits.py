@@ -25,99 +25,53 @@ same cases against each.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
 import os
 import time
-from collections import deque
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 
 from ..config._types import GatewayKeySpec
+from ._limits_backend import (
+    ADMITTED,
+    LEASE_MS,
+    WINDOW_MS,
+    BackendUnavailable,
+    KeyUsage,
+    LimitBackend,
+    Settlement,
+    Verdict,
+)
+from ._settlements import SettlementQueue
+
+__all__ = [  # the backend contract is re-exported: callers of the limits need one import
+    "ADMITTED",
+    "DEFAULT_COMPLETION_RESERVE",
+    "LEASE_MS",
+    "WINDOW_MS",
+    "Admission",
+    "BackendUnavailable",
+    "KeyUsage",
+    "LimitBackend",
+    "Limiter",
+    "Refusal",
+    "Settlement",
+    "Verdict",
+    "prompt_bound",
+    "refusal",
+]
 
 log = logging.getLogger("polychat.server")
 
 #: ``max_tokens`` given to requests of token-limited keys that did not set one (their reservation).
 DEFAULT_COMPLETION_RESERVE = 4096
-#: Sliding window of the per-minute limits, in milliseconds.
-WINDOW_MS = 60_000
-#: A reservation not settled within this long (its gateway died) is charged in full by the next request.
-LEASE_MS = 3_600_000
 #: Retry-After (seconds) sent when a budget is spent: it will not come back unless the operator raises it.
 BUDGET_RETRY_AFTER = 3600
-#: Seconds a settlement waits for the key's next reservation to carry it (one round trip for both); when none
-#: comes, the background flusher writes it (see :meth:`Limiter._settle`).
-SETTLE_DELAY = 0.02
-
 _encode = msgspec.json.encode
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """A backend's answer to a reservation: ``ok``, else which limit refused (``requests``, ``tokens``,
-    ``budget``, ``too_large``) and in how many milliseconds it may pass (-1: not by waiting)."""
-
-    ok: bool
-    limit: str = ""
-    retry_ms: int = 0
-
-
-ADMITTED = Verdict(True)
-
-
-@dataclass(frozen=True)
-class KeyUsage:
-    """What a key has used (all time, across every process sharing the backend) and holds right now."""
-
-    requests: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    total_tokens: int = 0
-    #: Tokens charged against the budget: settled usage plus reservations charged in full.
-    used: int = 0
-    #: Tokens reserved by requests in flight.
-    reserved: int = 0
-    refused: Mapping[str, int] = field(default_factory=dict)
-
-
-class Settlement(NamedTuple):
-    """A reservation's end: the tokens to charge (0: a refund) and the usage to count."""
-
-    rid: str
-    tokens: int
-    prompt: int
-    completion: int
-
-
-class LimitBackend(Protocol):
-    """Where counters live. Every method is one atomic step (one round trip); settling is idempotent per
-    reservation id, so a batch whose reply was lost can be sent again."""
-
-    async def reserve(self, spec: GatewayKeySpec, rid: str, tokens: int, settle: Sequence[Settlement] = ()) -> Verdict:
-        """Apply ``settle`` (earlier requests of the same key), then reserve ``tokens`` for ``rid``."""
-        ...
-
-    async def settle(self, spec: GatewayKeySpec, settlements: Sequence[Settlement]) -> None: ...
-
-    async def record(
-        self, spec: GatewayKeySpec, rid: str, tokens: int, prompt: int, completion: int, served: bool
-    ) -> None:
-        """A request whose reservation failed because the backend was unreachable: undo the reservation if it was
-        made after all (the reply may be what was lost), then count its usage if it was ``served`` (admitted with
-        ``redis_failure = "open"``). Counted once per ``rid``."""
-        ...
-
-    async def usage(self, name: str) -> KeyUsage: ...
-
-    async def aclose(self) -> None: ...
-
-
-class BackendUnavailable(Exception):
-    """The shared backend (Redis) could not be reached; the message says why (no secrets)."""
 
 
 # -- the request side ----------------------------------------------------------------------------------------------
@@ -270,12 +224,9 @@ class Admission:
 class Limiter:
     """The limits of every named key, over one backend, with the ``redis_failure`` decision.
 
-    Settling costs the request nothing: :meth:`Admission.finish` queues the settlement, and the key's next
-    reservation carries it to the backend in the same round trip (the script settles, then reserves). A settlement
-    no reservation picks up within :data:`SETTLE_DELAY` is written by one background task, a key's queue per round
-    trip. Until it is written the reservation stays whole, so a late settlement can only refuse too much, never
-    admit too much; the queue lives until the backend has taken it (while Redis is down, it waits), and
-    :meth:`aclose` drains it."""
+    Settling costs the request nothing: :meth:`Admission.finish` queues the settlement
+    (:class:`~polychat.server._settlements.SettlementQueue`), and the key's next reservation carries it to the
+    backend in the same round trip (the script settles, then reserves); :meth:`aclose` drains the queue."""
 
     def __init__(self, keys: Mapping[str, GatewayKeySpec], backend: LimitBackend, *, failure: str = "closed") -> None:
         self.keys = dict(keys)
@@ -283,14 +234,7 @@ class Limiter:
         #: "closed": while the backend is down, limited keys get 503 (nothing passes unaccounted); "open": they
         #: pass, and their usage is recorded when the backend is back.
         self.failure = failure
-        #: Settlements of admissions the backend made, per key name, waiting for a ride.
-        self._settles: dict[str, tuple[GatewayKeySpec, list[Settlement]]] = {}
-        #: Ends of admissions made while the backend was unreachable (``record``), in order.
-        self._records: deque[tuple[GatewayKeySpec, Settlement, bool]] = deque()
-        #: Settlements on their way to the backend (carried by a reservation, or in the flusher's batch).
-        self._sending = 0
-        self._flusher: asyncio.Task[None] | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._queue = SettlementQueue(backend, lost=self._lost, back=self._back)
         self.down_since: float | None = None
 
     async def admit(
@@ -324,13 +268,11 @@ class Limiter:
                 kwargs["max_tokens"] = cap
             tokens = prompt + cap * choices
         rid = _new_id()
-        queued = self._settles.pop(spec.name, None)
-        carried = queued[1] if queued is not None else []
-        self._sending += len(carried)
+        carried = self._queue.take(spec)
         try:
             verdict = await self.backend.reserve(spec, rid, tokens, carried)
         except BackendUnavailable as e:
-            self._requeue(spec, carried)  # they may have been applied with the reply lost: settling is idempotent
+            self._queue.sent(spec, carried, applied=False)  # perhaps applied with the reply lost: sent again
             self._lost(e)
             admission = Admission(self, spec, rid, tokens, offline=True, prompt=prompt, choices=choices)
             if self.failure == "open":
@@ -344,10 +286,9 @@ class Limiter:
                 retry_after=1,
             )
         except BaseException:
-            self._requeue(spec, carried)
+            self._queue.sent(spec, carried, applied=False)
             raise
-        finally:
-            self._sending -= len(carried)
+        self._queue.sent(spec, carried, applied=True)
         self._back()
         if verdict.ok:
             return Admission(self, spec, rid, tokens, offline=False, prompt=prompt, choices=choices)
@@ -357,118 +298,27 @@ class Limiter:
 
     def _settle(self, admission: Admission, tokens: int, prompt: int, completion: int, served: bool) -> None:
         item = Settlement(admission.rid, tokens, prompt, completion)
-        if admission.offline:
-            self._records.append((admission.spec, item, served))
-            self._kick()
-            return
-        self._requeue(admission.spec, [item])
-        if self._timer is None:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:  # pragma: no cover - endpoints always run in the loop
-                return
-            self._timer = loop.call_later(SETTLE_DELAY, self._kick)
-
-    def _requeue(self, spec: GatewayKeySpec, items: list[Settlement]) -> None:
-        if not items:
-            return
-        queued = self._settles.get(spec.name)
-        if queued is None:
-            self._settles[spec.name] = (spec, items)
-        else:
-            queued[1].extend(items)
-
-    def _kick(self) -> None:
-        """Start the flusher now (unless it runs already: it takes whatever is queued before it ends)."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if self._flusher is None or self._flusher.done():
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:  # pragma: no cover - endpoints always run in the loop
-                return
-            self._flusher = loop.create_task(self._flush())
-
-    async def _flush(self) -> None:
-        """Write what is queued; while the backend is down, keep it and retry (nothing is lost while this process
-        lives)."""
-        delay = 0.05
-        while self._records or self._settles:
-            try:
-                await self._write_next()
-            except BackendUnavailable as e:
-                self._lost(e)
-                await asyncio.sleep(delay)  # waiting for Redis to come back, not synchronising with anything
-                delay = min(delay * 2, 1.0)
-                continue
-            self._back()
-            delay = 0.05
-
-    async def _write_next(self) -> None:
-        """Write the oldest record, else one key's queued settlements (one round trip)."""
-        if self._records:
-            spec, item, served = self._records[0]
-            try:
-                await self.backend.record(spec, *item, served)
-            except BackendUnavailable:
-                raise
-            except Exception as e:  # a bug, not an outage: retrying would fail the same way and hold the queue
-                _unwritten(spec, [item], e)
-            self._records.popleft()
-            return
-        spec, items = self._settles.pop(next(iter(self._settles)))
-        self._sending += len(items)
-        try:
-            await self.backend.settle(spec, items)
-        except BackendUnavailable:
-            self._requeue(spec, items)
-            raise
-        except Exception as e:
-            _unwritten(spec, items, e)
-        except BaseException:
-            self._requeue(spec, items)
-            raise
-        finally:
-            self._sending -= len(items)
+        self._queue.add(admission.spec, item, offline=admission.offline, served=served)
 
     @property
     def pending(self) -> int:
         """Settlements not yet applied to the backend (nonzero while it is unreachable)."""
-        return self._sending + len(self._records) + sum(len(items) for _, items in self._settles.values())
-
-    async def _written(self, timeout: float) -> bool:
-        """Write what is queued now; False if it is not all written within ``timeout`` seconds."""
-        if self.pending:
-            self._kick()
-        if self._flusher is not None and not self._flusher.done():
-            try:
-                await asyncio.wait_for(asyncio.shield(self._flusher), timeout)
-            except asyncio.TimeoutError:
-                return False
-        return True
+        return self._queue.pending
 
     async def drain(self, timeout: float) -> None:
         """Give queued settlements up to ``timeout`` seconds to reach the backend (on shutdown)."""
-        if not await self._written(timeout):
-            log.error(
-                "polychat: %d usage settlement(s) could not be written to the shared store before shutdown",
-                self.pending,
-            )
+        await self._queue.drain(timeout)
 
     async def aclose(self, timeout: float = 5.0) -> None:
-        await self.drain(timeout)
-        if self._timer is not None:
-            self._timer.cancel()
-        if self._flusher is not None:
-            self._flusher.cancel()
+        await self._queue.drain(timeout)
+        self._queue.stop()
         await self.backend.aclose()
 
     async def usage_rows(self, names: frozenset[str] | None = None) -> list[tuple[str, KeyUsage]]:
         """Each named key's usage, for ``/metrics`` (global when the backend is Redis); empty while it is down.
         This process's queued settlements are written first, so what it served is in the figures."""
         if self.down_since is None:
-            await self._written(1.0)
+            await self._queue.written(1.0)
         out: list[tuple[str, KeyUsage]] = []
         for name in sorted(self.keys if names is None else self.keys.keys() & names):
             try:
@@ -493,16 +343,6 @@ class Limiter:
                 time.monotonic() - self.down_since,
             )
             self.down_since = None
-
-
-def _unwritten(spec: GatewayKeySpec, items: Sequence[Settlement], error: BaseException) -> None:
-    log.error(
-        "polychat: could not settle %d request(s) of key %r (%d tokens): %r",
-        len(items),
-        spec.name,
-        sum(item.tokens for item in items),
-        error,
-    )
 
 
 def refusal(spec: GatewayKeySpec, verdict: Verdict, tokens: int) -> Refusal:

@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import Sequence
 
 from ..config._types import GatewayKeySpec
-from ._limits import ADMITTED, LEASE_MS, WINDOW_MS, KeyUsage, Settlement, Verdict
+from ._limits_backend import ADMITTED, LEASE_MS, WINDOW_MS, KeyUsage, Settlement, Verdict
 
 
 class _KeyState:

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..config._types import GatewayKeySpec
-from ._limits import ADMITTED, LEASE_MS, WINDOW_MS, BackendUnavailable, KeyUsage, Settlement, Verdict
+from ._limits_backend import ADMITTED, LEASE_MS, WINDOW_MS, BackendUnavailable, KeyUsage, Settlement, Verdict
 from ._resp import Connection, ReplyError
 
 _PREFIX = "polychat:limits:"
@@ -184,7 +184,7 @@ _RESERVE_SCRIPT, _SETTLE_SCRIPT, _RECORD_SCRIPT = _Script(_RESERVE), _Script(_SE
 
 
 class RedisLimits:
-    """:class:`~polychat.server._limits.LimitBackend` over one lean pipelined connection
+    """:class:`~polychat.server._limits_backend.LimitBackend` over one lean pipelined connection
     (:mod:`polychat.server._resp`); connection and timeout errors become :class:`BackendUnavailable` (the
     :class:`Limiter` applies ``redis_failure``)."""
 
