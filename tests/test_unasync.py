@@ -80,7 +80,7 @@ def test_the_generated_code_has_no_async_left(unasync: ModuleType) -> None:
 #: generated module of their own): after the generator's renaming, the async one must be the sync one, statement
 #: for statement (docstrings and comments aside).
 CLASS_PAIRS = [
-    ("polychat.client", "Stream", "AsyncStream"),
+    ("polychat._streams", "Stream", "AsyncStream"),
     ("polychat.client", "Completions", "AsyncCompletions"),
     ("polychat.client", "Chat", "AsyncChat"),
     ("polychat.client", "Models", "AsyncModels"),
@@ -158,8 +158,8 @@ def test_both_flavours_of_a_provider_differ_only_by_await(unasync: ModuleType, m
 
 
 def test_the_twin_check_sees_a_drift(unasync: ModuleType) -> None:
-    sync = _source("polychat.client", "Stream")
-    drifted = _source("polychat.client", "AsyncStream").replace("self._failed(e)", "pass", 1)
+    sync = _source("polychat._streams", "Stream")
+    drifted = _source("polychat._streams", "AsyncStream").replace("self._failed(e)", "pass", 1)
     assert "-            self._failed(e)\n+            pass" in _differ(sync, drifted, unasync)
 
 

@@ -18,11 +18,12 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from ._request import CALL_OPTIONS
+from ._streams import AsyncStream, Stream
 from .protocols import responses as rp
 from .types import _Base
 
 if TYPE_CHECKING:
-    from .client import AsyncClient, AsyncStream, Client, Stream
+    from .client import AsyncClient, Client
     from .types import ChatCompletion, ChatCompletionChunk
 
 __all__ = ["AsyncResponses", "Response", "ResponseOutputItem", "ResponseStreamEvent", "Responses"]
@@ -158,7 +159,6 @@ class Responses:
     ) -> Response | Stream[ResponseStreamEvent]:
         """A Responses API call (``instructions``, ``tools``, ``tool_choice``, ``text``, ``max_output_tokens``,
         ``temperature``, ...); with ``stream=True`` a :class:`~polychat.client.Stream` of events."""
-        from .client import Stream
 
         call, options = _call(model, input, stream, kwargs)
         result = self._client.chat.completions.create(call.model, call.messages, call.stream, **options)
@@ -187,7 +187,6 @@ class AsyncResponses:
         self, *, model: str, input: Any, stream: bool = False, **kwargs: Any
     ) -> Response | AsyncStream[ResponseStreamEvent]:
         """Async :meth:`Responses.create`: ``stream = await create(..., stream=True)``, then ``async for``."""
-        from .client import AsyncStream
 
         call, options = _call(model, input, stream, kwargs)
         result = await self._client.chat.completions.create(call.model, call.messages, call.stream, **options)

@@ -7,11 +7,10 @@ async share everything but the last call: the request building and routing live 
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from . import _constants as C
 from ._context import CallContext
@@ -22,7 +21,8 @@ from ._record import CallRecord
 from ._redact import mask_secret
 from ._request import ChatRequest, build_request
 from ._responses import AsyncResponses, Responses
-from .errors import Attempt, ConfigError
+from ._streams import _END, AsyncStream, Stream
+from .errors import ConfigError
 from .providers.base import Provider, as_provider
 from .routing.breaker import BreakerStore, CircuitBreaker
 from .routing.retry import RetryProvider, default_chain
@@ -36,7 +36,6 @@ if TYPE_CHECKING:
 
 __all__ = ["AsyncClient", "AsyncStream", "Client", "Stream"]
 
-_T = TypeVar("_T")
 
 #: What ``provider=`` takes: a provider instance (a RetryProvider chain is one), or a class built from the environment.
 ProviderArg = Provider | type[Provider]
@@ -44,149 +43,10 @@ ProviderArg = Provider | type[Provider]
 Messages = Sequence[Mapping[str, Any]]
 
 
-class _End:
-    """Marks "no first chunk held" (a stream that ended before its first chunk)."""
-
-
-_END = _End()
-
-
 def _finished(record: CallRecord, result: ChatCompletion) -> ChatCompletion:
     result.attempts = record.attempts
     record.finish(result)
     return result
-
-
-class _StreamState(Generic[_T]):
-    """What :class:`Stream` and :class:`AsyncStream` share: the first chunk (read before ``create()`` returned),
-    the call's record and the latest provider. The two classes are only the iteration protocols around it, kept
-    identical but for ``await`` by ``tests/test_unasync.py``."""
-
-    def __init__(self, first: _T | _End, record: CallRecord | None) -> None:
-        self._first = first
-        self._record = record
-        self.provider: str | None = getattr(first, "provider", None)
-        if record is not None and record.trace is not None and first is not _END:
-            record.chunk(first)
-
-    @property
-    def attempts(self) -> list[Attempt]:
-        return self._record.attempts if self._record is not None else []
-
-    def _seen(self, item: _T) -> _T:
-        self.provider = getattr(item, "provider", self.provider)
-        if self._record is not None and self._record.trace is not None:
-            self._record.chunk(item)
-        return item
-
-    def _failed(self, error: BaseException) -> None:
-        if self._record is not None:
-            self._record.finish(error=error)
-
-    def _ended(self) -> None:
-        if self._record is not None:
-            self._record.finish()
-
-
-class Stream(_StreamState[_T]):
-    """The chunks of a streamed answer. Iterate it; ``close()`` (or leaving a ``with`` block) releases the
-    connection at once, also when left early. ``provider`` names the provider of the latest chunk; ``attempts``
-    lists every provider attempt that has ended (all of them, once the stream has)."""
-
-    def __init__(self, chunks: Iterator[_T], first: _T | _End = _END, record: CallRecord | None = None) -> None:
-        super().__init__(first, record)
-        self._chunks = chunks
-
-    def __iter__(self) -> Stream[_T]:
-        return self
-
-    def __next__(self) -> _T:
-        first = self._first
-        if not isinstance(first, _End):
-            self._first = _END
-            return first
-        try:
-            item = next(self._chunks)
-        except StopIteration:
-            self.close()
-            raise
-        except BaseException as e:
-            self._failed(e)
-            raise
-        return self._seen(item)
-
-    def close(self) -> None:
-        self._first = _END
-        try:
-            close = getattr(self._chunks, "close", None)
-            if close is not None:
-                close()
-        finally:
-            self._ended()
-
-    def __enter__(self) -> Stream[_T]:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        with contextlib.suppress(Exception):
-            self.close()
-
-
-class AsyncStream(_StreamState[_T]):
-    """Async counterpart of :class:`Stream`: ``async for``, ``await aclose()``, ``async with``."""
-
-    def __init__(self, chunks: AsyncIterator[_T], first: _T | _End = _END, record: CallRecord | None = None) -> None:
-        super().__init__(first, record)
-        self._chunks = chunks
-
-    def __aiter__(self) -> AsyncStream[_T]:
-        return self
-
-    async def __anext__(self) -> _T:
-        first = self._first
-        if not isinstance(first, _End):
-            self._first = _END
-            return first
-        try:
-            item = await anext(self._chunks)
-        except StopAsyncIteration:
-            await self.aclose()
-            raise
-        except BaseException as e:
-            self._failed(e)
-            raise
-        return self._seen(item)
-
-    async def aclose(self) -> None:
-        self._first = _END
-        try:
-            aclose = getattr(self._chunks, "aclose", None)
-            if aclose is not None:
-                await aclose()
-        finally:
-            self._ended()
-
-    async def __aenter__(self) -> AsyncStream[_T]:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
-
-    def __del__(self) -> None:
-        # Dropped without aclose() (nothing can be awaited here): at least the call's record and spans end.
-        with contextlib.suppress(Exception):
-            self._ended()
-
-    async def close(self) -> None:
-        """The same as :meth:`aclose` (the openai package's name for it)."""
-        await self.aclose()
 
 
 def _load_config(config: str | os.PathLike[str] | Config | Literal[False] | None) -> Config | None:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
-from ..client import AsyncStream
+from .._streams import AsyncStream
 from ..errors import InvalidRequestError, PolychatError
 from ._errors import HTTPError, from_exception, make_error
 from ._gateway import Call, refusal_error
