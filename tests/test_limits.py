@@ -149,7 +149,8 @@ async def test_refund_and_settle_are_idempotent(backend_factory: Any) -> None:
     failed.finish(served=False)
     failed.finish(CompletionUsage(prompt_tokens=1, completion_tokens=1, total_tokens=2))  # ignored: finished
     await limiter.drain(10)
-    await backend.settle(key, [Settlement(failed.rid, 999, 0, 999)])  # a replayed settlement changes nothing
+    replayed = Settlement(failed.rid, 999, 0, 999, failed.reserved)
+    await backend.settle(key, [replayed])  # a replayed settlement changes nothing
     usage = await backend.usage("team-a")
     assert (usage.used, usage.reserved, usage.total_tokens) == (0, 0, 0)
     await backend.aclose()
@@ -219,6 +220,7 @@ async def test_a_reservation_never_settled_is_charged_in_full_when_its_lease_end
     # A gateway that dies mid-request never settles; with a lease of 0 ms the next request finds it expired.
     monkeypatch.setattr("polychat.server._limits_memory.LEASE_MS", 0)
     monkeypatch.setattr("polychat.server._limits_redis.LEASE_MS", 0)
+    monkeypatch.setattr("polychat.server._limits_redis.SWEEP_MS", 0)
     backend = backend_factory()
     key = spec(budget_tokens=10_000)
     orphan = await Limiter({"team-a": key}, backend).admit(key, "fast", MESSAGES, {"max_tokens": 100})
@@ -229,8 +231,29 @@ async def test_a_reservation_never_settled_is_charged_in_full_when_its_lease_end
     usage = await backend.usage("team-a")
     assert usage.used == orphan.reserved  # charged: the upstream may well have served it
     # too late: the charge stands, nothing is counted twice
-    await backend.settle(key, [Settlement(orphan.rid, 5, 2, 3)])
+    await backend.settle(key, [Settlement(orphan.rid, 5, 2, 3, orphan.reserved)])
     assert (await backend.usage("team-a")).used == orphan.reserved
+    await backend.aclose()
+
+
+async def test_the_window_slides_and_an_entry_older_than_it_stops_counting(
+    backend_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A window of 1.5 s instead of a minute. Redis sweeps old entries lazily; with sweeps a minute apart, this also
+    # checks that an entry not yet swept counts neither against the requests limit nor against the tokens limit.
+    for module in ("_limits_memory", "_limits_redis"):
+        monkeypatch.setattr(f"polychat.server.{module}.WINDOW_MS", 1500)
+    monkeypatch.setattr("polychat.server._limits_redis.SWEEP_MS", 60_000)
+    backend = backend_factory()
+    key = spec(requests_per_minute=2, tokens_per_minute=100)
+    assert (await backend.reserve(key, "a", 60)).ok
+    assert (await backend.reserve(key, "b", 30)).ok
+    full = await backend.reserve(key, "c", 1)
+    assert (full.ok, full.limit) == (False, "requests") and 0 < full.retry_ms <= 1500
+    await asyncio.sleep(1.6)  # time passing is the subject here: the window is a time span
+    assert (await backend.reserve(key, "d", 60)).ok  # 90 tokens left the window with a and b
+    usage = await backend.usage("team-a")
+    assert (usage.requests, usage.reserved, usage.refused) == (3, 150, {"requests": 1})
     await backend.aclose()
 
 
@@ -257,9 +280,9 @@ async def test_a_reservation_whose_reply_was_lost_is_undone_once(backend_factory
     key = spec(requests_per_minute=10, tokens_per_minute=10_000, budget_tokens=10_000)
     assert (await backend.reserve(key, "served-offline", 300)).ok
     assert (await backend.reserve(key, "refused", 300)).ok
-    await backend.record(key, "served-offline", 42, 40, 2, True)
-    await backend.record(key, "refused", 0, 0, 0, False)
-    await backend.record(key, "served-offline", 42, 40, 2, True)  # a replay changes nothing
+    await backend.record(key, "served-offline", 42, 40, 2, 300, True)
+    await backend.record(key, "refused", 0, 0, 0, 300, False)
+    await backend.record(key, "served-offline", 42, 40, 2, 300, True)  # a replay changes nothing
     usage = await backend.usage("team-a")
     assert (usage.requests, usage.reserved, usage.used, usage.total_tokens) == (1, 0, 42, 42)
     for i in range(9):  # the undone reservations no longer hold places in the minute
@@ -268,7 +291,7 @@ async def test_a_reservation_whose_reply_was_lost_is_undone_once(backend_factory
 
 
 async def test_a_retried_reservation_is_counted_once(backend_factory: Any) -> None:
-    # redis-py retries a command whose reply timed out; the script may then run twice for one request
+    # a client that retries a command whose reply timed out would run the script twice for one request
     backend = backend_factory()
     key = spec(requests_per_minute=1, budget_tokens=1000)
     assert (await backend.reserve(key, "same", 100)).ok

@@ -297,7 +297,7 @@ class Limiter:
     # -- settling, carried by the next reservation or in the background ----------------------------------------
 
     def _settle(self, admission: Admission, tokens: int, prompt: int, completion: int, served: bool) -> None:
-        item = Settlement(admission.rid, tokens, prompt, completion)
+        item = Settlement(admission.rid, tokens, prompt, completion, admission.reserved)
         self._queue.add(admission.spec, item, offline=admission.offline, served=served)
 
     @property

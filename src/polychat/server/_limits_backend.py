@@ -49,12 +49,14 @@ class KeyUsage:
 
 
 class Settlement(NamedTuple):
-    """A reservation's end: the tokens to charge (0: a refund) and the usage to count."""
+    """A reservation's end: the tokens to charge (0: a refund) and the usage to count, and the tokens the
+    reservation held (a backend may find the reservation by them)."""
 
     rid: str
     tokens: int
     prompt: int
     completion: int
+    reserved: int
 
 
 class LimitBackend(Protocol):
@@ -68,11 +70,18 @@ class LimitBackend(Protocol):
     async def settle(self, spec: GatewayKeySpec, settlements: Sequence[Settlement]) -> None: ...
 
     async def record(
-        self, spec: GatewayKeySpec, rid: str, tokens: int, prompt: int, completion: int, served: bool
+        self,
+        spec: GatewayKeySpec,
+        rid: str,
+        tokens: int,
+        prompt: int,
+        completion: int,
+        reserved: int,
+        served: bool,
     ) -> None:
-        """A request whose reservation failed because the backend was unreachable: undo the reservation if it was
-        made after all (the reply may be what was lost), then count its usage if it was ``served`` (admitted with
-        ``redis_failure = "open"``). Counted once per ``rid``."""
+        """A request whose reservation (of ``reserved`` tokens) failed because the backend was unreachable: undo
+        the reservation if it was made after all (the reply may be what was lost), then count its usage if it was
+        ``served`` (admitted with ``redis_failure = "open"``). Counted once per ``rid``."""
         ...
 
     async def usage(self, name: str) -> KeyUsage: ...

@@ -108,7 +108,7 @@ class MemoryLimits:
             self._settle(st, item)
 
     def _settle(self, st: _KeyState, item: Settlement) -> None:
-        rid, tokens, prompt, completion = item
+        rid, tokens, prompt, completion, _ = item
         reservation = st.reservations.pop(rid, None)
         if reservation is None:
             return  # settled already, or charged in full when its lease ran out
@@ -120,7 +120,14 @@ class MemoryLimits:
         self._count(st, tokens, prompt, completion)
 
     async def record(
-        self, spec: GatewayKeySpec, rid: str, tokens: int, prompt: int, completion: int, served: bool
+        self,
+        spec: GatewayKeySpec,
+        rid: str,
+        tokens: int,
+        prompt: int,
+        completion: int,
+        reserved: int,
+        served: bool,
     ) -> None:
         # In one process a reservation cannot half-happen (this backend never raises BackendUnavailable, so this is
         # never called by the Limiter and the set stays empty), but the rules are the Redis script's all the same.

@@ -3,14 +3,22 @@ process and replica that uses the same Redis. The rules are :class:`polychat.ser
 
 Keys of a gateway key NAME (one hash tag, so a Redis Cluster keeps them on one shard)::
 
-    polychat:limits:{NAME}:req    sorted set: request id -> admission time (ms), the last minute
-    polychat:limits:{NAME}:tok    sorted set: request id -> admission time (ms), the last minute (token limit)
+    polychat:limits:{NAME}:win    sorted set: request id -> admission time (ms), the last minute
     polychat:limits:{NAME}:amt    hash: request id -> tokens counted in the minute (reserved, then settled)
-    polychat:limits:{NAME}:res    hash: request id -> tokens reserved, for requests in flight
-    polychat:limits:{NAME}:lease  sorted set: request id -> deadline (ms); past it, the reservation is charged
+    polychat:limits:{NAME}:held   sorted set: "TOKENS:ID" of each request in flight -> its lease's end (ms); past
+                                  it, the reservation is charged in full
     polychat:limits:{NAME}:st     hash: window (tokens in the minute), reserved, used (budget), requests,
                                   prompt_tokens, completion_tokens, total_tokens, refused:<limit>
     polychat:limits:{NAME}:done:ID  marker (1 day): a request whose reservation met an outage was resolved once
+
+Why this shape: the script runs on every limited request, and Redis spends about a microsecond on each command a
+script calls (more on a write) — so the counters are read with one HMGET and written back with one HSET, a
+request's reservation is one member of ``held`` (its size travels in the member, so settling is one ZREM), one
+window serves the requests and the tokens limits, and housekeeping is not done per request: entries that left the
+window and leases that ended are swept at most every :data:`SWEEP_MS` (and at once when a tokens limit is
+reached, so the window it checks is exact). Until swept, a stale entry counts neither against the requests limit
+(it counts the window by time) nor twice against anything else; a reservation whose lease ended may still be
+settled with its real usage until the sweep charges it in full. A request costs about ten commands.
 
 Time comes from Redis (``TIME``), so replicas with skewed clocks still share one window. Usage that must survive a
 Redis restart needs persistence on (``appendonly yes``): see the README's multi-replica section.
@@ -27,34 +35,86 @@ from ._limits_backend import ADMITTED, LEASE_MS, WINDOW_MS, BackendUnavailable, 
 from ._resp import Connection, ReplyError
 
 _PREFIX = "polychat:limits:"
-_PARTS = ("req", "tok", "amt", "res", "lease", "st")
+_PARTS = ("win", "amt", "held", "st")
+#: Milliseconds between sweeps of a key's expired window entries and ended leases.
+SWEEP_MS = 1000
 
-# Lua's unary minus makes -0 of 0, which Redis sends as "-0" and HINCRBY refuses: negate as ``0 - x``.
+# The counters live in Lua locals between one HMGET and one HSET (the script is atomic, so nothing else writes
+# them meanwhile). Integers are written with %d: Lua numbers are doubles, and Redis would print 1e17 as "1e+17".
 _COMMON = """
-local req, tok, amt, res, lease, st = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local win, amt, held, st = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
--- settlements: ARGV[first..] in fours (id, tokens, prompt, completion); a reservation already settled (or charged
--- when its lease ended) is left alone, so a batch sent twice counts once
+local FIELDS = {'window', 'reserved', 'used', 'requests', 'prompt_tokens', 'completion_tokens', 'total_tokens',
+  'swept'}
+local c = {}
+local stored = redis.call('HMGET', st, unpack(FIELDS))
+for i, f in ipairs(FIELDS) do c[f] = tonumber(stored[i]) or 0 end
+local changed = false
+local function save()
+  if not changed then return end
+  local out = {}
+  for _, f in ipairs(FIELDS) do
+    out[#out + 1] = f
+    out[#out + 1] = string.format('%d', c[f])
+  end
+  redis.call('HSET', st, unpack(out))
+end
+-- the tokens counted for ids, which are then forgotten (in chunks: Lua's unpack stops at a few thousand values)
+local function forget(ids)
+  local sum = 0
+  for s = 1, #ids, 1000 do
+    local part = {unpack(ids, s, math.min(s + 999, #ids))}
+    local found = false
+    for _, v in ipairs(redis.call('HMGET', amt, unpack(part))) do
+      if v then
+        sum = sum + tonumber(v)
+        found = true
+      end
+    end
+    if found then redis.call('HDEL', amt, unpack(part)) end
+  end
+  return sum
+end
+-- settlements: ARGV[first..] in fives (id, tokens, prompt, completion, tokens reserved); one whose reservation is
+-- no longer held (settled already, or charged when its lease ended) is left alone, so a batch sent twice counts once
 local function settle(first)
-  for i = first, #ARGV, 4 do
+  for i = first, #ARGV, 5 do
     local id, tokens = ARGV[i], tonumber(ARGV[i + 1])
-    local r = redis.call('HGET', res, id)
-    if r then
-      redis.call('HDEL', res, id)
-      redis.call('ZREM', lease, id)
-      redis.call('HINCRBY', st, 'reserved', 0 - tonumber(r))
-      redis.call('HINCRBY', st, 'used', tokens)
+    if redis.call('ZREM', held, ARGV[i + 4] .. ':' .. id) == 1 then
+      c.reserved = c.reserved - tonumber(ARGV[i + 4])
+      c.used = c.used + tokens
       local counted = redis.call('HGET', amt, id)
       if counted then
         redis.call('HSET', amt, id, tokens)
-        redis.call('HINCRBY', st, 'window', tokens - tonumber(counted))
+        c.window = c.window + tokens - tonumber(counted)
       end
-      redis.call('HINCRBY', st, 'prompt_tokens', tonumber(ARGV[i + 2]))
-      redis.call('HINCRBY', st, 'completion_tokens', tonumber(ARGV[i + 3]))
-      redis.call('HINCRBY', st, 'total_tokens', tokens)
+      c.prompt_tokens = c.prompt_tokens + tonumber(ARGV[i + 2])
+      c.completion_tokens = c.completion_tokens + tonumber(ARGV[i + 3])
+      c.total_tokens = c.total_tokens + tokens
+      changed = true
     end
   end
+end
+-- housekeeping: entries that left the window (cutoff and before), and reservations whose gateway never settled
+-- them, charged in full (the upstream may have served them)
+local function sweep(cutoff)
+  local old = redis.call('ZRANGEBYSCORE', win, '-inf', cutoff)
+  if #old > 0 then
+    c.window = c.window - forget(old)
+    redis.call('ZREMRANGEBYSCORE', win, '-inf', cutoff)
+  end
+  local dead = redis.call('ZRANGEBYSCORE', held, '-inf', now)
+  if #dead > 0 then
+    for _, member in ipairs(dead) do
+      local r = tonumber(string.match(member, '^(%d+):'))
+      c.reserved = c.reserved - r
+      c.used = c.used + r
+    end
+    redis.call('ZREMRANGEBYSCORE', held, '-inf', now)
+  end
+  c.swept = now
+  changed = true
 end
 """
 
@@ -63,106 +123,94 @@ _RESERVE = (
     + """
 local id, est = ARGV[1], tonumber(ARGV[2])
 local rpm, tpm, budget = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local window_ms, lease_ms = tonumber(ARGV[6]), tonumber(ARGV[7])
-settle(8)  -- earlier requests' settlements ride along: one round trip for both
--- a retried call (its first reply was lost) must not count the request twice, nor refuse what it admitted
-if redis.call('HEXISTS', res, id) == 1 then return {1, '', 0} end
--- reservations whose gateway never settled them: charged in full (the upstream may have served them)
-local dead = redis.call('ZRANGEBYSCORE', lease, '-inf', now)
-for _, rid in ipairs(dead) do
-  local r = tonumber(redis.call('HGET', res, rid) or '0')
-  redis.call('HDEL', res, rid)
-  redis.call('HINCRBY', st, 'reserved', 0 - r)
-  redis.call('HINCRBY', st, 'used', r)
-end
-if #dead > 0 then redis.call('ZREMRANGEBYSCORE', lease, '-inf', now) end
+local window_ms, lease_ms, sweep_ms = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local cutoff = now - window_ms
-redis.call('ZREMRANGEBYSCORE', req, '-inf', cutoff)
-local old = redis.call('ZRANGEBYSCORE', tok, '-inf', cutoff)
-if #old > 0 then
-  local freed = 0
-  for _, rid in ipairs(old) do
-    freed = freed + tonumber(redis.call('HGET', amt, rid) or '0')
-    redis.call('HDEL', amt, rid)
-  end
-  redis.call('ZREMRANGEBYSCORE', tok, '-inf', cutoff)
-  redis.call('HINCRBY', st, 'window', 0 - freed)
-end
+settle(9)  -- earlier requests' settlements ride along: one round trip for both
+if now - c.swept >= sweep_ms then sweep(cutoff) end
 local function refuse(limit, wait)
+  -- a client that retried a command whose reply it lost must not be refused by its own first admission
+  if redis.call('ZSCORE', win, id) then
+    save()
+    return {1, '', 0}
+  end
   redis.call('HINCRBY', st, 'refused:' .. limit, 1)
+  save()
   return {0, limit, wait}
 end
 if rpm > 0 then
-  local count = redis.call('ZCARD', req)
+  local count = redis.call('ZCOUNT', win, '(' .. cutoff, '+inf')
   if count >= rpm then
-    local first = redis.call('ZRANGE', req, count - rpm, count - rpm, 'WITHSCORES')
+    local first = redis.call('ZRANGEBYSCORE', win, '(' .. cutoff, '+inf', 'WITHSCORES', 'LIMIT', count - rpm, 1)
     return refuse('requests', tonumber(first[2]) + window_ms - now)
   end
 end
 if tpm > 0 then
   if est > tpm then return refuse('too_large', -1) end
-  local window = tonumber(redis.call('HGET', st, 'window') or '0')
-  if window + est > tpm then
-    local need, freed = window + est - tpm, 0
-    local entries = redis.call('ZRANGE', tok, 0, -1, 'WITHSCORES')
-    for i = 1, #entries, 2 do
-      freed = freed + tonumber(redis.call('HGET', amt, entries[i]) or '0')
-      if freed >= need then return refuse('tokens', tonumber(entries[i + 1]) + window_ms - now) end
+  if c.window + est > tpm and c.swept < now then sweep(cutoff) end  -- the window must be exact to refuse
+  if c.window + est > tpm then
+    -- when does enough of the window run out? walk it from the oldest entry
+    local need, freed = c.window + est - tpm, 0
+    local entries = redis.call('ZRANGE', win, 0, -1, 'WITHSCORES')
+    for s = 1, #entries, 2000 do
+      local ids = {}
+      for i = s, math.min(s + 1999, #entries), 2 do ids[#ids + 1] = entries[i] end
+      local amounts = redis.call('HMGET', amt, unpack(ids))
+      for j, v in ipairs(amounts) do
+        freed = freed + (tonumber(v) or 0)
+        if freed >= need then return refuse('tokens', tonumber(entries[s + 2 * j - 1]) + window_ms - now) end
+      end
     end
     return refuse('tokens', window_ms)
   end
 end
 if budget > 0 then
   if est > budget then return refuse('too_large', -1) end
-  local used = tonumber(redis.call('HGET', st, 'used') or '0')
-  local reserved = tonumber(redis.call('HGET', st, 'reserved') or '0')
-  if used + reserved + est > budget then
-    if reserved > 0 then return refuse('budget', 1000) end
+  if c.used + c.reserved + est > budget then
+    if c.reserved > 0 then return refuse('budget', 1000) end
     return refuse('budget', -1)
   end
 end
-redis.call('ZADD', req, now, id)
-redis.call('HINCRBY', st, 'requests', 1)
-if tpm > 0 then
-  redis.call('ZADD', tok, now, id)
-  redis.call('HSET', amt, id, est)
-  redis.call('HINCRBY', st, 'window', est)
+if redis.call('ZADD', win, 'NX', now, id) == 0 then  -- a retried command (see refuse): admitted once already
+  save()
+  return {1, '', 0}
 end
-redis.call('HSET', res, id, est)
-redis.call('HINCRBY', st, 'reserved', est)
-redis.call('ZADD', lease, now + lease_ms, id)
+c.requests = c.requests + 1
+if tpm > 0 then
+  redis.call('HSET', amt, id, est)
+  c.window = c.window + est
+end
+c.reserved = c.reserved + est
+redis.call('ZADD', held, now + lease_ms, ARGV[2] .. ':' .. id)
+changed = true
+save()
 return {1, '', 0}
 """
 )
 
-_SETTLE = _COMMON + "settle(1)\nreturn 1\n"
+_SETTLE = _COMMON + "settle(1)\nsave()\nreturn 1\n"
 
 _RECORD = (
     _COMMON
     + """
 local id, tokens, prompt, completion = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-if not redis.call('SET', KEYS[7], '1', 'NX', 'PX', 86400000) then return 0 end
+if not redis.call('SET', KEYS[5], '1', 'NX', 'PX', 86400000) then return 0 end
 -- the reservation may have been made with only its reply lost: undo it
-local r = redis.call('HGET', res, id)
-if r then
-  redis.call('HDEL', res, id)
-  redis.call('ZREM', lease, id)
-  redis.call('HINCRBY', st, 'reserved', 0 - tonumber(r))
-  redis.call('ZREM', req, id)
-  redis.call('HINCRBY', st, 'requests', -1)
-  local counted = redis.call('HGET', amt, id)
-  if counted then
-    redis.call('HDEL', amt, id)
-    redis.call('ZREM', tok, id)
-    redis.call('HINCRBY', st, 'window', 0 - tonumber(counted))
-  end
+if redis.call('ZREM', held, ARGV[5] .. ':' .. id) == 1 then
+  c.reserved = c.reserved - tonumber(ARGV[5])
+  redis.call('ZREM', win, id)
+  c.requests = c.requests - 1
+  c.window = c.window - forget({id})
+  changed = true
 end
-if ARGV[5] ~= '1' then return 1 end
-redis.call('HINCRBY', st, 'requests', 1)
-redis.call('HINCRBY', st, 'used', tokens)
-redis.call('HINCRBY', st, 'prompt_tokens', prompt)
-redis.call('HINCRBY', st, 'completion_tokens', completion)
-redis.call('HINCRBY', st, 'total_tokens', tokens)
+if ARGV[6] == '1' then
+  c.requests = c.requests + 1
+  c.used = c.used + tokens
+  c.prompt_tokens = c.prompt_tokens + prompt
+  c.completion_tokens = c.completion_tokens + completion
+  c.total_tokens = c.total_tokens + tokens
+  changed = true
+end
+save()
 return 1
 """
 )
@@ -190,10 +238,17 @@ class RedisLimits:
 
     def __init__(self, url: str) -> None:
         self._conn = Connection(url)
+        self._key_names: dict[str, list[str]] = {}
 
     @classmethod
     def from_url(cls, url: str) -> RedisLimits:
         return cls(url)
+
+    def _keys(self, name: str) -> list[str]:
+        keys = self._key_names.get(name)
+        if keys is None:
+            keys = self._key_names[name] = _keys(name)
+        return keys
 
     async def _run(self, script: _Script, keys: list[str], args: list[Any]) -> Any:
         try:
@@ -217,10 +272,11 @@ class RedisLimits:
             spec.budget_tokens or 0,
             WINDOW_MS,
             LEASE_MS,
+            SWEEP_MS,
         ]
         for item in settle:
             args += item
-        ok, limit, wait = await self._run(_RESERVE_SCRIPT, _keys(spec.name), args)
+        ok, limit, wait = await self._run(_RESERVE_SCRIPT, self._keys(spec.name), args)
         if ok:
             return ADMITTED
         return Verdict(False, limit.decode() if isinstance(limit, bytes) else str(limit), int(wait))
@@ -229,13 +285,20 @@ class RedisLimits:
         args: list[Any] = []
         for item in settlements:
             args += item
-        await self._run(_SETTLE_SCRIPT, _keys(spec.name), args)
+        await self._run(_SETTLE_SCRIPT, self._keys(spec.name), args)
 
     async def record(
-        self, spec: GatewayKeySpec, rid: str, tokens: int, prompt: int, completion: int, served: bool
+        self,
+        spec: GatewayKeySpec,
+        rid: str,
+        tokens: int,
+        prompt: int,
+        completion: int,
+        reserved: int,
+        served: bool,
     ) -> None:
-        keys = [*_keys(spec.name), f"{_PREFIX}{{{spec.name}}}:done:{rid}"]
-        await self._run(_RECORD_SCRIPT, keys, [rid, tokens, prompt, completion, 1 if served else 0])
+        keys = [*self._keys(spec.name), f"{_PREFIX}{{{spec.name}}}:done:{rid}"]
+        await self._run(_RECORD_SCRIPT, keys, [rid, tokens, prompt, completion, reserved, 1 if served else 0])
 
     async def usage(self, name: str) -> KeyUsage:
         try:

@@ -31,12 +31,15 @@ class ReplyError(Exception):
 
 
 def pack(args: tuple[Any, ...]) -> bytes:
-    """``args`` as one RESP command (bytes, str and int arguments)."""
-    out = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        data = arg if isinstance(arg, bytes) else str(arg).encode()
-        out.append(b"$%d\r\n%b\r\n" % (len(data), data))
-    return b"".join(out)
+    """``args`` as one RESP command (bytes, str and int arguments), packed by hiredis's C code."""
+    return cast(bytes, _pack_command(args))
+
+
+_pack_command: Any
+try:
+    from hiredis import pack_command as _pack_command
+except ImportError:  # pragma: no cover - Connection() says which package is missing before anything is packed
+    _pack_command = None
 
 
 class _Protocol(asyncio.Protocol):
@@ -85,7 +88,14 @@ class _Protocol(asyncio.Protocol):
     def request(self, payload: bytes) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
+        idle = not self._waiting
         self._waiting.append((future, loop.call_later(self._timeout, self._late)))
+        if idle and not self._outgoing:
+            # Nothing in flight: no company to wait for, and the turn of the loop a deferred write costs is a
+            # request's latency.
+            if self._transport is not None and self.ended is None:
+                self._transport.write(payload)
+            return future
         # Written once the running callbacks are done: the commands of every request that arrived in the same
         # turn of the loop go out in one system call (under load, dozens).
         if not self._outgoing:
