@@ -405,3 +405,46 @@ async def test_a_stalled_redis_costs_the_timeout_then_the_connection_recovers() 
         usage = await backend.usage("team-a")
         assert usage.requests in (2, 3)  # "b" may have been applied after the stall; its reply went nowhere
         await backend.aclose()
+
+
+async def test_reservations_made_while_the_connection_is_busy_go_as_one_call_and_stay_exact(
+    redis_server: RedisServer,
+) -> None:
+    redis_server.client().flushall()
+    key = spec(requests_per_minute=20, tokens_per_minute=100_000)
+    backend = RedisLimits.from_url(redis_server.url)
+    limiter = Limiter({"team-a": key}, backend)
+    assert isinstance(await limiter.admit(key, "fast", MESSAGES, {"max_tokens": 10}), Admission)  # connects
+    before = _script_calls(redis_server)
+    results = await asyncio.gather(*(limiter.admit(key, "fast", MESSAGES, {"max_tokens": 10}) for _ in range(50)))
+    # the first finds the connection idle and goes at once; the other 49 wait for it and go together
+    assert _script_calls(redis_server) - before == 2
+    assert sum(isinstance(r, Admission) for r in results) == 19
+    refused = [r for r in results if isinstance(r, Refusal)]
+    assert len(refused) == 31 and {r.code for r in refused} == {"rate_limit_exceeded"}
+    usage = await backend.usage("team-a")
+    assert (usage.requests, usage.refused) == (20, {"requests": 31})
+    await limiter.aclose()
+
+
+async def test_an_admission_cancelled_while_redis_decides_releases_its_reservation() -> None:
+    key = spec(budget_tokens=10_000)
+    with RedisServer() as server:
+        limiter = Limiter({"team-a": key}, RedisLimits.from_url(server.url))
+        first = await limiter.admit(key, "fast", MESSAGES, {"max_tokens": 1})
+        assert isinstance(first, Admission)
+        assert server.proc is not None
+        os.kill(server.proc.pid, signal.SIGSTOP)  # the next reservation is sent and not answered
+        try:
+            waiting = asyncio.ensure_future(limiter.admit(key, "fast", MESSAGES, {"max_tokens": 500}))
+            await asyncio.sleep(0)  # one turn of the loop: the task sends its reservation and waits for the reply
+            assert not waiting.done()
+            waiting.cancel()  # the client went away
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+        finally:
+            os.kill(server.proc.pid, signal.SIGCONT)
+        await limiter.drain(10)
+        usage = await limiter.backend.usage("team-a")
+        assert usage.reserved == first.reserved  # only the first's, whether Redis applied the second or not
+        await limiter.aclose()

@@ -287,6 +287,9 @@ class Limiter:
             )
         except BaseException:
             self._queue.sent(spec, carried, applied=False)
+            # Cancelled (the client went away) with the reservation perhaps made: release it. Settling is idempotent
+            # and reaches the backend after the reservation, so this is right whether it was made or not.
+            self._queue.add(spec, Settlement(rid, 0, 0, 0, tokens), offline=False, served=False)
             raise
         self._queue.sent(spec, carried, applied=True)
         self._back()

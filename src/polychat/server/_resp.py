@@ -71,6 +71,8 @@ class _Protocol(asyncio.Protocol):
                 return
             future, timer = self._waiting.popleft()
             timer.cancel()
+            if future.done():  # its caller was cancelled (a client went away): the reply is for no one
+                continue
             if isinstance(reply, self._reply_error):
                 message = str(reply)
                 error: Exception = (
@@ -155,6 +157,13 @@ class Connection:
         self._setup = setup
         self._protocol: _Protocol | None = None
         self._connecting: asyncio.Future[_Protocol] | None = None
+
+    @property
+    def busy(self) -> bool:
+        """The connection is opening, or commands are on their way or waiting for replies (a caller that can batch
+        may as well wait for them)."""
+        protocol = self._protocol
+        return self._connecting is not None or (protocol is not None and bool(protocol._waiting or protocol._outgoing))
 
     async def call(self, *args: Any) -> Any:
         """Send one command; its reply (hiredis's types: bytes, int, list, ...)."""
