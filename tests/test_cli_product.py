@@ -197,6 +197,17 @@ def test_config_show_without_a_file_gives_the_effective_defaults(env: dict[str, 
         assert re.search(pattern, out), (pattern, out)
 
 
+def test_config_show_with_a_default_provider_does_not_show_the_default_chain(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text('[routes.fast]\nchain = ["local"]\n\n[defaults]\nprovider = "fast"\n')
+    result = polychat(env, "config", "show", "--config", str(path))
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"# provider +fast  \(from config.toml; --provider overrides it\)", result.stdout), result.stdout
+    assert "default chain" not in result.stdout  # a chat without --provider never uses it
+
+
 def test_providers_check_reports_a_failing_primary_of_a_route(
     env: dict[str, str], tmp_path: Path, fault_server: FaultServer
 ) -> None:

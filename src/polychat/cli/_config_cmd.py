@@ -121,10 +121,12 @@ def _effective(config: Config) -> list[str]:
     else:
         rows.append(("model", "each provider's default model", "built in"))
     if config.default_provider is not None:
-        rows.append(("provider", config.default_provider, here))
-    chain = [m.name for m in config.default_chain().members()]
-    why = "providers whose keys are set" if "Local" not in chain or len(chain) > 1 else "no key set: offline"
-    rows.append(("default chain", " → ".join(chain), f"{why}; see: polychat providers"))
+        # a chat without --provider goes there: the default chain would only mislead
+        rows.append(("provider", config.default_provider, f"{here}; --provider overrides it"))
+    else:
+        chain = [m.name for m in config.default_chain().members()]
+        why = "providers whose keys are set" if "Local" not in chain or len(chain) > 1 else "no key set: offline"
+        rows.append(("default chain", " → ".join(chain), f"{why}; see: polychat providers"))
     if config.fallback is not None:
         rows.append(("fallback", config.fallback, here))
     timeout = f"{config.timeout:g}s per read" if config.timeout is not None else f"{C.READ_TIMEOUT:g}s per read"
