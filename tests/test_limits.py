@@ -280,9 +280,9 @@ async def test_a_reservation_whose_reply_was_lost_is_undone_once(backend_factory
     key = spec(requests_per_minute=10, tokens_per_minute=10_000, budget_tokens=10_000)
     assert (await backend.reserve(key, "served-offline", 300)).ok
     assert (await backend.reserve(key, "refused", 300)).ok
-    await backend.record(key, "served-offline", 42, 40, 2, 300, True)
-    await backend.record(key, "refused", 0, 0, 0, 300, False)
-    await backend.record(key, "served-offline", 42, 40, 2, 300, True)  # a replay changes nothing
+    await backend.record(key, Settlement("served-offline", 42, 40, 2, 300), True)
+    await backend.record(key, Settlement("refused", 0, 0, 0, 300), False)
+    await backend.record(key, Settlement("served-offline", 42, 40, 2, 300), True)  # a replay changes nothing
     usage = await backend.usage("team-a")
     assert (usage.requests, usage.reserved, usage.used, usage.total_tokens) == (1, 0, 42, 42)
     for i in range(9):  # the undone reservations no longer hold places in the minute

@@ -69,19 +69,10 @@ class LimitBackend(Protocol):
 
     async def settle(self, spec: GatewayKeySpec, settlements: Sequence[Settlement]) -> None: ...
 
-    async def record(
-        self,
-        spec: GatewayKeySpec,
-        rid: str,
-        tokens: int,
-        prompt: int,
-        completion: int,
-        reserved: int,
-        served: bool,
-    ) -> None:
-        """A request whose reservation (of ``reserved`` tokens) failed because the backend was unreachable: undo
-        the reservation if it was made after all (the reply may be what was lost), then count its usage if it was
-        ``served`` (admitted with ``redis_failure = "open"``). Counted once per ``rid``."""
+    async def record(self, spec: GatewayKeySpec, item: Settlement, served: bool) -> None:
+        """The end of a request whose reservation failed because the backend was unreachable: undo the reservation
+        (``item.reserved`` tokens) if it was made after all (the reply may be what was lost), then count the usage
+        of ``item`` if it was ``served`` (admitted with ``redis_failure = "open"``). Counted once per ``item.rid``."""
         ...
 
     async def usage(self, name: str) -> KeyUsage: ...

@@ -119,16 +119,8 @@ class MemoryLimits:
             st.window[rid] = tokens
         self._count(st, tokens, prompt, completion)
 
-    async def record(
-        self,
-        spec: GatewayKeySpec,
-        rid: str,
-        tokens: int,
-        prompt: int,
-        completion: int,
-        reserved: int,
-        served: bool,
-    ) -> None:
+    async def record(self, spec: GatewayKeySpec, item: Settlement, served: bool) -> None:
+        rid, tokens, prompt, completion, _ = item
         # In one process a reservation cannot half-happen (this backend never raises BackendUnavailable, so this is
         # never called by the Limiter and the set stays empty), but the rules are the Redis script's all the same.
         if rid in self._recorded:

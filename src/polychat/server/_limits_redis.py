@@ -353,18 +353,9 @@ class RedisLimits:
             args += item
         await self._run(_SETTLE_SCRIPT, self._keys(spec.name), args)
 
-    async def record(
-        self,
-        spec: GatewayKeySpec,
-        rid: str,
-        tokens: int,
-        prompt: int,
-        completion: int,
-        reserved: int,
-        served: bool,
-    ) -> None:
-        keys = [*self._keys(spec.name), f"{_PREFIX}{{{spec.name}}}:done:{rid}"]
-        await self._run(_RECORD_SCRIPT, keys, [rid, tokens, prompt, completion, reserved, 1 if served else 0])
+    async def record(self, spec: GatewayKeySpec, item: Settlement, served: bool) -> None:
+        keys = [*self._keys(spec.name), f"{_PREFIX}{{{spec.name}}}:done:{item.rid}"]
+        await self._run(_RECORD_SCRIPT, keys, [*item, 1 if served else 0])
 
     async def usage(self, name: str) -> KeyUsage:
         try:

@@ -87,12 +87,16 @@ class _Protocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._fail(ConnectionError(f"the connection to Redis was lost ({exc or 'closed by Redis'})"))
 
+    @property
+    def busy(self) -> bool:
+        return bool(self._waiting or self._outgoing)
+
     def request(self, payload: bytes) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        idle = not self._waiting
+        idle = not self.busy
         self._waiting.append((future, loop.call_later(self._timeout, self._late)))
-        if idle and not self._outgoing:
+        if idle:
             # Nothing in flight: no company to wait for, and the turn of the loop a deferred write costs is a
             # request's latency.
             if self._transport is not None and self.ended is None:
@@ -163,7 +167,7 @@ class Connection:
         """The connection is opening, or commands are on their way or waiting for replies (a caller that can batch
         may as well wait for them)."""
         protocol = self._protocol
-        return self._connecting is not None or (protocol is not None and bool(protocol._waiting or protocol._outgoing))
+        return self._connecting is not None or (protocol is not None and protocol.busy)
 
     async def call(self, *args: Any) -> Any:
         """Send one command; its reply (hiredis's types: bytes, int, list, ...)."""

@@ -128,7 +128,7 @@ class SettlementQueue:
         if self._records:
             spec, item, served = self._records[0]
             try:
-                await self._backend.record(spec, *item, served)
+                await self._backend.record(spec, item, served)
             except BackendUnavailable:
                 raise
             except Exception as e:  # a bug, not an outage: retrying would fail the same way and hold the queue
